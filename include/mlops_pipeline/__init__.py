@@ -1,0 +1,1 @@
+"""MLOps pipeline library: config, data, validation, training, registry, deploy, monitoring."""

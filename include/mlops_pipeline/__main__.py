@@ -1,0 +1,3 @@
+from mlops_pipeline.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""Apply ``airflow_settings.yaml`` (the Astro CLI format) to a plain Airflow, idempotently.
+
+    python -m mlops_pipeline.airflow_settings apply airflow_settings.yaml
+    python -m mlops_pipeline.airflow_settings check airflow_settings.yaml   # parse + resolve only
+
+Values may reference the environment as ``${NAME}`` or ``${NAME:-default}``, so secrets stay out of
+git. A connection or variable that references an unset variable with no default is skipped (and
+said so): e.g. without ``AWS_ACCESS_KEY_ID`` there is no ``aws_default`` connection and S3 access
+falls back to the standard AWS credential chain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class UnsetReference(LookupError):
+    pass
+
+
+def expand(value: Any, environ: dict[str, str] | None = None) -> Any:
+    """Replace ``${NAME}`` / ``${NAME:-default}`` in strings (recursively in lists and dicts)."""
+    environ = os.environ if environ is None else environ
+    if isinstance(value, str):
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in environ and environ[name] != "":
+                return environ[name]
+            if default is not None:
+                return default
+            raise UnsetReference(name)
+
+        return _REFERENCE.sub(substitute, value)
+    if isinstance(value, list):
+        return [expand(v, environ) for v in value]
+    if isinstance(value, dict):
+        return {k: expand(v, environ) for k, v in value.items()}
+    return value
+
+
+def load(path: Path, environ: dict[str, str] | None = None) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """The resolved settings and a list of what was skipped (and why)."""
+    document = yaml.safe_load(path.read_text()) or {}
+    section = document.get("airflow", {}) or {}
+    unknown = set(section) - {"connections", "pools", "variables"}
+    if unknown:
+        raise ValueError(f"{path}: unknown keys under 'airflow': {sorted(unknown)}")
+    resolved: dict[str, list[dict[str, Any]]] = {"connections": [], "pools": [], "variables": []}
+    skipped: list[str] = []
+    for kind, key in (("connections", "conn_id"), ("pools", "pool_name"), ("variables", "variable_name")):
+        for index, item in enumerate(section.get(kind) or []):
+            if not isinstance(item, dict) or key not in item:
+                raise ValueError(f"{path}: airflow.{kind}[{index}] must be a mapping with '{key}'")
+            try:
+                resolved[kind].append(expand(item, environ))
+            except UnsetReference as exc:
+                skipped.append(f"{kind[:-1]} {item[key]!r}: ${{{exc.args[0]}}} is not set")
+    return resolved, skipped
+
+
+def apply(path: Path) -> list[str]:
+    from airflow.models import Connection, Pool, Variable
+    from airflow.utils.session import create_session
+
+    resolved, skipped = load(path)
+    done = []
+    with create_session() as session:
+        for item in resolved["connections"]:
+            extra = item.get("conn_extra")
+            connection = Connection(
+                conn_id=item["conn_id"],
+                conn_type=item.get("conn_type") or "generic",
+                description=item.get("description"),
+                host=item.get("conn_host"),
+                schema=item.get("conn_schema"),
+                login=item.get("conn_login"),
+                password=item.get("conn_password"),
+                port=int(item["conn_port"]) if item.get("conn_port") not in (None, "") else None,
+                extra=json.dumps(extra) if isinstance(extra, dict) else extra,
+            )
+            session.query(Connection).filter(Connection.conn_id == connection.conn_id).delete()
+            session.add(connection)
+            done.append(f"connection {item['conn_id']}")
+        session.commit()
+    for item in resolved["pools"]:
+        Pool.create_or_update_pool(
+            name=item["pool_name"],
+            slots=int(item.get("pool_slot", 1)),
+            description=item.get("pool_description") or "",
+            include_deferred=bool(item.get("include_deferred", False)),
+        )
+        done.append(f"pool {item['pool_name']}")
+    for item in resolved["variables"]:
+        value = item.get("variable_value")
+        Variable.set(item["variable_name"], value if isinstance(value, str) else json.dumps(value), description=item.get("description"))
+        done.append(f"variable {item['variable_name']}")
+    return done + [f"skipped {s}" for s in skipped]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mlops_pipeline.airflow_settings")
+    parser.add_argument("command", choices=["apply", "check"])
+    parser.add_argument("path", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        resolved, skipped = load(args.path)
+        print(json.dumps({k: [i.get("conn_id") or i.get("pool_name") or i.get("variable_name") for i in v] for k, v in resolved.items()}))
+        for line in skipped:
+            print(f"skipped {line}")
+        return 0
+    for line in apply(args.path):
+        print(f"airflow_settings: {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

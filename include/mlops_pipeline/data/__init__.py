@@ -1,0 +1,1 @@
+"""Data sources, the lake and manifests."""

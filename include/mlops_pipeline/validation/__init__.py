@@ -1,0 +1,1 @@
+"""Batch validation with Great Expectations 1.x (called directly, no provider)."""
