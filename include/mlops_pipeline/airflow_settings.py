@@ -16,6 +16,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,27 +29,27 @@ class UnsetReference(LookupError):
     pass
 
 
-def expand(value: Any, environ: dict[str, str] | None = None) -> Any:
+def expand(value: Any, environ: Mapping[str, str] | None = None) -> Any:
     """Replace ``${NAME}`` / ``${NAME:-default}`` in strings (recursively in lists and dicts)."""
-    environ = os.environ if environ is None else environ
+    env: Mapping[str, str] = os.environ if environ is None else environ
     if isinstance(value, str):
         def substitute(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
-            if name in environ and environ[name] != "":
-                return environ[name]
+            if env.get(name):
+                return env[name]
             if default is not None:
                 return default
             raise UnsetReference(name)
 
         return _REFERENCE.sub(substitute, value)
     if isinstance(value, list):
-        return [expand(v, environ) for v in value]
+        return [expand(v, env) for v in value]
     if isinstance(value, dict):
-        return {k: expand(v, environ) for k, v in value.items()}
+        return {k: expand(v, env) for k, v in value.items()}
     return value
 
 
-def load(path: Path, environ: dict[str, str] | None = None) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+def load(path: Path, environ: Mapping[str, str] | None = None) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
     """The resolved settings and a list of what was skipped (and why)."""
     document = yaml.safe_load(path.read_text()) or {}
     section = document.get("airflow", {}) or {}
@@ -69,7 +70,10 @@ def load(path: Path, environ: dict[str, str] | None = None) -> tuple[dict[str, l
 
 
 def apply(path: Path) -> list[str]:
-    from airflow.models import Connection, Pool, Variable
+    # The metadata-DB models: this runs as an admin command, not inside a task (airflow.sdk is for tasks).
+    from airflow.models.connection import Connection
+    from airflow.models.pool import Pool
+    from airflow.models.variable import Variable
     from airflow.utils.session import create_session
 
     resolved, skipped = load(path)

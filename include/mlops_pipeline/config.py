@@ -14,7 +14,7 @@ from datetime import date
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     # --- training / registry ---------------------------------------------------------
     model_name: str | None = Field(default=None, description="Registered model name; default: the dataset's name")
     mlflow_tracking_uri: str = Field(
-        default="http://127.0.0.1:5000", validation_alias="MLFLOW_TRACKING_URI", description="MLflow server"
+        default="", validation_alias="MLFLOW_TRACKING_URI", description="MLflow server (default: the embedded one)"
     )
 
     # --- local services (the embedded stack that `make demo` and the tests start) -------
@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     deploy_backend: Literal["auto", "docker", "local"] = "auto"
     router_bind: str = "127.0.0.1"
     router_port: int = 8000
+
+    @model_validator(mode="after")
+    def _default_tracking_uri(self) -> Settings:
+        if not self.mlflow_tracking_uri:
+            self.mlflow_tracking_uri = f"http://127.0.0.1:{self.mlflow_port}"
+        return self
 
     @field_validator("bad_batch_days", mode="before")
     @classmethod

@@ -115,7 +115,8 @@ def _load(path: Path, mtime_ns: int) -> DatasetSpec:
     try:
         return DatasetSpec.model_validate({**raw, "spec_path": path})
     except ValidationError as exc:
-        raise DatasetSpecError(f"dataset file {path} is invalid:\n{exc}") from exc
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise DatasetSpecError(f"dataset file {path} is invalid: {problems}") from exc
 
 
 def load_dataset_spec(dataset: str | None = None) -> DatasetSpec:

@@ -178,7 +178,12 @@ def validate(
     build_docs: bool = True,
 ) -> dict[str, Any]:
     """Validate the raw partition of ``window``; publish it or quarantine it (then raise BatchRejected)."""
-    from mlops_pipeline.validation.gx_runner import load_suite_dict, new_docs_dir, run_suite, window_expectation
+    from mlops_pipeline.validation.gx_runner import (
+        load_suite_dict,
+        new_docs_dir,
+        run_suite,
+        window_expectation,
+    )
     from mlops_pipeline.validation.parsing import BatchParseError, normalise_for_validation, read_batch
 
     raw_manifest, raw_files = _raw_batch(lake, window)

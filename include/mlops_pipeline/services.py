@@ -9,7 +9,8 @@
     stop  [NAME ...]         stop them (SIGTERM, then SIGKILL after a grace period)
     status                   which are running
 
-Airflow runs with SQLite and the LocalExecutor under ``AIRFLOW_HOME`` (default ``<project>/.airflow``),
+``mlflow`` is a real ``mlflow server`` (SQLite backend, artifacts under ``<project>/mlruns``,
+served over HTTP) on ``MLOPS_MLFLOW_PORT`` (default 5000). Airflow runs with SQLite and the LocalExecutor under ``AIRFLOW_HOME`` (default ``<project>/.airflow``),
 reading DAGs from ``<project>/dags``. Values already in the environment win over these defaults, so
 a user can point the same commands at Postgres or another executor.
 """
@@ -32,7 +33,15 @@ from mlops_pipeline.config import get_settings, project_home
 
 
 def run_dir() -> Path:
-    return project_home() / ".run"
+    """Pidfiles and service logs: ``MLOPS_RUN_DIR`` or ``<project>/.run`` (tests use their own)."""
+    return Path(os.environ.get("MLOPS_RUN_DIR") or project_home() / ".run")
+
+
+def mlflow_dir() -> Path:
+    """Embedded MLflow server state: SQLite backend and local artifact root (gitignored)."""
+    path = Path(os.environ.get("MLOPS_MLFLOW_DIR") or project_home() / "mlruns")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def airflow_home() -> Path:
@@ -60,16 +69,21 @@ def airflow_environment() -> dict[str, str]:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "15",
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
         "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "900",
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(settings.airflow_port),
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{settings.airflow_port}",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(settings.airflow_port + 713),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(settings.airflow_port + 714),
         "GX_ANALYTICS_ENABLED": "False",
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
         "NO_PROXY": "*",
         "no_proxy": "*",
     }
+    if "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in env:  # our SQLite file: WAL + busy timeout (airflow_db.py)
+        defaults["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] = "mlops_pipeline.airflow_db.SQLITE_CONNECT_ARGS"
+        defaults["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC"] = "mlops_pipeline.airflow_db.SQLITE_CONNECT_ARGS_ASYNC"
     for key, value in defaults.items():
         env.setdefault(key, value)
     venv_bin = str(Path(sys.executable).parent)
@@ -97,6 +111,17 @@ def services() -> dict[str, Service]:
         "scheduler": Service("scheduler", [airflow, "scheduler"]),
         "dag-processor": Service("dag-processor", [airflow, "dag-processor"]),
         "triggerer": Service("triggerer", [airflow, "triggerer"]),
+        "mlflow": Service(
+            "mlflow",
+            [
+                str(Path(sys.executable).parent / "mlflow"), "server",
+                "--host", "127.0.0.1", "--port", str(settings.mlflow_port),
+                "--backend-store-uri", f"sqlite:///{mlflow_dir() / 'mlflow.db'}",
+                "--artifacts-destination", str(mlflow_dir() / "artifacts"),
+                "--serve-artifacts", "--workers", "2",
+            ],
+            ready_url=f"http://127.0.0.1:{settings.mlflow_port}/health",
+        ),
     }
 
 
@@ -146,6 +171,11 @@ def setup(settings_file: Path | None = None) -> None:
     env = airflow_environment()
     airflow_home().mkdir(parents=True, exist_ok=True)
     subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
+    sqlite_url = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    if sqlite_url.startswith("sqlite:///"):
+        from mlops_pipeline.airflow_db import enable_wal
+
+        enable_wal(Path(sqlite_url.removeprefix("sqlite:///")))
     settings_file = settings_file or project_home() / "airflow_settings.yaml"
     if settings_file.is_file():
         subprocess.run([sys.executable, "-m", "mlops_pipeline.airflow_settings", "apply", str(settings_file)], env=env, check=True)
@@ -163,7 +193,8 @@ def start(names: list[str], wait: float = 120.0) -> None:
         service = table[name]
         with open(log_path(name), "ab") as log:
             process = subprocess.Popen(
-                service.argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                [sys.executable, "-m", "mlops_pipeline.services", "supervise", name],
+                env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
         _pidfile(name).write_text(str(process.pid))
     deadline = time.monotonic() + wait
@@ -176,6 +207,36 @@ def start(names: list[str], wait: float = 120.0) -> None:
             if time.monotonic() > deadline:
                 raise SystemExit(f"service {name} not ready at {service.ready_url} after {wait:.0f}s; see {log_path(name)}")
             time.sleep(1)
+
+
+def supervise(name: str, max_restarts: int = 5, window: float = 600.0) -> int:
+    """Run one service and restart it when it exits unexpectedly (what ``restart: always`` does in
+    compose): e.g. the scheduler exits on a lost SQLite write race. SIGTERM stops it for good."""
+    service = services()[name]
+    stopping = False
+    child: subprocess.Popen[bytes] | None = None
+
+    def on_term(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    restarts: list[float] = []
+    while True:
+        child = subprocess.Popen(service.argv)
+        code = child.wait()
+        if stopping:
+            return 0
+        now = time.monotonic()
+        restarts = [t for t in restarts if now - t < window] + [now]
+        if len(restarts) > max_restarts:
+            print(f"[supervise] {name} exited with {code} {len(restarts)} times in {window:.0f}s: giving up", flush=True)
+            return code or 1
+        print(f"[supervise] {name} exited with {code}; restarting ({len(restarts)}/{max_restarts})", flush=True)
+        time.sleep(min(2 * len(restarts), 10))
 
 
 def stop(names: list[str], grace: float = 20.0) -> None:
@@ -221,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("names", nargs="*")
     sub.add_parser("status")
     sub.add_parser("login")
+    supervised = sub.add_parser("supervise")
+    supervised.add_argument("name")
     args = parser.parse_args(argv)
     if args.command == "env":
         for key, value in sorted(airflow_environment().items()):
@@ -241,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in services():
             pid = running_pid(name)
             print(f"{name:14s} {'running pid ' + str(pid) if pid else 'stopped'}")
+    elif args.command == "supervise":
+        return supervise(args.name)
     elif args.command == "login":
         print(f"admin / {admin_password() or '(not generated yet: start the api-server)'}")
     return 0

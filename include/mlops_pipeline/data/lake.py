@@ -161,7 +161,7 @@ class Lake:
         """Replace partition ``zone/ds`` with ``files``: data first, then the manifest, then cleanup."""
         folder = self.partition_path(zone, ds)
         self.fs.makedirs(folder, exist_ok=True)
-        entries = []
+        entries: list[dict[str, Any]] = []
         for data_file in files:
             target = f"{folder}/{data_file.name}"
             if not self._same_file_present(target, data_file):
@@ -173,12 +173,12 @@ class Lake:
             "zone": zone,
             "ds": ds,
             "files": entries,
-            "row_count": sum(e["rows"] or 0 for e in entries if e["rows"] is not None),
+            "row_count": sum(f.rows for f in files if f.rows is not None),
             "committed_at": datetime.now(UTC).isoformat(timespec="seconds"),
             **metadata,
         }
         self.write_json_atomic(f"{folder}/{MANIFEST_NAME}", manifest)
-        self._remove_unlisted(folder, {e["path"] for e in entries})
+        self._remove_unlisted(folder, {f.name for f in files})
         return manifest
 
     def _same_file_present(self, path: str, data_file: DataFile) -> bool:
@@ -188,10 +188,18 @@ class Lake:
             return False
 
     def _remove_unlisted(self, folder: str, keep: set[str]) -> None:
-        for entry in self.fs.ls(folder, detail=False):
+        """Remove what the committed manifest does not name, but not another writer's fresh temp
+        file (two runs of one window may overlap, e.g. a scheduled run and a backfill)."""
+        import time
+
+        for info in self.fs.ls(folder, detail=True):
+            entry = info["name"]
             name = entry.rstrip("/").rsplit("/", 1)[-1]
-            if name != MANIFEST_NAME and name not in keep:
-                self.fs.rm(entry, recursive=True)
+            if name == MANIFEST_NAME or name in keep:
+                continue
+            if ".tmp-" in name and time.time() - float(info.get("mtime") or info.get("created") or 0) < 3600:
+                continue
+            self.fs.rm(entry, recursive=True)
 
     def delete_partition(self, zone: str, ds: str) -> bool:
         """Remove a partition: the manifest first, so readers stop trusting it at once."""

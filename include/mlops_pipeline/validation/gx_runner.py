@@ -161,7 +161,7 @@ def run_suite(
     )
     suite = context.suites.add(suite)
     definition = context.validation_definitions.add(gx.ValidationDefinition(name="batch", data=batch_definition, suite=suite))
-    actions = [gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=site_names)] if site_names else []
+    actions: list[Any] = [gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=site_names)] if site_names else []
     checkpoint = context.checkpoints.add(
         gx.Checkpoint(
             name="ingest",

@@ -41,7 +41,7 @@ def profile_suite(
     spec: DatasetSpec,
     *,
     suite_name: str | None = None,
-    range_margin: float = 0.1,
+    range_margin: float = 0.25,
     row_count_margin: float = 0.5,
 ) -> dict[str, Any]:
     """A GX suite dict from one or more daily frames of a reference window."""

@@ -1,0 +1,104 @@
+"""Shared fixtures: an isolated lake per test, and a throwaway project-local Airflow per session."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytest_plugins = [p for p in ("tests.mlflow_fixtures",) if (REPO / (p.replace(".", "/") + ".py")).is_file()]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def day_window(day: date):
+    from mlops_pipeline.ingest import Window
+
+    start = datetime.combine(day, time(0), tzinfo=UTC)
+    return Window(start, start + timedelta(days=1))
+
+
+@pytest.fixture
+def lake_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """MLOPS_LAKE_URI pointed at an empty temp folder for this test (settings re-read)."""
+    from mlops_pipeline.config import get_settings
+
+    uri = (tmp_path / "lake").as_uri()
+    monkeypatch.setenv("MLOPS_LAKE_URI", uri)
+    for name in ("MLOPS_DATASET", "MLOPS_BAD_BATCH_DAYS", "MLOPS_COVARIATE_DRIFT_FROM", "MLOPS_CONCEPT_DRIFT_FROM"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    yield uri
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def lake(lake_uri: str):
+    from mlops_pipeline.config import get_settings
+    from mlops_pipeline.storage import open_lake
+
+    return open_lake(get_settings())
+
+
+@dataclass
+class AirflowStack:
+    """A project-local Airflow in temp folders: its own DB, lake, run dir and ports."""
+
+    env: dict[str, str]
+    base: Path
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.base / "lake"
+
+    def run(self, *argv: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mlops_pipeline.services", *argv],
+            env=self.env, capture_output=True, text=True, timeout=timeout, check=check,
+        )
+
+    def airflow(self, *argv: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return self.run("exec", "--", "airflow", *argv, timeout=timeout)
+
+    def api(self):
+        from mlops_pipeline.airflow_api import AirflowAPI
+
+        passwords = json.loads((Path(self.env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated").read_text())
+        return AirflowAPI(f"http://127.0.0.1:{self.env['MLOPS_AIRFLOW_PORT']}", password=passwords["admin"])
+
+
+@pytest.fixture(scope="session")
+def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
+    base = tmp_path_factory.mktemp("airflow-stack")
+    env = dict(os.environ)
+    for name in list(env):
+        if name.startswith(("AIRFLOW__", "MLOPS_")) and name != "MLOPS_HOME":
+            env.pop(name)
+    env.update(
+        {
+            "MLOPS_HOME": str(REPO),
+            "AIRFLOW_HOME": str(base / "home"),
+            "MLOPS_RUN_DIR": str(base / "run"),
+            "MLOPS_LAKE_URI": str(base / "lake"),
+            "MLOPS_AIRFLOW_PORT": str(free_port()),
+        }
+    )
+    stack = AirflowStack(env=env, base=base)
+    done = stack.run("setup", timeout=300)
+    assert done.returncode == 0, f"airflow setup failed:\n{done.stdout}\n{done.stderr}"
+    yield stack
+    stack.run("stop", timeout=120)
