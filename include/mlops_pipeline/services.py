@@ -78,6 +78,13 @@ def airflow_environment() -> dict[str, str]:
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(settings.airflow_port + 714),
         "GX_ANALYTICS_ENABLED": "False",
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        # Offline-friendly MLflow: telemetry's exit-time flush otherwise blocks each process ~30 s
+        # without a network; models carry their own pinned requirements, not the project's uv.lock;
+        # the registry needs none of the embedded server's job workers.
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_UV_AUTO_DETECT": "false",
+        "MLFLOW_LOG_UV_FILES": "false",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "NO_PROXY": "*",
         "no_proxy": "*",
     }

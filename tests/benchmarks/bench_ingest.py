@@ -34,7 +34,13 @@ def _time_python(code: str, env: dict[str, str], repeats: int) -> list[float]:
     samples = []
     for _ in range(repeats):
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         samples.append(time.perf_counter() - started)
     return samples
 
@@ -46,11 +52,18 @@ def bench_parse(env: dict[str, str], repeats: int) -> dict:
         # Interleave with the baseline so machine noise hits both alike.
         samples = _time_python(f"import runpy; runpy.run_path({str(dag_file)!r})", env, repeats)
         bare += _time_python("import airflow.sdk", env, 1)
-        files[dag_file.name] = {"median_s": round(statistics.median(samples), 3), "samples_s": [round(s, 3) for s in samples]}
+        files[dag_file.name] = {
+            "median_s": round(statistics.median(samples), 3),
+            "samples_s": [round(s, 3) for s in samples],
+        }
     bare_median = statistics.median(bare)
     for entry in files.values():
         entry["parse_ratio"] = round(entry["median_s"] / bare_median, 3)
-    return {"bare_import_airflow_sdk_median_s": round(bare_median, 3), "files": files, "goal_parse_ratio_max": 1.5}
+    return {
+        "bare_import_airflow_sdk_median_s": round(bare_median, 3),
+        "files": files,
+        "goal_parse_ratio_max": 1.5,
+    }
 
 
 def bench_backfill(days: int) -> dict:
@@ -69,8 +82,13 @@ def bench_backfill(days: int) -> dict:
         started = time.perf_counter()
         api.backfill("mlops_ingest", first.isoformat(), last.isoformat(), max_active_runs=8)
         runs = api.wait_for_runs(
-            "mlops_ingest", run_type="backfill", expected=days, timeout=3600,
-            progress=lambda rs: sys.stdout.write(f"\r[backfill] {sum(r['state'] in ('success', 'failed') for r in rs)}/{days} {time.perf_counter() - started:5.0f}s"),
+            "mlops_ingest",
+            run_type="backfill",
+            expected=days,
+            timeout=3600,
+            progress=lambda rs: sys.stdout.write(
+                f"\r[backfill] {sum(r['state'] in ('success', 'failed') for r in rs)}/{days} {time.perf_counter() - started:5.0f}s"
+            ),
         )
         elapsed = time.perf_counter() - started
         print()
@@ -87,7 +105,9 @@ def bench_backfill(days: int) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--skip-backfill", action="store_true")
@@ -105,17 +125,25 @@ def main() -> int:
     from mlops_pipeline.services import airflow_environment
 
     result: dict = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     result["dag_parse"] = bench_parse(airflow_environment(), args.repeats)
     for name, entry in result["dag_parse"]["files"].items():
-        print(f"parse {name:24s} {entry['median_s']:.2f}s  ratio {entry['parse_ratio']:.2f} (bare import {result['dag_parse']['bare_import_airflow_sdk_median_s']:.2f}s)")
+        print(
+            f"parse {name:24s} {entry['median_s']:.2f}s  ratio {entry['parse_ratio']:.2f} (bare import {result['dag_parse']['bare_import_airflow_sdk_median_s']:.2f}s)"
+        )
     if not args.skip_backfill:
         result["backfill"] = bench_backfill(args.days)
         if args.days == 90:
             result["backfill_90d_s"] = result["backfill"]["backfill_s"]
-        print(f"backfill of {args.days} days: {result['backfill']['backfill_s']}s ({result['backfill']['per_window_s']}s a window)")
+        print(
+            f"backfill of {args.days} days: {result['backfill']['backfill_s']}s ({result['backfill']['per_window_s']}s a window)"
+        )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     tmp = RESULTS.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")

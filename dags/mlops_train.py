@@ -1,0 +1,119 @@
+"""mlops_train: the last N validated days -> candidates -> MLflow -> registered version -> gate -> @challenger.
+
+Runs weekly (Monday 03:00 UTC), by hand, or when another DAG triggers it with conf
+``{"reason": "drift", ...}`` (the monitor does). Its window is the last N ``validated/ds=...``
+partitions strictly before the run's data interval end (its logical date for manual runs), so a
+backfill for an old date trains on exactly the data that existed before that date.
+
+1. ``train``: split by event time (train / valid / holdout), fit a scikit-learn baseline and
+   XGBoost, choose each threshold on valid, evaluate on holdout, log everything to one MLflow run
+   (params, metrics, lake datasets with digests, git commit, environment, SHAP importances, the
+   model with its ``metadata.mlops`` contract) and register the better candidate as a new version.
+2. ``gate``: score the new version and the current ``@champion`` on the same holdout. Pass (above
+   the floor and within the allowed drop from the champion) -> ``@challenger``; fail -> the version
+   stays registered, tagged ``rejected=true`` with the reason, no alias moves, and the run stops here.
+3. ``announce_challenger``: updates the ``mlops_challenger`` asset, which the deploy DAG listens to.
+
+``train`` and ``gate`` run in the ``training`` pool (one slot: trainings never compete for cores). A retried
+``train`` reuses its finished MLflow run instead of registering a second version; a re-run gate
+returns the recorded decision. Settings: ``MLOPS_TRAIN_*`` (window, split, seed, gate floor and
+margin), ``MLFLOW_TRACKING_URI``, ``MLOPS_MODEL_NAME``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, task
+
+from mlops_pipeline.registry.aliases import CHALLENGER_ASSET_NAME
+
+CHALLENGER = Asset(name=CHALLENGER_ASSET_NAME)
+CANDIDATES = ["baseline", "xgboost"]
+
+
+@dag(
+    dag_id="mlops_train",
+    schedule="0 3 * * 1",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={
+        "pool": "training",
+        "retries": 1,
+        "retry_delay": timedelta(minutes=1),
+        "execution_timeout": timedelta(minutes=60),
+    },
+    params={
+        "reason": Param(
+            "manual",
+            type="string",
+            minLength=1,
+            maxLength=250,
+            title="Reason",
+            description="Why this training runs; tagged on the MLflow run as trigger_reason (the monitor sends 'drift').",
+        ),
+        "days": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            maximum=3650,
+            title="Training days",
+            description="Train on the last N validated days before the run's date. Empty: MLOPS_TRAIN_DAYS (default 28).",
+        ),
+        "candidates": Param(
+            [],
+            type="array",
+            items={"type": "string", "enum": CANDIDATES},
+            uniqueItems=True,
+            examples=CANDIDATES,
+            title="Candidates",
+            description="Which models to train. Empty: MLOPS_TRAIN_CANDIDATES (default both).",
+        ),
+        "hyperparameters": Param(
+            {},
+            type="object",
+            title="Hyperparameter overrides",
+            description='Per candidate, e.g. {"xgboost": {"max_depth": 3, "n_estimators": 200}, "baseline": {"C": 0.5}}.',
+        ),
+        "seed": Param(
+            None,
+            type=["null", "integer"],
+            title="Seed",
+            description="Empty: MLOPS_TRAIN_SEED (default 42). Same data, settings and seed give the same model.",
+        ),
+    },
+    tags=["mlops", "train"],
+    doc_md=__doc__,
+)
+def mlops_train():
+    @task
+    def train(params=None, dag_run=None, data_interval_end=None, logical_date=None) -> dict:
+        """Assemble the window, fit and evaluate the candidates, log to MLflow, register the best."""
+        from mlops_pipeline.training.tasks import train_task
+
+        as_of = data_interval_end or logical_date or dag_run.run_after
+        return train_task(
+            params or {}, as_of=as_of, dag_run_id=dag_run.run_id, run_type=getattr(dag_run.run_type, "value", dag_run.run_type), conf=dag_run.conf
+        )
+
+    @task.short_circuit
+    def gate(candidate: dict) -> dict | bool:
+        """Candidate vs @champion on the same holdout; only a pass lets the run continue."""
+        from mlops_pipeline.training.tasks import gate_task
+
+        decision = gate_task(candidate)
+        return decision if decision["passed"] else False
+
+    @task(outlets=[CHALLENGER], pool="default_pool")
+    def announce_challenger(decision: dict, outlet_events=None) -> dict:
+        """Tell the deploy DAG which version became @challenger (an asset event with the version)."""
+        summary = {k: decision[k] for k in ("model_name", "version", "run_id", "model_uri", "candidate_score", "metric")}
+        outlet_events[CHALLENGER].extra = summary
+        return summary
+
+    announce_challenger(gate(train()))
+
+
+mlops_train()

@@ -1,0 +1,255 @@
+"""Training data: the last N validated days before a date, and a split by event time.
+
+The window of a run is a pure function of (lake contents, as-of date, N): the N most recent
+``validated/ds=...`` partitions with ``ds`` before the as-of date (the run's data interval end or
+logical date). A backfill run for an old date therefore sees exactly the data it would have seen
+then. Every partition is read through its manifest, so each file's sha256 is verified.
+
+The split never shuffles: rows are ordered by event time (then id) and cut into train / valid /
+holdout by row share; the cut points are timestamps, so the same split can be rebuilt from the
+window and the two boundaries alone (the gate does that to score the champion).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mlops_pipeline.data.lake import Lake
+    from mlops_pipeline.datasets import DatasetSpec
+
+log = logging.getLogger(__name__)
+
+ZONE = "validated"
+SPLITS = ("train", "valid", "holdout")
+
+
+class TrainingDataError(ValueError):
+    """The data cannot train a model (empty window, one class, missing column ...); retrying will not help."""
+
+
+@dataclass(frozen=True)
+class PartitionRef:
+    """One validated partition as the run used it: where it is and the checksums of its files."""
+
+    ds: str
+    uri: str
+    sha256s: tuple[str, ...]
+    rows: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ds": self.ds, "uri": self.uri, "sha256s": list(self.sha256s), "rows": self.rows}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PartitionRef:
+        return cls(ds=data["ds"], uri=data["uri"], sha256s=tuple(data["sha256s"]), rows=int(data["rows"]))
+
+
+@dataclass(frozen=True)
+class TrainingWindow:
+    lake_uri: str
+    as_of: str  # ISO date: partitions have ds < as_of
+    days_requested: int
+    partitions: tuple[PartitionRef, ...]
+
+    @property
+    def first_ds(self) -> str:
+        return self.partitions[0].ds
+
+    @property
+    def last_ds(self) -> str:
+        return self.partitions[-1].ds
+
+    @property
+    def label(self) -> str:
+        return f"ds={self.first_ds}..{self.last_ds} ({len(self.partitions)} day(s)) of {self.lake_uri}/{ZONE}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lake_uri": self.lake_uri,
+            "as_of": self.as_of,
+            "days_requested": self.days_requested,
+            "partitions": [p.to_dict() for p in self.partitions],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingWindow:
+        return cls(
+            lake_uri=data["lake_uri"],
+            as_of=data["as_of"],
+            days_requested=int(data["days_requested"]),
+            partitions=tuple(PartitionRef.from_dict(p) for p in data["partitions"]),
+        )
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    """Split boundaries: train < valid_start <= valid < holdout_start <= holdout (ISO timestamps)."""
+
+    valid_start: str
+    holdout_start: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TimeSplit:
+        return cls(valid_start=data["valid_start"], holdout_start=data["holdout_start"])
+
+
+@dataclass
+class Splits:
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    holdout: pd.DataFrame
+    boundaries: TimeSplit
+
+    def items(self) -> list[tuple[str, pd.DataFrame]]:
+        return [("train", self.train), ("valid", self.valid), ("holdout", self.holdout)]
+
+
+def as_of_date(moment: datetime | date) -> date:
+    """The as-of day of a run: partitions strictly before it are eligible."""
+    if isinstance(moment, datetime):
+        if moment.tzinfo is None:
+            raise ValueError(f"as-of moment must be timezone-aware, got {moment!r}")
+        return moment.astimezone(UTC).date()
+    return moment
+
+
+def select_window(lake: Lake, as_of: datetime | date, days: int) -> TrainingWindow:
+    """The last ``days`` validated partitions with ``ds`` before ``as_of`` (fewer if the lake has fewer)."""
+    cutoff = as_of_date(as_of).isoformat()
+    eligible = [ds for ds in lake.list_partitions(ZONE) if ds < cutoff]
+    chosen = eligible[-days:]
+    if not chosen:
+        raise TrainingDataError(
+            f"empty training window: no validated partitions before ds={cutoff} in {lake.uri}/{ZONE} "
+            f"(asked for the last {days} day(s)); run mlops_ingest for earlier days first"
+        )
+    if len(chosen) < days:
+        log.warning("only %d validated day(s) before %s in %s (asked for %d)", len(chosen), cutoff, lake.uri, days)
+    partitions = []
+    for ds in chosen:
+        manifest = lake.read_manifest(ZONE, ds)
+        if manifest is None:  # removed between listing and reading
+            raise TrainingDataError(f"validated/ds={ds} in {lake.uri} disappeared while the window was assembled")
+        partitions.append(
+            PartitionRef(
+                ds=ds,
+                uri=lake.partition_uri(ZONE, ds),
+                sha256s=tuple(sorted(f["sha256"] for f in manifest["files"])),
+                rows=int(manifest.get("row_count") or 0),
+            )
+        )
+    return TrainingWindow(lake_uri=lake.uri, as_of=cutoff, days_requested=days, partitions=tuple(partitions))
+
+
+def load_window(lake: Lake, dataset: DatasetSpec, window: TrainingWindow) -> pd.DataFrame:
+    """All rows of the window, ordered by event time then id; checks each partition's columns and checksums."""
+    import pandas as pd
+
+    needed = dataset.columns
+    frames = []
+    for part in window.partitions:
+        manifest = lake.read_manifest(ZONE, part.ds)
+        current = tuple(sorted(f["sha256"] for f in (manifest or {}).get("files", [])))
+        if current != part.sha256s:
+            raise TrainingDataError(
+                f"validated/ds={part.ds} in {lake.uri} changed since the window was assembled "
+                f"(files {list(part.sha256s)} -> {list(current)}); run the task again"
+            )
+        frame = lake.read_frame(ZONE, part.ds)
+        missing = [c for c in needed if c not in frame.columns]
+        if missing:
+            raise TrainingDataError(
+                f"validated/ds={part.ds} in {lake.uri} lacks column(s) {missing} that dataset {dataset.name!r} "
+                f"needs (it has {list(frame.columns)})"
+            )
+        frames.append(frame.loc[:, needed])
+    frame = pd.concat(frames, ignore_index=True)
+    frame[dataset.time_column] = pd.to_datetime(frame[dataset.time_column], utc=True)
+    return frame.sort_values([dataset.time_column, dataset.id_column], kind="mergesort").reset_index(drop=True)
+
+
+def time_boundaries(frame: pd.DataFrame, dataset: DatasetSpec, valid_fraction: float, holdout_fraction: float) -> TimeSplit:
+    """Cut points at the event times of the row-share quantiles (``frame`` ordered by event time)."""
+    n = len(frame)
+    times = frame[dataset.time_column]
+    valid_at = min(n - 1, int(n * (1.0 - valid_fraction - holdout_fraction)))
+    holdout_at = min(n - 1, int(n * (1.0 - holdout_fraction)))
+    return TimeSplit(valid_start=times.iloc[valid_at].isoformat(), holdout_start=times.iloc[holdout_at].isoformat())
+
+
+def apply_split(frame: pd.DataFrame, dataset: DatasetSpec, boundaries: TimeSplit) -> Splits:
+    import pandas as pd
+
+    times = frame[dataset.time_column]
+    valid_start = pd.Timestamp(boundaries.valid_start)
+    holdout_start = pd.Timestamp(boundaries.holdout_start)
+    train = frame.loc[times < valid_start].reset_index(drop=True)
+    valid = frame.loc[(times >= valid_start) & (times < holdout_start)].reset_index(drop=True)
+    holdout = frame.loc[times >= holdout_start].reset_index(drop=True)
+    return Splits(train=train, valid=valid, holdout=holdout, boundaries=boundaries)
+
+
+def split_by_time(
+    frame: pd.DataFrame,
+    dataset: DatasetSpec,
+    *,
+    valid_fraction: float,
+    holdout_fraction: float,
+) -> Splits:
+    if frame.empty:
+        raise TrainingDataError("empty training window: the partitions hold no rows")
+    return apply_split(frame, dataset, time_boundaries(frame, dataset, valid_fraction, holdout_fraction))
+
+
+def check_trainable(splits: Splits, dataset: DatasetSpec, window: TrainingWindow, min_rows: int) -> None:
+    """Each split needs ``min_rows`` rows and both classes of a 0/1 target."""
+    target = dataset.target
+    for name, part in splits.items():
+        if len(part) < min_rows:
+            raise TrainingDataError(
+                f"training window {window.label}: the {name} split has {len(part)} row(s), fewer than {min_rows}; "
+                "use more days or other split fractions"
+            )
+        values = part[target]
+        if values.isna().any():
+            raise TrainingDataError(f"training window {window.label}: {target} has nulls in the {name} split")
+        classes = sorted(values.unique().tolist())
+        if not set(classes) <= {0, 1}:
+            raise TrainingDataError(
+                f"training window {window.label}: {target} must be 0/1, found values {classes[:10]} in the {name} split"
+            )
+        if len(classes) < 2:
+            raise TrainingDataError(
+                f"training window {window.label}: the {name} split has a single class "
+                f"({target}={classes[0]} in all {len(part)} rows); a classifier needs both classes"
+            )
+
+
+def split_digest(window: TrainingWindow, split: str, boundaries: TimeSplit) -> str:
+    """A digest of one split's exact rows: its partitions' file checksums and the time boundaries."""
+    payload = {
+        "split": split,
+        "partitions": [[p.ds, list(p.sha256s)] for p in window.partitions],
+        "boundaries": boundaries.to_dict(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def split_partitions(window: TrainingWindow, part: pd.DataFrame, dataset: DatasetSpec) -> list[PartitionRef]:
+    """The partitions that contribute rows to ``part`` (a split of this window)."""
+    if part.empty:
+        return []
+    times = part[dataset.time_column]
+    first, last = times.min().date().isoformat(), times.max().date().isoformat()
+    return [p for p in window.partitions if first <= p.ds <= last]

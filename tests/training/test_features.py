@@ -1,0 +1,104 @@
+"""The model input contract: feature order, encoding rules and the metadata.mlops block."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops_pipeline.datasets import load_dataset_spec
+from mlops_pipeline.training.features import (
+    CATEGORICAL,
+    NUMERIC,
+    FeatureError,
+    ModelSpec,
+    encode,
+    fit_model_spec,
+    input_example,
+    model_signature,
+    to_dmatrix,
+)
+
+
+@pytest.fixture
+def dataset():
+    return load_dataset_spec("churn")
+
+
+def _train_frame(dataset, rows: int = 6) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({name: rng.uniform(0, 10, rows) for name in dataset.numeric_features})
+    frame["plan"] = pd.array(["premium", "basic", "standard", "basic", None, "premium"][:rows], dtype="string")
+    frame["contract"] = pd.array(["one-year", "month-to-month"] * (rows // 2), dtype="string")
+    frame["payment_method"] = pd.array(["card"] * rows, dtype="string")
+    frame["region"] = pd.array(["west", "east", "north", "south", "west", "east"][:rows], dtype="string")
+    return frame
+
+
+def test_spec_keeps_dataset_order_and_sorted_training_categories(dataset):
+    spec = fit_model_spec(_train_frame(dataset), dataset)
+    assert spec.names == dataset.numeric_features + dataset.categorical_features
+    assert [f.kind for f in spec.features] == [NUMERIC] * 10 + [CATEGORICAL] * 4
+    by_name = {f.name: f for f in spec.features}
+    assert by_name["plan"].categories == ("basic", "premium", "standard")  # sorted, null not a category
+    assert by_name["payment_method"].categories == ("card",)
+    assert spec.feature_types == ["q"] * 10 + ["c"] * 4
+
+
+def test_metadata_block_has_the_agreed_shape_and_round_trips(dataset):
+    spec = fit_model_spec(_train_frame(dataset), dataset).with_threshold(0.3125)
+    block = spec.to_metadata()
+    assert set(block) == {"features", "id_column", "time_column", "target", "threshold"}
+    assert block["features"][0] == {"name": "tenure_months", "kind": "numeric"}
+    assert block["features"][10] == {"name": "plan", "kind": "categorical", "categories": ["basic", "premium", "standard"]}
+    assert (block["id_column"], block["time_column"], block["target"], block["threshold"]) == (
+        "customer_id", "event_time", "churned", 0.3125
+    )
+    assert ModelSpec.from_metadata(block) == spec
+
+
+def test_encoding_rules(dataset):
+    spec = fit_model_spec(_train_frame(dataset), dataset)
+    rows = pd.DataFrame(
+        {
+            **{name: [1.5, None] for name in dataset.numeric_features},
+            "plan": ["standard", "platinum"],  # unseen -> NaN
+            "contract": [None, "one-year"],  # null -> NaN
+            "payment_method": ["card", "card"],
+            "region": ["east", "west"],
+        }
+    )[list(reversed(spec.names))]  # column order of the input does not matter, the spec's does
+    matrix = encode(rows, spec)
+    assert matrix.dtype == np.float32 and matrix.shape == (2, 14)
+    assert matrix[0, 0] == np.float32(1.5) and math.isnan(matrix[1, 0])
+    plan, contract, region = spec.names.index("plan"), spec.names.index("contract"), spec.names.index("region")
+    assert matrix[0, plan] == 2.0 and math.isnan(matrix[1, plan])
+    assert math.isnan(matrix[0, contract]) and matrix[1, contract] == 1.0  # [month-to-month, one-year]
+    assert matrix[0, region] == 0.0 and matrix[1, region] == 3.0  # [east, north, south, west]
+
+
+def test_missing_feature_column_is_named(dataset):
+    spec = fit_model_spec(_train_frame(dataset), dataset)
+    with pytest.raises(FeatureError, match=r"lacks feature column\(s\) \['age'\]"):
+        encode(_train_frame(dataset).drop(columns=["age"]), spec)
+
+
+def test_dmatrix_carries_names_and_types(dataset):
+    spec = fit_model_spec(_train_frame(dataset), dataset)
+    dmatrix = to_dmatrix(_train_frame(dataset), spec)
+    assert dmatrix.feature_names == spec.names
+    assert dmatrix.feature_types == spec.feature_types
+
+
+def test_signature_and_example_use_raw_columns(dataset):
+    train = _train_frame(dataset)
+    spec = fit_model_spec(train, dataset)
+    inputs = model_signature(train, spec).inputs.to_dict()
+    assert [c["name"] for c in inputs] == spec.names
+    assert {c["name"]: c["type"] for c in inputs}["plan"] == "string"
+    assert {c["name"]: c["type"] for c in inputs}["age"] == "double"
+    assert {c["name"]: c["required"] for c in inputs}["plan"] is False  # had a null in training
+    example = input_example(train, spec)
+    assert list(example.columns) == spec.names and example["plan"].dtype == object

@@ -1,0 +1,199 @@
+"""train_and_register + gate_candidate against a real MLflow server and the lake of 10 validated days.
+
+One scenario per module (training is the expensive part), then one test per property:
+
+1. v1: both candidates, no champion yet -> the floor decides -> ``@challenger``; a retry of the same
+   Airflow run reuses the finished run.
+2. v1 promoted; v2: a crippled XGBoost -> registered, ``rejected``, no alias moves.
+3. v3: a normal XGBoost, scored against the champion on the same holdout -> ``@challenger``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from mlops_pipeline.registry import CHALLENGER, CHAMPION, promote
+from mlops_pipeline.registry.aliases import version_for_alias
+from mlops_pipeline.registry.lineage import LAKE_SOURCE_TYPE, version_lineage
+from mlops_pipeline.training.pipeline import TrainRequest, gate_candidate, train_and_register
+
+pytestmark = pytest.mark.integration
+
+CRIPPLED = {"xgboost": {"max_depth": 1, "n_estimators": 1, "learning_rate": 0.3}}
+
+
+@pytest.fixture(scope="module")
+def scenario(mlops_env_module):
+    client = MlflowClient(mlops_env_module.tracking_uri)
+    name = mlops_env_module.model_name
+    as_of = mlops_env_module.lake.day_after
+    steps: dict = {"env": mlops_env_module, "client": client, "name": name}
+
+    steps["first"] = train_and_register(TrainRequest(as_of=as_of, reason="test-first", dag_run_id="run-1"))
+    steps["first_gate"] = gate_candidate(steps["first"])
+    steps["aliases_after_first"] = _aliases(client, name)
+    steps["retry"] = train_and_register(TrainRequest(as_of=as_of, reason="test-first", dag_run_id="run-1"))
+    steps["retry_gate"] = gate_candidate(steps["first"])
+    steps["versions_after_retry"] = len(client.search_model_versions(f"name = '{name}'"))
+
+    promote(1)
+    steps["aliases_after_promote"] = _aliases(client, name)
+    steps["worse"] = train_and_register(
+        TrainRequest(as_of=as_of, reason="test-worse", candidates=["xgboost"], hyperparameters=CRIPPLED)
+    )
+    steps["worse_gate"] = gate_candidate(steps["worse"])
+    steps["aliases_after_worse"] = _aliases(client, name)
+
+    steps["good"] = train_and_register(TrainRequest(as_of=as_of, reason="test-good", candidates=["xgboost"]))
+    steps["good_gate"] = gate_candidate(steps["good"])
+    steps["aliases_after_good"] = _aliases(client, name)
+
+    # The sklearn flavor, whatever won v1: a baseline-only version (not gated, just registered).
+    steps["baseline"] = train_and_register(TrainRequest(as_of=as_of, reason="test-baseline", candidates=["baseline"]))
+    return steps
+
+
+def _aliases(client: MlflowClient, name: str) -> dict[str, str | None]:
+    found = {}
+    for alias in (CHAMPION, CHALLENGER):
+        version = version_for_alias(client, name, alias)
+        found[alias] = None if version is None else str(version.version)
+    return found
+
+
+def test_first_version_becomes_challenger_on_the_floor(scenario):
+    first, decision = scenario["first"], scenario["first_gate"]
+    assert first["version"] == "1" and first["model_uri"] == f"models:/{scenario['name']}/1"
+    assert set(first["candidates"]) == {"baseline", "xgboost"}
+    assert decision["passed"] and "no @champion yet" in decision["reason"]
+    assert scenario["aliases_after_first"] == {CHAMPION: None, CHALLENGER: "1"}
+    # The gate re-scored the registered model (downloaded from MLflow) on the rebuilt holdout.
+    winner = first["winner"]
+    assert decision["candidate_score"] == pytest.approx(first["candidates"][winner]["holdout"]["roc_auc"])
+
+
+def test_a_retry_of_the_same_airflow_run_reuses_the_finished_run(scenario):
+    assert (scenario["retry"]["run_id"], scenario["retry"]["version"]) == (scenario["first"]["run_id"], "1")
+    assert scenario["versions_after_retry"] == 1
+    assert scenario["retry_gate"]["status"] == "passed"
+    assert scenario["retry_gate"]["reason"] == scenario["first_gate"]["reason"]
+
+
+def test_run_records_lineage_params_metrics_and_artifacts(scenario):
+    client, first, lake = scenario["client"], scenario["first"], scenario["env"].lake
+    lineage = version_lineage(client, scenario["name"], 1)
+    assert lineage["run_id"] == first["run_id"]
+    run = client.get_run(first["run_id"])
+    tags = run.data.tags
+    assert tags["trigger_reason"] == "test-first" and tags["dag_run_id"] == "run-1"
+    assert tags["git_commit"] == tags["mlflow.source.git.commit"] != ""
+    assert run.data.params["window.first_ds"] == "2026-01-01" and run.data.params["window.last_ds"] == "2026-01-10"
+    assert run.data.params["seed"] == "42"
+    assert {"holdout_roc_auc", "holdout_pr_auc", "holdout_log_loss", "holdout_brier", "holdout_f1",
+            "baseline.holdout_roc_auc", "xgboost.valid_roc_auc"} <= set(run.data.metrics)
+
+    datasets = {d["context"]: d for d in lineage["datasets"]}
+    assert set(datasets) == {"training", "validation", "holdout"}
+    split_of = {"training": "train", "validation": "valid", "holdout": "holdout"}
+    for context, entry in datasets.items():
+        assert entry["source_type"] == LAKE_SOURCE_TYPE
+        assert entry["digest"] == first["splits"][split_of[context]]["digest"]
+        assert all(uri.startswith(f"{lake.uri}/validated/ds=") for uri in entry["source"]["uris"])
+    assert datasets["training"]["source"]["uris"][0].endswith("ds=2026-01-01")
+    assert datasets["holdout"]["source"]["uris"][-1].endswith("ds=2026-01-10")
+    assert datasets["holdout"]["source"]["rows_from"] == first["split"]["holdout_start"]
+
+    for artifact in ("model_card.md", "explain/shap_importance.png", "explain/shap_importance.csv",
+                     "explain/shap_importance.json", "environment/requirements-lock.txt", "data/window.json",
+                     "data/reference_sample.parquet", "train_result.json"):
+        assert artifact in lineage["artifacts"], artifact
+    png = Path(client.download_artifacts(first["run_id"], "explain/shap_importance.png"))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    importances = json.loads(Path(client.download_artifacts(first["run_id"], "explain/shap_importance.json")).read_text())
+    assert {row["feature"] for row in importances} == {f["name"] for f in first["model_spec"]["features"]}
+    assert importances[0]["rank"] == 1 and importances[0]["mean_abs_shap"] >= importances[-1]["mean_abs_shap"]
+
+
+def test_model_card_says_what_the_model_is_and_what_the_gate_did(scenario):
+    client = scenario["client"]
+    card = Path(client.download_artifacts(scenario["first"]["run_id"], "model_card.md")).read_text()
+    for heading in ("## Intended use", "## Data", "## Metrics (holdout)", "## Gate", "## Limitations"):
+        assert heading in card
+    assert "ds=2026-01-01..2026-01-10" in card and "**passed**" in card
+    rejected_card = Path(client.download_artifacts(scenario["worse"]["run_id"], "model_card.md")).read_text()
+    assert "**rejected**" in rejected_card and "champion: version 1" in rejected_card
+
+
+def test_worse_candidate_is_registered_rejected_and_moves_no_alias(scenario):
+    client, name, worse, decision = scenario["client"], scenario["name"], scenario["worse"], scenario["worse_gate"]
+    assert scenario["aliases_after_promote"] == {CHAMPION: "1", CHALLENGER: None}  # promote cleared v1's challenger
+    assert worse["version"] == "2" and worse["flavor"] == "xgboost"
+    assert not decision["passed"] and decision["champion_version"] == "1"
+    tags = client.get_model_version(name, "2").tags
+    assert tags["rejected"] == "true" and tags["rejection_reason"] == decision["reason"]
+    assert tags["gate_status"] == "rejected"
+    assert scenario["aliases_after_worse"] == {CHAMPION: "1", CHALLENGER: None}
+
+
+def test_candidate_is_compared_with_the_champion_on_the_same_holdout(scenario):
+    good, decision = scenario["good"], scenario["good_gate"]
+    assert decision["passed"] and decision["champion_version"] == "1"
+    champion_winner = scenario["first"]["winner"]
+    assert decision["champion_score"] == pytest.approx(scenario["first"]["candidates"][champion_winner]["holdout"]["roc_auc"])
+    assert decision["required_score"] == pytest.approx(decision["champion_score"] * 0.99)
+    assert scenario["aliases_after_good"] == {CHAMPION: "1", CHALLENGER: good["version"]}
+
+
+def test_registered_xgboost_model_follows_the_serving_contract(scenario, tmp_path):
+    import mlflow.artifacts
+    import numpy as np
+    import pandas as pd
+    import xgboost as xgb
+
+    from mlops_pipeline.training.features import ModelSpec, encode
+
+    good = scenario["good"]
+    local = mlflow.artifacts.download_artifacts(f"models:/{scenario['name']}/{good['version']}", dst_path=str(tmp_path))
+    mlmodel = yaml.safe_load(Path(local, "MLmodel").read_text())
+    assert mlmodel["flavors"]["xgboost"]["model_format"] == "ubj"
+    block = mlmodel["metadata"]["mlops"]
+    assert [f["name"] for f in block["features"]][:2] == ["tenure_months", "monthly_charges"]
+    assert {f["name"]: f for f in block["features"]}["plan"] == {
+        "name": "plan", "kind": "categorical", "categories": ["basic", "premium", "standard"]
+    }
+    assert (block["id_column"], block["time_column"], block["target"]) == ("customer_id", "event_time", "churned")
+    assert 0 < block["threshold"] < 1 and block["threshold"] == good["model_spec"]["threshold"]
+    signature = json.loads(mlmodel["signature"]["inputs"])
+    assert [c["name"] for c in signature] == [f["name"] for f in block["features"]]
+    assert sorted(Path(local).iterdir()) and not Path(local, "uv.lock").exists()
+
+    # What a server does: encode raw rows with metadata.mlops, predict with the plain booster.
+    example = json.loads(Path(local, "input_example.json").read_text())
+    rows = pd.DataFrame(example["data"], columns=example["columns"])
+    spec = ModelSpec.from_metadata(block)
+    booster = xgb.Booster()
+    booster.load_model(str(Path(local, "model.ubj")))
+    dmatrix = xgb.DMatrix(encode(rows, spec), feature_names=spec.names, feature_types=spec.feature_types,
+                          enable_categorical=True)
+    proba = booster.predict(dmatrix)
+    assert proba.shape == (len(rows),) and np.all((proba > 0) & (proba < 1))
+
+
+def test_registered_sklearn_model_takes_raw_columns(scenario, tmp_path):
+    import mlflow.artifacts
+    import mlflow.sklearn
+    import pandas as pd
+
+    baseline = scenario["baseline"]
+    assert baseline["flavor"] == "sklearn"
+    local = mlflow.artifacts.download_artifacts(baseline["model_uri"], dst_path=str(tmp_path))
+    block = yaml.safe_load(Path(local, "MLmodel").read_text())["metadata"]["mlops"]
+    pipeline = mlflow.sklearn.load_model(local)
+    example = json.loads(Path(local, "input_example.json").read_text())
+    proba = pipeline.predict_proba(pd.DataFrame(example["data"], columns=example["columns"]))[:, 1]
+    assert len(proba) == len(example["data"]) and block["threshold"] == baseline["model_spec"]["threshold"]
