@@ -8,7 +8,7 @@ PY := $(CURDIR)/.venv/bin/python
 SVC := $(PY) -m mlops_pipeline.services
 UV = $(shell command -v uv 2>/dev/null || echo "$(CURDIR)/.run/uv/bin/uv")
 
-.PHONY: help install setup lint test test-fast demo stop status airflow suite bench bench-ingest clean
+.PHONY: help install setup lint test test-fast demo stop status airflow suite bench bench-ingest bench-serving clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -31,6 +31,7 @@ setup: install  ## install + migrate the project-local Airflow DB + apply airflo
 lint: install  ## ruff (with Airflow's AIR rules) and mypy
 	@$(PY) -m ruff check .
 	@$(PY) -m mypy include/mlops_pipeline
+	@$(PY) -m mypy serving/mlops_serving
 
 test: setup lint  ## install, then lint and run every test
 	@$(PY) -m pytest
@@ -53,10 +54,14 @@ airflow: install  ## any Airflow CLI command in the project's environment: make 
 suite: install  ## bootstrap an expectation suite: make suite ARGS="--start 2026-01-01 --days 14"
 	@$(PY) -m mlops_pipeline suite $(ARGS)
 
-bench: bench-ingest  ## every benchmark; results under tests/benchmarks/results/
+bench: bench-ingest bench-serving  ## every benchmark; results under tests/benchmarks/results/
 
 bench-ingest: setup  ## DAG parse times vs `import airflow.sdk`, and a 90-day backfill on the real scheduler
 	@$(PY) tests/benchmarks/bench_ingest.py
+
+bench-serving: install  ## mlflow models serve vs bare FastAPI vs ours (± batching, ± HAProxy) with wrk
+	@command -v wrk >/dev/null && command -v haproxy >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk haproxy >/dev/null)
+	@$(PY) tests/benchmarks/bench_serving.py
 
 clean: stop  ## remove local state (lake, Airflow DB, MLflow data, service logs); keeps .venv
 	rm -rf lake .airflow mlruns .run

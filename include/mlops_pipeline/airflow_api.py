@@ -110,6 +110,19 @@ class AirflowAPI:
         finally:
             self.set_paused(dag_id, False)
 
+    def backfills(self, dag_id: str) -> list[dict[str, Any]]:
+        query = urllib.parse.urlencode({"dag_id": dag_id, "limit": 100})
+        return self._request("GET", f"/api/v2/backfills?{query}")["backfills"]
+
+    def wait_for_backfills_completed(self, dag_id: str, timeout: float = 300.0) -> None:
+        """The scheduler marks a backfill complete a little after its last run ends; only then can
+        the next backfill of the same DAG be created."""
+        deadline = time.monotonic() + timeout
+        while any(b.get("completed_at") is None for b in self.backfills(dag_id)):
+            if time.monotonic() > deadline:
+                raise AirflowAPIError(f"a backfill of {dag_id} is still not complete after {timeout:.0f}s")
+            time.sleep(2)
+
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, logical_date: str | None = None) -> dict[str, Any]:
         return self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"conf": conf or {}, "logical_date": logical_date})
 

@@ -43,6 +43,7 @@ def backfill(stack, *extra: str) -> list[dict]:
         runs = api.dag_runs("mlops_ingest", run_type="backfill")
         fresh = [r for r in runs if r["dag_run_id"] not in before or r.get("end_date") != before[r["dag_run_id"]]]
         if len(fresh) == len(DAYS) and all(r["state"] in ("success", "failed") for r in fresh):
+            api.wait_for_backfills_completed("mlops_ingest")
             return fresh
         time.sleep(3)
     pytest.fail(f"backfill did not finish: {[(r['dag_run_id'], r['state']) for r in runs]}")

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install Debian's HAProxy on this machine when it is missing: the router of the `local` serving
+# backend and of the router tests. Idempotent; returns at once when `haproxy` is on PATH.
+#
+# Usage: serving/haproxy/ensure-haproxy.sh     -> prints the haproxy version line
+set -euo pipefail
+
+if ! command -v haproxy >/dev/null 2>&1; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "ensure-haproxy: haproxy is not installed and installing it needs root (apt-get install haproxy)" >&2
+        exit 1
+    fi
+    echo "ensure-haproxy: installing Debian's haproxy" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    opts=(-y -q --no-install-recommends -o DPkg::Lock::Timeout=300)
+    if ! apt-get install "${opts[@]}" haproxy >&2; then
+        for _ in 1 2 3 4 5 6; do
+            apt-get update -q -o DPkg::Lock::Timeout=300 >&2 && break
+            sleep 5
+        done
+        apt-get install "${opts[@]}" haproxy >&2
+    fi
+fi
+version="$(haproxy -v)"
+echo "${version%%$'\n'*}"

@@ -1,0 +1,383 @@
+"""The router's HAProxy config and runtime client, against a real HAProxy on 127.0.0.1.
+
+Two tiny HTTP servers stand in for the stable and canary model containers; HAProxy is Debian's
+(installed by serving/haproxy/ensure-haproxy.sh). No Docker needed.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from mlops_pipeline.deploy.haproxy import HAProxyRuntime, HAProxyRuntimeError, render_config
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BACKEND = "models"
+
+
+@pytest.fixture(scope="session")
+def haproxy_bin() -> str:
+    subprocess.run(
+        [str(REPO_ROOT / "serving/haproxy/ensure-haproxy.sh")], check=True, capture_output=True, timeout=600
+    )
+    path = shutil.which("haproxy")
+    assert path, "ensure-haproxy.sh did not put haproxy on PATH"
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# stand-in model servers
+# ---------------------------------------------------------------------------------------------
+class QuietHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # health checks close their connections with a reset: not worth a traceback
+
+
+@dataclass
+class FakeModelServer:
+    """Answers /ready and /predict with its own name; ``status`` makes /predict fail on demand."""
+
+    name: str
+    status: int = 200
+    hits: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.server_address[1]
+
+    def start(self) -> FakeModelServer:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _reply(self, status: int, body: dict) -> None:
+                payload = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                self._reply(200, {"ready": True, "server": owner.name})
+
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with owner.lock:
+                    owner.hits += 1
+                self._reply(owner.status, {"server": owner.name, "predictions": [0.5]})
+
+        self.server = QuietHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+
+@dataclass
+class Router:
+    frontend_port: int
+    metrics_port: int
+    runtime: HAProxyRuntime
+    socket_path: Path
+    backends: dict[str, FakeModelServer]
+
+    def predict(self) -> tuple[int, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.frontend_port, timeout=10)
+        try:
+            conn.request(
+                "POST",
+                "/predict",
+                body=b'{"records": [{"x": 1}]}',
+                headers={"Content-Type": "application/json"},
+            )
+            response = conn.getresponse()
+            return response.status, json.loads(response.read())["server"]
+        finally:
+            conn.close()
+
+    def split(self, requests: int) -> Counter:
+        answers = [self.predict() for _ in range(requests)]
+        assert all(status == 200 for status, _ in answers), answers
+        return Counter(server for _, server in answers)
+
+
+@pytest.fixture
+def router(haproxy_bin: str, tmp_path: Path) -> Iterator[Router]:
+    backends = {name: FakeModelServer(name).start() for name in ("stable", "canary")}
+    frontend_port, metrics_port, runtime_port = free_port(), free_port(), free_port()
+    socket_path = tmp_path / "admin.sock"
+    config = render_config(
+        f"127.0.0.1:{frontend_port}",
+        [
+            {"name": "stable", "address": "127.0.0.1", "port": backends["stable"].port, "weight": 100},
+            {"name": "canary", "address": "127.0.0.1", "port": backends["canary"].port, "weight": 0},
+        ],
+        runtime_api_bind=f"127.0.0.1:{runtime_port}",
+        metrics_bind=f"127.0.0.1:{metrics_port}",
+        socket_path=str(socket_path),
+        check_interval_ms=200,
+    )
+    config_path = tmp_path / "haproxy.cfg"
+    config_path.write_text(config)
+    log = (tmp_path / "haproxy.log").open("w")
+    process = subprocess.Popen(
+        [haproxy_bin, "-db", "-f", str(config_path)], stdout=log, stderr=subprocess.STDOUT
+    )
+    runtime = HAProxyRuntime(f"127.0.0.1:{runtime_port}")
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                runtime.wait_until(BACKEND, ["stable", "canary"], timeout=10)
+                break
+            except HAProxyRuntimeError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError((tmp_path / "haproxy.log").read_text()) from None
+        yield Router(frontend_port, metrics_port, runtime, socket_path, backends)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
+        for backend in backends.values():
+            backend.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# config
+# ---------------------------------------------------------------------------------------------
+def docker_shaped_config(**kwargs: object) -> str:
+    return render_config(
+        "0.0.0.0:8000",
+        [
+            {"name": "stable", "address": "mlops-serving-stable", "port": 8080, "weight": 100},
+            {"name": "canary", "address": "172.30.0.9", "port": 8080, "weight": 0, "enabled": False},
+        ],
+        runtime_api_bind="0.0.0.0:9999",
+        metrics_bind="0.0.0.0:8404",
+        socket_path="/run/haproxy/admin.sock",
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize("dns_resolvers", [False, True])
+def test_rendered_config_passes_haproxy_check(haproxy_bin: str, tmp_path: Path, dns_resolvers: bool) -> None:
+    config_path = tmp_path / "haproxy.cfg"
+    config_path.write_text(docker_shaped_config(dns_resolvers=dns_resolvers))
+
+    check = subprocess.run(
+        [haproxy_bin, "-c", "-f", str(config_path)], capture_output=True, text=True, timeout=30
+    )
+
+    assert check.returncode == 0, check.stdout + check.stderr
+    # Names of containers that do not exist yet are tolerated; nothing else may warn.
+    warnings = [
+        line for line in check.stderr.splitlines() if "WARNING" in line and "could not resolve" not in line
+    ]
+    assert warnings == []
+
+
+def test_rendered_config_holds_the_routing_contract() -> None:
+    config = docker_shaped_config()
+
+    for line in (
+        "bind 0.0.0.0:8000",
+        "balance roundrobin",
+        "option httpchk GET /ready",
+        "http-check expect status 200",
+        "option redispatch 1",
+        "retries 3",
+        "stats socket ipv4@0.0.0.0:9999 level admin",
+        "stats socket /run/haproxy/admin.sock mode 600 level admin",
+        "bind 0.0.0.0:8404",
+        "http-request use-service prometheus-exporter if { path /metrics }",
+        "server stable mlops-serving-stable:8080 weight 100",
+        "server canary 172.30.0.9:8080 weight 0 disabled",
+    ):
+        assert line in config, line
+
+
+@pytest.mark.parametrize(
+    "servers, message",
+    [
+        ([], "at least one server"),
+        ([{"name": "stable", "address": "a", "port": 8080, "weight": 257}], "within 0..256"),
+        ([{"name": "bad name", "address": "a", "port": 8080, "weight": 1}], "invalid server name"),
+        ([{"name": "stable", "address": "a", "port": 0, "weight": 1}], "within 1..65535"),
+        ([{"name": "stable", "address": "a", "port": 8080}], "lacks ['weight']"),
+        ([{"name": "s", "address": "a", "port": 1, "weight": 1}] * 2, "unique"),
+        ([{"name": "s", "address": "a b", "port": 1, "weight": 1}], "invalid address"),
+    ],
+)
+def test_render_config_rejects_bad_servers(servers: list[dict], message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        render_config("127.0.0.1:8000", servers, None, "127.0.0.1:8404")
+
+
+# ---------------------------------------------------------------------------------------------
+# runtime API against a live HAProxy
+# ---------------------------------------------------------------------------------------------
+def test_weights_change_the_traffic_split_at_runtime(router: Router) -> None:
+    assert router.split(20) == {"stable": 20}
+
+    router.runtime.set_weights(BACKEND, {"stable": 50, "canary": 50})
+    assert router.runtime.get_weight(BACKEND, "canary") == 50
+    assert router.split(40) == {"stable": 20, "canary": 20}
+
+    router.runtime.set_weights(BACKEND, {"stable": 75, "canary": 25})
+    assert router.split(40) == {"stable": 30, "canary": 10}
+
+    router.runtime.set_weight(BACKEND, "stable", 0)
+    router.runtime.set_weight(BACKEND, "canary", 100)
+    assert router.split(10) == {"canary": 10}
+
+
+def test_unix_socket_and_tcp_runtime_api_agree(router: Router) -> None:
+    over_unix = HAProxyRuntime(str(router.socket_path))
+
+    over_unix.set_weight(BACKEND, "canary", 7)
+
+    assert router.runtime.get_weight(BACKEND, "canary") == 7
+    assert over_unix.server_state(BACKEND) == router.runtime.server_state(BACKEND)
+
+
+def test_server_state_reports_address_weight_and_health(router: Router) -> None:
+    state = router.runtime.server_state(BACKEND)
+
+    assert set(state) == {"stable", "canary"}
+    assert state["stable"]["address"] == "127.0.0.1"
+    assert state["stable"]["port"] == router.backends["stable"].port
+    assert state["stable"]["weight"] == 100
+    assert state["canary"]["weight"] == 0
+    assert state["stable"]["up"] and state["canary"]["up"]
+    assert state["stable"]["admin"] == "ready"
+
+
+def test_stats_count_requests_and_errors_per_server(router: Router) -> None:
+    router.runtime.set_weights(BACKEND, {"stable": 50, "canary": 50})
+    router.backends["canary"].status = 500
+    before = router.runtime.stats(BACKEND)
+
+    answers = Counter(router.predict()[0] for _ in range(20))
+
+    after = router.runtime.stats(BACKEND)
+    assert answers == {200: 10, 500: 10}
+    for server in ("stable", "canary"):
+        assert after[server]["req_tot"] - before[server]["req_tot"] >= 10  # type: ignore[operator]
+    assert after["canary"]["hrsp_5xx"] - before["canary"]["hrsp_5xx"] == 10  # type: ignore[operator]
+    assert after["stable"]["hrsp_5xx"] == before["stable"]["hrsp_5xx"]
+    assert isinstance(after["canary"]["rtime"], int) and isinstance(after["canary"]["qtime"], int)
+    assert "BACKEND" in after
+
+
+def test_maintenance_takes_a_server_out_and_back(router: Router) -> None:
+    router.runtime.set_weights(BACKEND, {"stable": 50, "canary": 50})
+
+    router.runtime.disable_server(BACKEND, "canary")
+    assert router.runtime.server_state(BACKEND)["canary"]["admin"] == "maint"
+    assert router.split(10) == {"stable": 10}
+
+    router.runtime.enable_server(BACKEND, "canary")
+    router.runtime.wait_until(BACKEND, ["canary"], timeout=10)
+    assert router.split(10) == {"stable": 5, "canary": 5}
+
+
+def test_a_slot_is_repointed_to_another_server(router: Router) -> None:
+    replacement = FakeModelServer("replacement").start()
+    try:
+        router.runtime.set_weights(BACKEND, {"stable": 0, "canary": 100})
+
+        router.runtime.set_server_address(BACKEND, "canary", "127.0.0.1", replacement.port)
+
+        assert router.runtime.server_state(BACKEND)["canary"]["port"] == replacement.port
+        assert router.split(5) == {"replacement": 5}
+        with pytest.raises(ValueError, match="IP address"):
+            router.runtime.set_server_address(BACKEND, "canary", "not-an-ip", replacement.port)
+    finally:
+        replacement.stop()
+
+
+def test_a_dead_server_fails_no_client_request(router: Router) -> None:
+    router.runtime.set_weights(BACKEND, {"stable": 50, "canary": 50})
+
+    router.backends["canary"].stop()
+
+    # Retries and redispatch move every request the dead canary would have had to stable,
+    # before and after the health checks mark it down.
+    assert router.split(20) == {"stable": 20}
+    deadline = time.monotonic() + 10
+    while router.runtime.server_state(BACKEND)["canary"]["up"]:
+        assert time.monotonic() < deadline, "the dead canary was never marked down"
+        time.sleep(0.1)
+    assert router.runtime.stats(BACKEND)["canary"]["status"] == "DOWN"
+    assert router.split(10) == {"stable": 10}
+
+
+def test_dynamic_servers_are_added_and_deleted(router: Router) -> None:
+    extra = FakeModelServer("extra").start()
+    try:
+        router.runtime.set_weights(BACKEND, {"stable": 0, "canary": 0})
+
+        router.runtime.add_server(BACKEND, "extra", "127.0.0.1", extra.port, weight=10, check_interval_ms=200)
+        router.runtime.wait_until(BACKEND, ["extra"], timeout=10)
+        assert router.split(5) == {"extra": 5}
+
+        router.runtime.set_weight(BACKEND, "stable", 10)
+        router.runtime.del_server(BACKEND, "extra")
+        assert "extra" not in router.runtime.server_state(BACKEND)
+        assert router.split(5) == {"stable": 5}
+    finally:
+        extra.stop()
+
+
+def test_runtime_errors_name_the_command(router: Router) -> None:
+    with pytest.raises(HAProxyRuntimeError, match="set server models/nope weight 5"):
+        router.runtime.set_weight(BACKEND, "nope", 5)
+    with pytest.raises(ValueError, match="within 0..256"):
+        router.runtime.set_weight(BACKEND, "canary", 300)
+    with pytest.raises(HAProxyRuntimeError, match="failed"):
+        HAProxyRuntime(f"127.0.0.1:{free_port()}", timeout=1).stats()
+
+
+def test_prometheus_metrics_are_served_per_server(router: Router) -> None:
+    router.split(3)
+    conn = http.client.HTTPConnection("127.0.0.1", router.metrics_port, timeout=10)
+    conn.request("GET", "/metrics")
+    response = conn.getresponse()
+    body = response.read().decode()
+    conn.close()
+
+    assert response.status == 200
+    assert 'haproxy_server_http_responses_total{proxy="models",server="stable",code="2xx"}' in body
+    assert 'haproxy_server_weight{proxy="models",server="canary"}' in body
