@@ -128,12 +128,15 @@ class AirflowAPI:
 
     def wait_for_runs(
         self, dag_id: str, run_ids: set[str] | None = None, *, run_type: str | None = None, expected: int | None = None,
-        timeout: float = 600.0, progress=None,
+        timeout: float = 600.0, progress=None, **filters: Any,
     ) -> list[dict[str, Any]]:
-        """Wait until the selected runs are all finished (success or failed); returns them."""
+        """Wait until the selected runs are all finished (success or failed); returns them.
+
+        ``filters`` are the REST API's dagRuns query parameters, e.g. ``logical_date_gte``."""
         deadline = time.monotonic() + timeout
+        if run_type:
+            filters["run_type"] = run_type
         while True:
-            filters = {"run_type": run_type} if run_type else {}
             runs = [r for r in self.dag_runs(dag_id, **filters) if run_ids is None or r["dag_run_id"] in run_ids]
             finished = [r for r in runs if r["state"] in ("success", "failed")]
             if progress:

@@ -53,6 +53,7 @@ def main() -> int:
     backfill = api.backfill("mlops_ingest", first.isoformat(), last.isoformat(), reprocess="completed")
     runs = api.wait_for_runs(
         "mlops_ingest", run_type="backfill", expected=DEMO_DAYS, timeout=1800, progress=_progress("[ingest]"),
+        logical_date_gte=f"{first.isoformat()}T00:00:00Z", logical_date_lte=f"{last.isoformat()}T00:00:00Z",
     )
     runs = [r for r in runs if first.isoformat() <= r["logical_date"][:10] <= last.isoformat()]
     print()
