@@ -42,7 +42,7 @@ from tests.serving.model_fixture import build_model_dir, make_records
 pytestmark = pytest.mark.docker
 
 REPO_ROOT = repo_root_default()  # this checkout, or MLOPS_REPO_ROOT
-TEST_LABEL = "org.mlops.test"  # what tests/e2e/conftest.py cleans up
+from tests.e2e.conftest import TEST_LABELS  # what tests/e2e/conftest.py cleans up
 SERVING_UID = 10001
 HEALTHCHECK_TIMEOUT_S = 90
 
@@ -157,7 +157,7 @@ def run_serving(client: Any, image: str, name: str, network: str, log_dir: Path)
         user=str(SERVING_UID),
         volumes={str(log_dir): {"bind": "/var/log/mlops/predictions", "mode": "rw"}},
         ports={"8080/tcp": ("127.0.0.1", None)},
-        labels={TEST_LABEL: "1"},
+        labels=TEST_LABELS,
         **HARDENING,
     )
     return ServingContainer(container, name, f"http://127.0.0.1:{host_port(container, '8080/tcp')}", log_dir)
@@ -166,7 +166,7 @@ def run_serving(client: Any, image: str, name: str, network: str, log_dir: Path)
 @pytest.fixture(scope="module")
 def stack(docker_client: Any, images: Images, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     suffix = uuid.uuid4().hex[:8]
-    network = docker_client.networks.create(f"mlops-test-{suffix}", driver="bridge", labels={TEST_LABEL: "1"})
+    network = docker_client.networks.create(f"mlops-test-{suffix}", driver="bridge", labels=TEST_LABELS)
     containers: list[Any] = []
     try:
         logs = tmp_path_factory.mktemp("predictions")
@@ -307,7 +307,7 @@ def router(
         network=stack.network.name,
         volumes={str(config_path): {"bind": CONFIG_PATH_IN_IMAGE, "mode": "ro"}},
         ports={port: ("127.0.0.1", None) for port in ("8000/tcp", "8404/tcp", "9999/tcp")},
-        labels={TEST_LABEL: "1"},
+        labels=TEST_LABELS,
         read_only=True,
         tmpfs={"/run/haproxy": "rw,size=1m"},
         cap_drop=["ALL"],

@@ -137,13 +137,25 @@ def register_version(
     tags: dict[str, str],
     description: str,
 ) -> ModelVersion:
-    """A new version of ``model_name`` from the logged model, linked to ``run_id``."""
+    """A new version of ``model_name`` from the logged model, linked to ``run_id``.
+
+    The version is tagged ``artifact_sha256`` (a digest over the model directory, see
+    ``deploy.artifacts.directory_digest``): the deploy builds an image only from bytes that match it.
+    """
+    import tempfile
+
+    import mlflow.artifacts
+
+    from mlops_pipeline.deploy.artifacts import DIGEST_TAG, directory_digest
+
+    with tempfile.TemporaryDirectory(prefix="mlops-digest-") as scratch:
+        digest = directory_digest(mlflow.artifacts.download_artifacts(artifact_uri=model_info.model_uri, dst_path=scratch))
     ensure_registered_model(client, model_name, "Registered by mlops_train; each version carries a model card (model_card.md) in its run.")
     return client.create_model_version(
         name=model_name,
         source=model_info.model_uri,
         run_id=run_id,
-        tags=tags,
+        tags={**tags, DIGEST_TAG: digest},
         description=description,
         model_id=model_info.model_id,
     )

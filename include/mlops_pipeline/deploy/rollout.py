@@ -1,0 +1,578 @@
+"""The deployment steps the ``mlops_deploy`` DAG's tasks call, and a runner that calls them in turn.
+
+One :class:`Deployer` per task: it opens the registry, the backend and the audit log, does one step
+and returns plain dicts (XCom-able). The steps:
+
+1. :meth:`Deployer.reconcile`: heal what an interrupted run left behind (``state.plan_reconcile``),
+   so the stable slot serves ``@champion`` and no canary runs.
+2. :meth:`Deployer.plan`: what this run does (``state.plan_action``): canary, direct, or nothing.
+3. :meth:`Deployer.prepare`: download ``models:/<name>/<version>``, verify its sha256 against the
+   ``artifact_sha256`` tag, make it servable (an image labelled with name, version, run id, digest;
+   or a local model directory).
+4. Canary: :meth:`start_canary` (ready, in the canary slot at weight 0, a baseline sample), then
+   per traffic step :meth:`shift` -> :meth:`bake_status` (until the bake window is over and enough
+   traffic came, or a check fails early) -> :meth:`analyse` (raises :class:`CanaryCheckFailed`),
+   then :meth:`promote`; on any failure :meth:`rollback`.
+5. Direct: :meth:`deploy_direct` (first deployment, manual promotion, manual rollback).
+
+Commit points are registry writes: a version is the champion from the moment ``@champion`` moves;
+everything after that is convergence, which :meth:`reconcile` redoes if it was cut short. Every
+step writes audit events (``audit.AuditLog``) and ``deploy_status`` tags on the version.
+
+:func:`run_deployment` runs the whole sequence in one process (CLI, tests, ``make demo``).
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops_pipeline.deploy.backends import CANARY, STABLE, Backend, BackendError, Server, http_text
+from mlops_pipeline.deploy.canary import (
+    Sample,
+    Thresholds,
+    delta,
+    enough_traffic,
+    router_counters,
+    server_counters,
+)
+from mlops_pipeline.deploy.canary import analyse as analyse_window
+from mlops_pipeline.deploy.router import Router
+from mlops_pipeline.deploy.state import ActionPlan, ReconcilePlan, plan_action, plan_reconcile
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from mlops_pipeline.config import Settings
+    from mlops_pipeline.deploy.audit import AuditLog
+    from mlops_pipeline.deploy.settings import DeploySettings
+
+log = logging.getLogger(__name__)
+
+STATUS_TAG = "deploy_status"
+REASON_TAG = "deploy_reason"
+DEPLOYMENT_TAG = "deployment_id"
+PREVIOUS_CHAMPION_TAG = "previous_champion"
+
+
+class CanaryCheckFailed(RuntimeError):
+    """A traffic step's checks failed: the canary must be rolled back (the message says why)."""
+
+
+class DeploymentError(RuntimeError):
+    """A deployment step cannot go on (no canary running, no such version...)."""
+
+
+def default_actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # no user name (a container without /etc/passwd entry)
+        return "cli:unknown"
+
+
+@dataclass
+class Deployer:
+    settings: Settings
+    deploy: DeploySettings
+    backend: Backend
+    client: MlflowClient
+    audit: AuditLog
+    actor: str
+    model_name: str
+
+    @classmethod
+    def open(
+        cls,
+        actor: str | None = None,
+        *,
+        settings: Settings | None = None,
+        deploy: DeploySettings | None = None,
+        backend: Backend | None = None,
+    ) -> Deployer:
+        from mlops_pipeline.config import get_settings
+        from mlops_pipeline.deploy.audit import AuditLog
+        from mlops_pipeline.deploy.backends import get_backend
+        from mlops_pipeline.deploy.settings import get_deploy_settings
+        from mlops_pipeline.registry.client import mlflow_client
+        from mlops_pipeline.storage import open_lake
+
+        settings = settings or get_settings()
+        deploy = deploy or get_deploy_settings()
+        return cls(
+            settings=settings,
+            deploy=deploy,
+            backend=backend or get_backend(settings, deploy),
+            client=mlflow_client(settings),
+            audit=AuditLog(open_lake(settings)),
+            actor=actor or default_actor(),
+            model_name=settings.registered_model_name,
+        )
+
+    # -- small helpers ---------------------------------------------------------------------
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds.from_settings(self.deploy)
+
+    def _alias(self, alias: str) -> str | None:
+        from mlops_pipeline.registry.aliases import version_for_alias
+
+        found = version_for_alias(self.client, self.model_name, alias)
+        return str(found.version) if found is not None else None
+
+    def champion(self) -> str | None:
+        from mlops_pipeline.registry.aliases import CHAMPION
+
+        return self._alias(CHAMPION)
+
+    def challenger(self) -> str | None:
+        from mlops_pipeline.registry.aliases import CHALLENGER
+
+        return self._alias(CHALLENGER)
+
+    def _tags(self, version: str | None, **tags: str) -> None:
+        if not version:
+            return
+        for key, value in tags.items():
+            self.client.set_model_version_tag(self.model_name, version, key, value[:5000])
+
+    def _event(self, event: str, reason: str, *, version: str | None = None, deployment_id: str | None = None, **details: Any) -> None:
+        self.audit.append(
+            event,
+            actor=self.actor,
+            reason=reason,
+            model_name=self.model_name,
+            version=version,
+            deployment_id=deployment_id,
+            details={"backend": self.backend.kind, "namespace": self.deploy.namespace, **details},
+        )
+        log.info("[audit] %s v%s: %s", event, version, reason)
+
+    def _running(self, role: str, version: str | None = None) -> list[Server]:
+        return [s for s in self.backend.servers() if s.running and s.role == role and (version is None or s.version == version)]
+
+    def router(self) -> Router:
+        return Router.ensure(self.backend)
+
+    def status(self) -> dict[str, Any]:
+        """What serves now: aliases, servers, router slots."""
+        endpoint = self.backend.router()
+        slots: dict[str, Any] = {}
+        if endpoint is not None:
+            try:
+                slots = Router(self.backend, endpoint).slots()
+            except Exception as exc:  # a router that does not answer is part of the status
+                slots = {"error": str(exc)}
+        return {
+            "backend": self.backend.kind,
+            "namespace": self.deploy.namespace,
+            "model_name": self.model_name,
+            "champion": self.champion(),
+            "challenger": self.challenger(),
+            "servers": [s.to_dict() for s in self.backend.servers()],
+            "router": None if endpoint is None else {"url": endpoint.url, "metrics_url": endpoint.metrics_url, "slots": slots},
+        }
+
+    # -- 1. reconcile ----------------------------------------------------------------------
+    def reconcile(self) -> dict[str, Any]:
+        """Converge to: the stable slot serves ``@champion`` with all the traffic, no canary runs."""
+        champion = self.champion()
+        plan = plan_reconcile(champion, self.backend.servers())
+        if plan.changes:
+            self._event("reconcile_started", "; ".join(plan.describe()), version=plan.target_version)
+        self._converge(plan)
+        for canary in plan.interrupted_canaries:
+            reason = "the deployment was interrupted; its canary was removed when the next run reconciled"
+            self._tags(canary.version, **{STATUS_TAG: "interrupted", REASON_TAG: reason})
+            self._event("canary_removed", reason, version=canary.version, server=canary.name)
+        summary: dict[str, Any] = {"champion": champion, "stable_version": plan.target_version, "actions": plan.describe()}
+        if plan.changes:
+            self._event("reconciled", "deployment state matches the registry again", version=plan.target_version, **summary)
+        return summary
+
+    def _converge(self, plan: ReconcilePlan) -> None:
+        stable = plan.keep
+        if plan.start_stable and plan.target_version is not None:
+            stable = self._start_ready(STABLE, self._model_for(plan.target_version))
+        if stable is not None:
+            self.router().hand_over_stable(stable)
+        elif plan.removals and self.backend.router() is not None:
+            self.router().empty(CANARY)
+        for removal in plan.removals:
+            self.backend.stop_server(removal.server)
+
+    def _model_for(self, version: str) -> dict[str, Any]:
+        """A servable model of ``version``: one a server of it already uses, else prepared anew."""
+        for server in self.backend.servers():
+            if server.version == version and server.model_ref and self.backend.has_model(server.model_ref, server.sha256):
+                return {"model_ref": server.model_ref, "labels": _labels_of(server)}
+        return self._prepare_version(version)
+
+    def _start_ready(self, role: str, prepared: Mapping[str, Any]) -> Server:
+        server = self.backend.start_server(role, prepared["model_ref"], prepared["labels"])
+        return self.backend.wait_ready(server)
+
+    # -- 2. plan ---------------------------------------------------------------------------
+    def plan(self, action: str = "deploy", version: str | int | None = None) -> dict[str, Any]:
+        champion = self.champion()
+        previous = None
+        if champion is not None:
+            tags = self.client.get_model_version(self.model_name, champion).tags or {}
+            previous = tags.get(PREVIOUS_CHAMPION_TAG) or None
+        stables = self._running(STABLE)
+        decision: ActionPlan = plan_action(
+            action,
+            None if version is None else str(version),
+            champion=champion,
+            challenger=self.challenger(),
+            previous_champion=previous,
+            stable=stables[-1].version if stables else None,
+        )
+        if decision.version is not None:
+            self.client.get_model_version(self.model_name, decision.version)  # a clear error if it does not exist
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        plan: dict[str, Any] = {
+            "deployment_id": f"{self.model_name}-v{decision.version}-{stamp}-{uuid.uuid4().hex[:4]}",
+            "action": decision.action,
+            "mode": decision.mode,
+            "version": decision.version,
+            "reason": decision.reason,
+            "champion": champion,
+            "stable_version": stables[-1].version if stables else None,
+            "model_name": self.model_name,
+            "backend": self.backend.kind,
+            "steps": list(self.deploy.steps),
+            "actor": self.actor,
+        }
+        self._event(
+            "deployment_planned" if decision.mode != "noop" else "nothing_to_deploy",
+            decision.reason,
+            version=decision.version,
+            deployment_id=plan["deployment_id"],
+            action=action,
+            mode=decision.mode,
+            champion=champion,
+        )
+        return plan
+
+    # -- 3. prepare ------------------------------------------------------------------------
+    def prepare(self, plan: Mapping[str, Any]) -> dict[str, Any]:
+        if plan["mode"] == "noop":
+            return {}
+        prepared = self._prepare_version(str(plan["version"]))
+        self._event(
+            "model_prepared",
+            f"artifact verified (sha256 {prepared['labels']['sha256']}) and made servable as {prepared['model_ref']}",
+            version=plan["version"],
+            deployment_id=plan["deployment_id"],
+            **prepared,
+        )
+        return prepared
+
+    def _prepare_version(self, version: str) -> dict[str, Any]:
+        from mlops_pipeline.deploy.artifacts import DIGEST_TAG, download_verified
+
+        recorded = (self.client.get_model_version(self.model_name, version).tags or {}).get(DIGEST_TAG)
+        scratch = Path(tempfile.mkdtemp(prefix="mlops-deploy-"))
+        try:
+            artifact = download_verified(
+                self.client, self.model_name, version, scratch / "model", require_digest=self.deploy.require_artifact_digest
+            )
+            if not recorded:
+                self._event(
+                    "artifact_digest_recorded",
+                    "the version had no artifact_sha256 tag; the digest of the stored artifact was recorded",
+                    version=version,
+                    sha256=artifact.sha256,
+                )
+            model_ref = self.backend.prepare_model(artifact)
+            return {"model_ref": model_ref, "labels": artifact.labels()}
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    # -- 4. canary -------------------------------------------------------------------------
+    def start_canary(self, plan: Mapping[str, Any], prepared: Mapping[str, Any]) -> dict[str, Any]:
+        version, deployment_id = str(plan["version"]), plan["deployment_id"]
+        if not self._running(STABLE):
+            raise DeploymentError(f"no stable server runs to compare the canary of v{version} with")
+        router = self.router()
+        router.empty(CANARY)
+        for stale in self._running(CANARY):  # a canary of another run (reconcile removes them; belt and braces)
+            self.backend.stop_server(stale)
+        canary = self._start_ready(CANARY, prepared)
+        try:
+            router.point(CANARY, canary)
+        except Exception:
+            self.backend.stop_server(canary)
+            raise
+        self._tags(version, **{STATUS_TAG: "canary", DEPLOYMENT_TAG: deployment_id, REASON_TAG: ""})
+        baseline = self.sample()
+        self._event(
+            "canary_started",
+            f"canary server {canary.name} of v{version} is ready, at 0% of the traffic",
+            version=version,
+            deployment_id=deployment_id,
+            server=canary.name,
+            model_ref=canary.model_ref,
+        )
+        return {"baseline": {slot: s.to_dict() for slot, s in baseline.items()}, "canary": canary.name}
+
+    def sample(self) -> dict[str, Sample]:
+        """Both slots' counters now: the router's per-server stats and each server's /metrics."""
+        router = Router.ensure(self.backend)
+        slots = router.slots()
+        stats = router.runtime.stats()
+        servers = [s for s in self.backend.servers() if s.running]
+        samples = {}
+        for slot in (STABLE, CANARY):
+            state = slots.get(slot, {})
+            server = next(
+                (s for s in servers if s.address == state.get("address") and s.port == state.get("port") and s.role == slot),
+                None,
+            )
+            counters: dict[str, Any] = dict(router_counters(stats.get(slot)))
+            if server is not None:
+                try:
+                    counters.update(server_counters(http_text(f"{server.url}/metrics")))
+                except OSError as exc:
+                    log.warning("could not read %s/metrics: %s", server.url, exc)
+            samples[slot] = Sample(
+                server_id=server.id if server else "",
+                version=server.version if server else "",
+                taken_at=time.time(),
+                **counters,
+            )
+        return samples
+
+    def _canary_server(self, version: str) -> Server:
+        running = self._running(CANARY, version)
+        if not running:
+            raise CanaryCheckFailed(f"the canary server of v{version} is not running any more")
+        return running[-1]
+
+    def shift(self, plan: Mapping[str, Any], percent: int) -> dict[str, Any]:
+        version = str(plan["version"])
+        canary = self._canary_server(version)
+        router = self.router()
+        if router.slot_of(canary) != CANARY:
+            raise CanaryCheckFailed(f"the router's canary slot does not point at {canary.name} any more")
+        router.split(int(percent))
+        snapshot = self.sample()
+        self._event(
+            "traffic_shifted",
+            f"{percent}% of the traffic to the canary v{version}",
+            version=version,
+            deployment_id=plan["deployment_id"],
+            percent=percent,
+        )
+        return {"percent": int(percent), "started_at": time.time(), "samples": {k: v.to_dict() for k, v in snapshot.items()}}
+
+    def _windows(self, baseline: Mapping[str, Any], step: Mapping[str, Any]) -> tuple[Sample, Sample]:
+        now = self.sample()
+        canary = delta(now[CANARY], Sample.from_dict(step["samples"][CANARY]))
+        stable = delta(now[STABLE], Sample.from_dict(baseline["baseline"][STABLE]))
+        return canary, stable
+
+    def bake_status(self, plan: Mapping[str, Any], baseline: Mapping[str, Any], step: Mapping[str, Any]) -> dict[str, Any]:
+        """Is the step's bake window over? Done when baked long enough with enough traffic, when a
+        check already fails on enough data, when the canary is gone, or at ``max_bake_seconds``."""
+        elapsed = time.time() - float(step["started_at"])
+        if not self._running(CANARY, str(plan["version"])):
+            return {"done": True, "elapsed": elapsed, "why": "the canary is not running"}
+        canary, stable = self._windows(baseline, step)
+        thresholds = self.thresholds
+        enough = enough_traffic(canary, stable, thresholds)
+        early = any(check.status == "failed" for check in analyse_window(canary, stable, thresholds).checks)
+        done = early or elapsed >= self.deploy.max_bake_seconds or (elapsed >= self.deploy.bake_seconds and enough)
+        why = (
+            "a check failed"
+            if early
+            else "baked"
+            if done and enough
+            else "longest bake window reached"
+            if done
+            else "baking"
+        )
+        return {
+            "done": done,
+            "why": why,
+            "elapsed": round(elapsed, 1),
+            "canary_requests": canary.request_count,
+            "canary_rows": canary.rows,
+            "stable_rows": stable.rows,
+        }
+
+    def analyse(self, plan: Mapping[str, Any], baseline: Mapping[str, Any], step: Mapping[str, Any]) -> dict[str, Any]:
+        """The step's checks; audited; raises :class:`CanaryCheckFailed` when they fail."""
+        version, percent = str(plan["version"]), int(step["percent"])
+        label = f"canary v{version} at {percent}%"
+        try:
+            self._canary_server(version)
+            canary, stable = self._windows(baseline, step)
+            verdict = analyse_window(canary, stable, self.thresholds, label=label)
+            result = {**verdict.to_dict(), "percent": percent, "canary": canary.to_dict(), "stable": stable.to_dict()}
+        except CanaryCheckFailed as exc:
+            result = {"passed": False, "reason": f"{label}: {exc}", "checks": [], "percent": percent}
+        self._event(
+            "analysis_passed" if result["passed"] else "analysis_failed",
+            result["reason"],
+            version=version,
+            deployment_id=plan["deployment_id"],
+            percent=percent,
+            checks=result["checks"],
+        )
+        if not result["passed"]:
+            raise CanaryCheckFailed(result["reason"])
+        return {key: result[key] for key in ("passed", "reason", "checks", "percent")}
+
+    def promote(self, plan: Mapping[str, Any]) -> dict[str, Any]:
+        """The canary passed every step: it becomes ``@champion`` and the stable server; the old
+        stable is retired. A new stable-labelled server of the canary's model takes the stable slot."""
+        version, deployment_id = str(plan["version"]), plan["deployment_id"]
+        started = self._running(STABLE, version)  # a retried promotion may have started it already
+        if started:
+            new_stable = started[-1]
+        else:
+            canaries = self._running(CANARY, version)
+            if canaries:
+                model = {"model_ref": canaries[-1].model_ref, "labels": _labels_of(canaries[-1])}
+            elif self.champion() == version:  # committed by an earlier attempt, then cut short
+                model = self._model_for(version)
+            else:
+                raise DeploymentError(f"no canary of v{version} is running: nothing to promote")
+            new_stable = self._start_ready(STABLE, model)
+        previous = self._commit_champion(version, deployment_id, "passed every canary step", retire="retired")
+        self._converge(plan_reconcile(version, self.backend.servers()))
+        self._event(
+            "promoted",
+            f"v{version} passed every traffic step ({', '.join(f'{p}%' for p in plan.get('steps', []))}) and is @champion; "
+            + (f"v{previous} retired" if previous else "no previous champion"),
+            version=version,
+            deployment_id=deployment_id,
+            previous=previous,
+            server=new_stable.name,
+        )
+        return {"outcome": "promoted", "version": version, "previous": previous, "server": new_stable.name}
+
+    def _commit_champion(self, version: str, deployment_id: str, reason: str, *, retire: str) -> str | None:
+        """``@champion`` := version (the commit point); tags on the new and the old champion."""
+        from mlops_pipeline.registry.aliases import promote
+
+        previous = self.champion()
+        if previous is None:
+            stables = self._running(STABLE)
+            previous = stables[-1].version if stables and stables[-1].version != version else None
+        if previous and previous != version and retire == "retired":
+            self._tags(version, **{PREVIOUS_CHAMPION_TAG: previous})
+        promote(version, model_name=self.model_name, client=self.client)
+        self._tags(version, **{STATUS_TAG: "promoted", REASON_TAG: reason, DEPLOYMENT_TAG: deployment_id})
+        if previous and previous != version:
+            self._tags(previous, **{STATUS_TAG: retire, REASON_TAG: f"replaced by v{version}: {reason}"})
+        return previous if previous != version else None
+
+    def canary_was_started(self, plan: Mapping[str, Any]) -> bool:
+        return any(e.event == "canary_started" for e in self.audit.iter_events(deployment_id=plan["deployment_id"]))
+
+    def rollback(self, plan: Mapping[str, Any], reason: str | None = None) -> dict[str, Any]:
+        """Weight 0, canary removed, version tagged ``rolled_back`` with the reason; @challenger
+        cleared when it still names this version (so it is not deployed again by accident)."""
+        from mlops_pipeline.registry.aliases import CHALLENGER
+
+        version, deployment_id = str(plan["version"]), plan["deployment_id"]
+        if reason is None:
+            failed = [e for e in self.audit.events(deployment_id=deployment_id) if e.event == "analysis_failed"]
+            reason = failed[-1].reason if failed else "the rollout did not complete (a deployment step failed)"
+        if self.backend.router() is not None:
+            router = self.router()
+            router.split(0)
+            router.empty(CANARY)
+        for canary in self._running(CANARY, version):
+            self.backend.stop_server(canary)
+        for dead in [s for s in self.backend.servers() if s.role == CANARY and not s.running]:
+            self.backend.stop_server(dead)
+        self._tags(version, **{STATUS_TAG: "rolled_back", REASON_TAG: reason, DEPLOYMENT_TAG: deployment_id})
+        if self.challenger() == version:
+            self.client.delete_registered_model_alias(self.model_name, CHALLENGER)
+        stables = self._running(STABLE)
+        serving = stables[-1].version if stables else None
+        self._event(
+            "rolled_back",
+            reason,
+            version=version,
+            deployment_id=deployment_id,
+            stable_version=serving,
+        )
+        return {"outcome": "rolled_back", "version": version, "reason": reason, "stable_version": serving}
+
+    # -- 5. direct -------------------------------------------------------------------------
+    def deploy_direct(self, plan: Mapping[str, Any], prepared: Mapping[str, Any]) -> dict[str, Any]:
+        """Start ``version`` as the stable server, make it the champion, move the traffic over."""
+        version, deployment_id, action = str(plan["version"]), plan["deployment_id"], plan["action"]
+        server = self._start_ready(STABLE, prepared)
+        if action == "rollback":
+            previous = self._commit_champion(version, deployment_id, f"manual rollback by {self.actor}", retire="rolled_back")
+        else:
+            previous = self._commit_champion(version, deployment_id, plan["reason"], retire="retired")
+        self._converge(plan_reconcile(version, self.backend.servers()))
+        event = {"rollback": "rolled_back_to", "promote": "promoted"}.get(action, "deployed")
+        self._event(event, plan["reason"], version=version, deployment_id=deployment_id, previous=previous, server=server.name)
+        return {"outcome": event, "version": version, "previous": previous, "server": server.name}
+
+
+def _labels_of(server: Server) -> dict[str, str]:
+    return {"name": server.model_name, "version": server.version, "run_id": server.run_id, "sha256": server.sha256}
+
+
+def run_deployment(
+    action: str = "deploy",
+    version: str | int | None = None,
+    *,
+    actor: str | None = None,
+    deployer: Deployer | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    on_step: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Every step in this process, the bake windows as sleeps. ``on_step(name, info)`` is called
+    after each step (tests use it to act mid-rollout)."""
+    deployer = deployer or Deployer.open(actor)
+
+    def emit(name: str, info: dict[str, Any]) -> None:
+        if on_step is not None:
+            on_step(name, info)
+
+    emit("reconciled", deployer.reconcile())
+    plan = deployer.plan(action, version)
+    emit("planned", plan)
+    if plan["mode"] == "noop":
+        return {"outcome": "noop", "version": plan["version"], "reason": plan["reason"], "plan": plan}
+    prepared = deployer.prepare(plan)
+    emit("prepared", prepared)
+    if plan["mode"] == "direct":
+        return {**deployer.deploy_direct(plan, prepared), "plan": plan}
+
+    baseline = deployer.start_canary(plan, prepared)
+    emit("canary_started", baseline)
+    try:
+        for percent in deployer.deploy.steps:
+            step = deployer.shift(plan, percent)
+            emit("shifted", step)
+            while True:
+                status = deployer.bake_status(plan, baseline, step)
+                if status["done"]:
+                    break
+                sleep(min(deployer.deploy.poke_seconds, 1.0))
+            emit("analysed", deployer.analyse(plan, baseline, step))
+    except CanaryCheckFailed as exc:
+        return {**deployer.rollback(plan, str(exc)), "plan": plan}
+    except (BackendError, DeploymentError, OSError) as exc:
+        deployer.rollback(plan, f"the rollout failed: {exc}")
+        raise
+    return {**deployer.promote(plan), "plan": plan}
