@@ -1,0 +1,103 @@
+"""mlops_monitor: nightly drift and performance reports for one window, and the branch that asks for retraining.
+
+Each run owns the data interval [data_interval_start, data_interval_end) of a daily
+``CronDataIntervalTimetable`` (``airflow dags test mlops_monitor 2026-01-05`` monitors 2026-01-05),
+so backfills over past windows work like the nights they replay.
+
+1. ``monitor``: the ``@champion``'s training sample (found through its run's lineage) vs the
+   window's prediction log (by event time) -> verdicts on every row (normed Wasserstein /
+   Jensen-Shannon, exact or with a stated error bound), quality on the predictions whose labels
+   have arrived (``label_delay_days``) -> Evidently reports on bounded samples ->
+   ``reports/drift/ds=YYYY-MM-DD/`` (``report.html``, ``quality.html``, ``report.json``) and a run
+   in the ``<model>-monitoring`` MLflow experiment with the headline numbers as metrics.
+2. ``decide`` (branch): drift share / key features / ROC AUC floor and drop vs the champion's
+   holdout, minimum rows, cooldown since the last retrain; writes ``decision.json`` beside the
+   report and follows ``trigger_retrain`` or ``no_retrain``. Backfill runs record the decision
+   but do not trigger unless ``MLOPS_MONITOR_TRIGGER_ON_BACKFILL`` (or its Variable) says so.
+3. ``trigger_retrain``: ``mlops_train`` with conf ``{reason: drift|performance, report, window}``,
+   logical date = this window's end (it trains on data up to the window), one run per window.
+4. ``finalize`` (after either branch): records the triggered run in ``decision.json`` and alerts
+   on findings. Task failures alert too (log; webhook or e-mail when configured).
+
+Thresholds: ``MLOPS_MONITOR_*`` settings, overridden by Airflow Variables (``mlops_drift_share_threshold``,
+``mlops_monitor_key_features``, ``mlops_monitor_roc_auc_floor`` ...). Prediction logs:
+``MLOPS_PREDICTION_LOG_DIR``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import TriggerRule, dag, task
+
+from mlops_pipeline.monitoring.notifier import MonitorNotifier
+from mlops_pipeline.monitoring.tasks import (
+    DECIDE_TASK_ID,
+    NO_RETRAIN_TASK_ID,
+    TRAIN_DAG_ID,
+    TRIGGER_CONF_XCOM,
+    TRIGGER_TASK_ID,
+)
+from mlops_pipeline.timetables import DailyWindowTimetable
+
+
+@dag(
+    dag_id="mlops_monitor",
+    schedule=DailyWindowTimetable("0 0 * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=2,
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(minutes=1),
+        "execution_timeout": timedelta(minutes=45),
+        "on_failure_callback": MonitorNotifier(),
+    },
+    tags=["mlops", "monitor"],
+    doc_md=__doc__,
+)
+def mlops_monitor():
+    @task
+    def monitor(data_interval_start=None, data_interval_end=None, run_id=None) -> dict:
+        """Drift and quality of the window against the champion's reference; reports to the lake and MLflow."""
+        from mlops_pipeline.monitoring.tasks import monitor_task
+
+        return monitor_task(data_interval_start, data_interval_end, dag_run_id=run_id)
+
+    @task.branch(task_id=DECIDE_TASK_ID)
+    def decide(findings: dict, data_interval_start=None, data_interval_end=None, dag_run=None, ti=None) -> str:
+        """Retrain or not (decision.json beside the report); follow the matching branch."""
+        from mlops_pipeline.monitoring.tasks import decide_task
+
+        run_type = getattr(dag_run.run_type, "value", dag_run.run_type) if dag_run is not None else None
+        return decide_task(findings, start=data_interval_start, end=data_interval_end, run_type=run_type, ti=ti)
+
+    @task(task_id=NO_RETRAIN_TASK_ID)
+    def no_retrain(ti=None) -> str:
+        """The quiet branch: the decision's reasons are in the log and in decision.json."""
+        from mlops_pipeline.monitoring.tasks import no_retrain_task
+
+        return no_retrain_task(ti)
+
+    @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+    def finalize(**context) -> dict:
+        """Whichever branch ran: record a triggered retrain, alert on findings."""
+        from mlops_pipeline.monitoring.tasks import finalize_task
+
+        return finalize_task(context)
+
+    decision = decide(monitor())
+    trigger = TriggerDagRunOperator(
+        task_id=TRIGGER_TASK_ID,
+        trigger_dag_id=TRAIN_DAG_ID,
+        trigger_run_id="mlops_monitor__{{ ds }}",
+        logical_date="{{ data_interval_end }}",
+        conf=decision[TRIGGER_CONF_XCOM],
+        skip_when_already_exists=True,  # one training run per window, however often the window runs
+    )
+    decision >> [trigger, no_retrain()] >> finalize()
+
+
+mlops_monitor()

@@ -1,0 +1,15 @@
+"""Monitoring: the prediction log vs the champion's training sample, the reports, and the retrain decision.
+
+* :mod:`.predictions` reads the serving app's prediction log in bounded blocks;
+* :mod:`.reference` finds the ``@champion``'s reference sample through the registry's lineage;
+* :mod:`.labels` joins the labels that have arrived (the dataset's label delay);
+* :mod:`.drift` computes the drift verdicts on every row (how, and the error bound, is there);
+* :mod:`.evidently_report` builds the Evidently 0.7 reports on bounded samples;
+* :mod:`.pipeline` runs one window end to end (:func:`~.pipeline.run_monitor`);
+* :mod:`.decision` holds the retrain rules and where past retrains are recorded;
+* :mod:`.tracking` logs each window to the monitoring experiment in MLflow;
+* :mod:`.alerting` / :mod:`.notifier` send alerts (log, webhook, e-mail);
+* :mod:`.tasks` is the Airflow glue of the ``mlops_monitor`` DAG.
+
+Light at import time: nothing heavy is imported by this package or by :mod:`.tasks` and :mod:`.notifier`.
+"""

@@ -1,0 +1,331 @@
+"""Reading the prediction log that the serving app writes, in bounded memory.
+
+The log is JSON lines under ``<log dir>/ds=YYYY-MM-DD/predictions-<host>-<pid>-<start>.jsonl``,
+partitioned by the UTC day of the prediction, one line per predicted row::
+
+    {"request_id", "ts", "model_name", "model_version", "traffic_source", "endpoint", "row",
+     "<id column>", "<time column>", "features": {...}, "probability", "label"}
+
+A row belongs to a monitoring window by its *event time* (the dataset's time column, as the
+client sent it), or by its prediction time ``ts`` when it carries none: replayed or late traffic
+is then judged by when the event happened, like the labels it is joined with.
+
+Files are read in blocks of whole lines (``block_bytes``), each parsed by Arrow's JSON reader
+against the schema the dataset implies, so memory stays bounded whatever the window's size. A
+block Arrow rejects (a torn line from a crashed writer, a number where a string belongs) is read
+again line by line: good lines are kept (values coerced), bad ones are counted and reported with
+``path:line``; the files themselves are never changed. A file's unterminated last line (the
+writer may be in the middle of it) is left for the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from mlops_pipeline.datasets import DatasetSpec
+
+log = logging.getLogger(__name__)
+
+# Column names of the flattened tables; features keep their own names (no collision is possible:
+# the service columns start with an underscore, which dataset columns never need).
+TS = "_ts"
+VERSION = "_model_version"
+ROW_ID = "_id"
+EVENT_TIME = "_event_time"
+PROBABILITY = "_probability"
+SERVICE_COLUMNS = (TS, VERSION, ROW_ID, EVENT_TIME, PROBABILITY)
+
+DEFAULT_BLOCK_BYTES = 16 << 20
+PARSE_CHUNK_BYTES = 2 << 20  # Arrow parses a block in chunks of this size, on all cores
+MAX_REPORTED_BAD_LINES = 20
+
+
+class PredictionLogError(ValueError):
+    """The prediction log cannot be read as the dataset describes it."""
+
+
+@dataclass(frozen=True)
+class LogLayout:
+    """Which keys a dataset's prediction log lines carry."""
+
+    id_column: str | None
+    time_column: str | None
+    numeric_features: tuple[str, ...]
+    categorical_features: tuple[str, ...]
+
+    @classmethod
+    def for_dataset(cls, spec: DatasetSpec) -> LogLayout:
+        return cls(spec.id_column, spec.time_column, tuple(spec.numeric_features), tuple(spec.categorical_features))
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return (*self.numeric_features, *self.categorical_features)
+
+    def json_schema(self) -> pa.Schema:
+        """The schema Arrow parses a line with (unknown keys are ignored, missing ones are null)."""
+        import pyarrow as pa
+
+        # Nanoseconds: Arrow then accepts any number of fractional digits (clients send 0 to 9).
+        fields = [
+            pa.field("ts", pa.timestamp("ns", tz="UTC")),
+            pa.field("model_version", pa.string()),
+            pa.field("probability", pa.float64()),
+            pa.field(
+                "features",
+                pa.struct(
+                    [pa.field(n, pa.float64()) for n in self.numeric_features]
+                    + [pa.field(n, pa.string()) for n in self.categorical_features]
+                ),
+            ),
+        ]
+        if self.id_column:
+            fields.append(pa.field(self.id_column, pa.string()))
+        if self.time_column:
+            fields.append(pa.field(self.time_column, pa.timestamp("ns", tz="UTC")))
+        return pa.schema(fields)
+
+    def table_schema(self) -> pa.Schema:
+        """The schema of the flattened tables :func:`iter_log_tables` yields."""
+        import pyarrow as pa
+
+        return pa.schema(
+            [
+                pa.field(TS, pa.timestamp("ms", tz="UTC")),
+                pa.field(VERSION, pa.string()),
+                pa.field(ROW_ID, pa.string()),
+                pa.field(EVENT_TIME, pa.timestamp("ms", tz="UTC")),
+                pa.field(PROBABILITY, pa.float64()),
+                *[pa.field(n, pa.float64()) for n in self.numeric_features],
+                *[pa.field(n, pa.string()) for n in self.categorical_features],
+            ]
+        )
+
+
+@dataclass
+class ReadReport:
+    """What a read saw: files, lines, and the lines it had to skip (with where they are)."""
+
+    files: list[str] = field(default_factory=list)
+    rows: int = 0
+    bad_lines: int = 0
+    bad_examples: list[str] = field(default_factory=list)
+    incomplete_tails: list[str] = field(default_factory=list)
+
+    def bad(self, where: str, why: str) -> None:
+        self.bad_lines += 1
+        if len(self.bad_examples) < MAX_REPORTED_BAD_LINES:
+            self.bad_examples.append(f"{where}: {why}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "files": len(self.files),
+            "rows": self.rows,
+            "bad_lines": self.bad_lines,
+            "bad_examples": self.bad_examples,
+            "incomplete_tails": self.incomplete_tails,
+        }
+
+
+# --- which files ----------------------------------------------------------------------------------
+
+
+def partition_day(path: Path) -> date | None:
+    name = path.name
+    if not name.startswith("ds="):
+        return None
+    try:
+        return date.fromisoformat(name[3:])
+    except ValueError:
+        return None
+
+
+def log_files(log_dir: Path, days: Iterable[date] | None = None) -> list[Path]:
+    """The ``*.jsonl`` files of the ``ds=`` partitions for ``days`` (every partition when None), sorted."""
+    log_dir = Path(log_dir)
+    if not log_dir.is_dir():
+        return []
+    wanted = None if days is None else set(days)
+    found: list[Path] = []
+    for partition in sorted(log_dir.iterdir()):
+        day = partition_day(partition)
+        if day is None or not partition.is_dir() or (wanted is not None and day not in wanted):
+            continue
+        found.extend(sorted(p for p in partition.glob("*.jsonl") if p.is_file()))
+    return found
+
+
+def days_between(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+# --- reading --------------------------------------------------------------------------------------
+
+
+def iter_log_tables(
+    files: Iterable[Path],
+    layout: LogLayout,
+    report: ReadReport | None = None,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+) -> Iterator[pa.Table]:
+    """Flattened tables (see :meth:`LogLayout.table_schema`) of every complete line of ``files``."""
+    report = report if report is not None else ReadReport()
+    for path in files:
+        report.files.append(str(path))
+        for first_line, block in _line_blocks(Path(path), block_bytes, report):
+            table = _parse_block(block, layout, path, first_line, report)
+            if table.num_rows:
+                report.rows += table.num_rows
+                yield table
+
+
+def _line_blocks(path: Path, block_bytes: int, report: ReadReport) -> Iterator[tuple[int, bytes]]:
+    """Blocks of whole lines and the 1-based number of each block's first line."""
+    line = 1
+    carry = b""
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(block_bytes)
+            if not chunk:
+                break
+            data = carry + chunk
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                carry = data
+                continue
+            block, carry = data[: cut + 1], data[cut + 1 :]
+            yield line, block
+            line += block.count(b"\n")
+    if carry.strip():
+        report.incomplete_tails.append(f"{path}:{line}")
+        log.info("%s:%d has no line end yet (a writer may be in the middle of it): left for the next run", path, line)
+
+
+def _parse_block(block: bytes, layout: LogLayout, path: Path, first_line: int, report: ReadReport) -> pa.Table:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    try:
+        parsed = pj.read_json(
+            io.BytesIO(block),
+            read_options=pj.ReadOptions(block_size=PARSE_CHUNK_BYTES),  # chunks parse in parallel
+            parse_options=pj.ParseOptions(explicit_schema=layout.json_schema(), unexpected_field_behavior="ignore"),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        log.warning("%s (lines from %d): %s; reading this block line by line", path, first_line, str(exc).splitlines()[0])
+        return _parse_lines(block, layout, path, first_line, report)
+    return _flatten(parsed, layout)
+
+
+def _flatten(parsed: pa.Table, layout: LogLayout) -> pa.Table:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = parsed.num_rows
+    millis = pa.timestamp("ms", tz="UTC")
+    features = parsed.column("features").combine_chunks()
+    columns: dict[str, Any] = {
+        TS: pc.cast(parsed.column("ts"), millis, safe=False),
+        VERSION: parsed.column("model_version"),
+        ROW_ID: parsed.column(layout.id_column) if layout.id_column else pa.nulls(n, pa.string()),
+        EVENT_TIME: pc.cast(parsed.column(layout.time_column), millis, safe=False) if layout.time_column else pa.nulls(n, millis),
+        PROBABILITY: parsed.column("probability"),
+    }
+    for name in layout.features:
+        columns[name] = features.field(name)
+    return pa.table(columns, schema=layout.table_schema())
+
+
+def _parse_lines(block: bytes, layout: LogLayout, path: Path, first_line: int, report: ReadReport) -> pa.Table:
+    """The slow, forgiving path: one line at a time, values coerced, bad lines reported and skipped."""
+    import math
+
+    import orjson
+    import pandas as pd
+    import pyarrow as pa
+
+    rows: dict[str, list[Any]] = {name: [] for name in layout.table_schema().names}
+    for offset, raw in enumerate(block.split(b"\n")):
+        if not raw.strip():
+            continue
+        where = f"{path}:{first_line + offset}"
+        try:
+            record = orjson.loads(raw)
+            if not isinstance(record, dict):
+                raise ValueError(f"a JSON {type(record).__name__}, not an object")
+            features = record.get("features") or {}
+            if not isinstance(features, dict):
+                raise ValueError("'features' is not an object")
+            probability = _number(record.get("probability"))
+            numeric = [_number(features.get(n)) for n in layout.numeric_features]
+        except (ValueError, TypeError) as exc:
+            report.bad(where, str(exc)[:200])
+            continue
+        rows[TS].append(record.get("ts"))
+        rows[VERSION].append(None if record.get("model_version") is None else str(record["model_version"]))
+        rows[ROW_ID].append(_text(record.get(layout.id_column)) if layout.id_column else None)
+        rows[EVENT_TIME].append(record.get(layout.time_column) if layout.time_column else None)
+        rows[PROBABILITY].append(probability)
+        for name, value in zip(layout.numeric_features, numeric, strict=True):
+            rows[name].append(value)
+        for name in layout.categorical_features:
+            rows[name].append(_text(features.get(name)))
+    for name in (TS, EVENT_TIME):
+        parsed = pd.to_datetime(pd.Series(rows[name], dtype="object"), utc=True, errors="coerce", format="ISO8601")
+        rows[name] = list(parsed.dt.floor("ms").astype("datetime64[ms, UTC]"))
+    schema = layout.table_schema()
+    arrays = {}
+    for name in schema.names:
+        values = rows[name]
+        if schema.field(name).type == pa.float64():
+            values = [None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values]
+        arrays[name] = pa.array(values, type=schema.field(name).type, from_pandas=True)
+    return pa.table(arrays, schema=schema)
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, (bool, int, float)):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        return None if text == "" else float(text)  # a ValueError marks the line bad
+    raise TypeError(f"expected a number, got {type(value).__name__}")
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+# --- selecting rows -------------------------------------------------------------------------------
+
+
+def row_times(table: pa.Table) -> pa.ChunkedArray:
+    """Each row's time for window membership: its event time, else its prediction time."""
+    import pyarrow.compute as pc
+
+    return pc.coalesce(table.column(EVENT_TIME), table.column(TS))
+
+
+def in_range(table: pa.Table, start: datetime, end: datetime) -> pa.Table:
+    """The rows whose time (see :func:`row_times`) lies in [start, end)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    times = row_times(table)
+    kind = pa.timestamp("ms", tz="UTC")
+    mask = pc.and_(
+        pc.greater_equal(times, pa.scalar(start.astimezone(UTC), type=kind)),
+        pc.less(times, pa.scalar(end.astimezone(UTC), type=kind)),
+    )
+    return table.filter(pc.fill_null(mask, False))

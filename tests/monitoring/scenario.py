@@ -1,0 +1,58 @@
+"""A champion and prediction logs for monitoring tests (shared by the library and the DAG tests).
+
+The champion is a real training run (the baseline candidate, a few seconds) on the session's lake
+of validated days, promoted to ``@champion``. Logs hold the champion's predictions for:
+
+* the labelled day (window day - label delay + 1): the lake's own rows, so their labels join;
+* the window day: the lake's rows (no drift) or the synthetic source's covariate-drift rows.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pandas as pd
+
+from mlops_pipeline.data.lake import Lake
+from mlops_pipeline.data.synthetic import Scenario, generate_day
+from mlops_pipeline.datasets import load_dataset_spec
+from tests.monitoring.logs import log_lines, write_log
+
+WINDOW_DAY = date(2026, 1, 9)
+
+
+def train_champion(as_of: date) -> dict:
+    from mlops_pipeline.registry import promote
+    from mlops_pipeline.training.pipeline import TrainRequest, train_and_register
+
+    result = train_and_register(TrainRequest(as_of=as_of, reason="monitor-test", candidates=["baseline"]))
+    promote(result["version"])
+    return result
+
+
+def copy_lake(uri: str, target: Path) -> str:
+    """A private copy of a ``file://`` lake (the session's lake is shared and read-only)."""
+    shutil.copytree(urlparse(uri).path, target)
+    return target.as_uri()
+
+
+def write_scenario_logs(log_dir: Path, lake_uri: str, champion: dict, *, drift: bool, window_day: date = WINDOW_DAY) -> None:
+    from mlops_pipeline.registry.models import load_model
+
+    spec = load_dataset_spec("churn")
+    lake = Lake(lake_uri)
+    model = load_model(champion["model_uri"])
+    labelled_day = window_day - timedelta(days=spec.label_delay_days - 1)
+    days: list[tuple[date, pd.DataFrame]] = [(labelled_day, lake.read_frame("validated", labelled_day.isoformat()))]
+    if drift:
+        window_rows = generate_day(window_day, seed=42, rows=2000, scenarios={Scenario.COVARIATE_DRIFT}).drop(columns=[spec.target])
+    else:
+        window_rows = lake.read_frame("validated", window_day.isoformat())
+    days.append((window_day, window_rows))
+    for day, frame in days:
+        predicted_at = datetime.combine(day, datetime.min.time(), tzinfo=UTC) + timedelta(hours=23)
+        lines = log_lines(frame, model.predict_proba(frame), spec, model_version=champion["version"], predicted_at=predicted_at)
+        write_log(log_dir, day.isoformat(), lines)
