@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     deploy_backend: Literal["auto", "docker", "local"] = "auto"
     router_bind: str = "127.0.0.1"
     router_port: int = 8000
+    prediction_log_dir: Path = Field(
+        default_factory=lambda: project_home() / ".run" / "predictions",
+        description="Host folder of the servers' prediction logs (ds=YYYY-MM-DD/ below it), read by the monitor",
+    )
 
     @model_validator(mode="after")
     def _default_tracking_uri(self) -> Settings:

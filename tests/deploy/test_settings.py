@@ -22,7 +22,7 @@ def test_steps_and_windows_come_from_the_environment(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("MLOPS_DEPLOY_STEPS", "10, 50,100")
     monkeypatch.setenv("MLOPS_DEPLOY_BAKE_SECONDS", "2")
     monkeypatch.setenv("MLOPS_DEPLOY_EXTRA_LABELS", '{"team": "ml"}')
-    monkeypatch.setenv("MLOPS_PREDICTION_LOG_DIR", "/var/log/predictions")
+    monkeypatch.setenv("MLOPS_DEPLOY_PREDICTION_LOG_DIR", "/var/log/predictions")
 
     settings = DeploySettings()
 

@@ -37,12 +37,12 @@ from mlops_pipeline.deploy.images import (
     repo_root_default,
     serving_base_tag,
 )
+from tests.e2e.conftest import TEST_LABELS  # what tests/e2e/conftest.py cleans up
 from tests.serving.model_fixture import build_model_dir, make_records
 
 pytestmark = pytest.mark.docker
 
 REPO_ROOT = repo_root_default()  # this checkout, or MLOPS_REPO_ROOT
-from tests.e2e.conftest import TEST_LABELS  # what tests/e2e/conftest.py cleans up
 SERVING_UID = 10001
 HEALTHCHECK_TIMEOUT_S = 90
 

@@ -252,12 +252,11 @@ class Backend(ABC):
 
     def prediction_log_dir(self) -> Path:
         """Host folder the servers write prediction logs to (``ds=YYYY-MM-DD/`` below it):
-        ``MLOPS_PREDICTION_LOG_DIR``, else ``<project>/.run/predictions``, where the monitor reads."""
+        ``MLOPS_DEPLOY_PREDICTION_LOG_DIR``, else the project's ``MLOPS_PREDICTION_LOG_DIR`` setting,
+        where the monitor reads."""
         if self.deploy.prediction_log_dir:
             return Path(self.deploy.prediction_log_dir)
-        from mlops_pipeline.config import project_home
-
-        return project_home() / ".run" / "predictions"
+        return self.settings.prediction_log_dir
 
 
 def state_dir(namespace: str) -> Path:

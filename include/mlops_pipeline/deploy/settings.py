@@ -54,9 +54,8 @@ class DeploySettings(BaseSettings):
     )
     prediction_log_dir: str | None = Field(
         default=None,
-        validation_alias=AliasChoices("MLOPS_PREDICTION_LOG_DIR", "MLOPS_DEPLOY_PREDICTION_LOG_DIR"),
-        description="Host folder for the servers' prediction logs, read by the monitor (default: "
-        "<project>/.run/predictions)",
+        validation_alias=AliasChoices("MLOPS_DEPLOY_PREDICTION_LOG_DIR"),
+        description="Host folder for the servers' prediction logs (default: the project's MLOPS_PREDICTION_LOG_DIR)",
     )
     extra_labels: dict[str, str] = Field(
         default_factory=dict, description='Added to every container/network, e.g. {"team": "ml"} (JSON in the env)'

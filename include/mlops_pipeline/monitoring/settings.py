@@ -47,9 +47,9 @@ VARIABLE_NAMES: dict[str, str] = {
 
 
 def _default_log_dir() -> Path:
-    from mlops_pipeline.config import project_home
+    from mlops_pipeline.config import Settings
 
-    return project_home() / ".run" / "predictions"
+    return Settings().prediction_log_dir  # read afresh: the project's MLOPS_PREDICTION_LOG_DIR
 
 
 class MonitorSettings(BaseSettings):
@@ -58,7 +58,7 @@ class MonitorSettings(BaseSettings):
     # --- inputs ----------------------------------------------------------------------------
     prediction_log_dir: Path = Field(
         default_factory=_default_log_dir,
-        validation_alias=AliasChoices("MLOPS_PREDICTION_LOG_DIR", "MLOPS_MONITOR_PREDICTION_LOG_DIR"),
+        validation_alias=AliasChoices("MLOPS_MONITOR_PREDICTION_LOG_DIR"),
         description="Folder of ds=YYYY-MM-DD/predictions-*.jsonl files written by the serving app",
     )
     log_scan: Literal["auto", "window", "all"] = Field(
