@@ -8,7 +8,7 @@ PY := $(CURDIR)/.venv/bin/python
 SVC := $(PY) -m mlops_pipeline.services
 UV = $(shell command -v uv 2>/dev/null || echo "$(CURDIR)/.run/uv/bin/uv")
 
-.PHONY: help install setup lint test test-fast demo stop status airflow suite bench bench-ingest bench-serving clean
+.PHONY: help install setup lint test test-fast demo stop status airflow deploy suite bench bench-ingest bench-serving bench-drift clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -42,7 +42,8 @@ test-fast: install  ## unit tests only (no services)
 demo: setup  ## install, start Airflow, backfill the last 14 days through mlops_ingest, print a summary
 	@$(PY) -m mlops_pipeline.demo
 
-stop:  ## stop everything `make demo` started
+stop:  ## stop everything `make demo` started (serving containers and router included)
+	@test -x $(PY) && ($(PY) -m mlops_pipeline.deploy teardown >/dev/null 2>&1 || echo "[stop] no serving namespace to tear down") || true
 	@test -x $(PY) && $(SVC) stop || true
 
 status:  ## which local services run
@@ -51,10 +52,13 @@ status:  ## which local services run
 airflow: install  ## any Airflow CLI command in the project's environment: make airflow ARGS="dags list"
 	@$(SVC) exec -- airflow $(ARGS)
 
+deploy: install  ## the deployment steps by hand: make deploy ARGS="status|reconcile|deploy|promote|rollback|audit|teardown"
+	@$(PY) -m mlops_pipeline.deploy $(ARGS)
+
 suite: install  ## bootstrap an expectation suite: make suite ARGS="--start 2026-01-01 --days 14"
 	@$(PY) -m mlops_pipeline suite $(ARGS)
 
-bench: bench-ingest bench-serving  ## every benchmark; results under tests/benchmarks/results/
+bench: bench-ingest bench-serving bench-drift  ## every benchmark; results under tests/benchmarks/results/
 
 bench-ingest: setup  ## DAG parse times vs `import airflow.sdk`, and a 90-day backfill on the real scheduler
 	@$(PY) tests/benchmarks/bench_ingest.py
@@ -62,6 +66,9 @@ bench-ingest: setup  ## DAG parse times vs `import airflow.sdk`, and a 90-day ba
 bench-serving: install  ## mlflow models serve vs bare FastAPI vs ours (± batching, ± HAProxy) with wrk
 	@command -v wrk >/dev/null && command -v haproxy >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk haproxy >/dev/null)
 	@$(PY) tests/benchmarks/bench_serving.py
+
+bench-drift: install  ## the monitor vs Evidently on everything, 1M rows x 20 features
+	@$(PY) tests/benchmarks/bench_drift.py
 
 clean: stop  ## remove local state (lake, Airflow DB, MLflow data, service logs); keeps .venv
 	rm -rf lake .airflow mlruns .run
