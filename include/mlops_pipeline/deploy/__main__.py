@@ -22,6 +22,24 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _run(argv)
+    except Exception as exc:  # an expected failure: one line naming it, not a traceback
+        from mlops_pipeline.deploy.artifacts import ArtifactError
+        from mlops_pipeline.deploy.backends import BackendError
+        from mlops_pipeline.deploy.haproxy import HAProxyRuntimeError
+        from mlops_pipeline.deploy.images import ImageBuildError
+        from mlops_pipeline.deploy.rollout import DeploymentError
+        from mlops_pipeline.registry.client import RegistryUnavailable
+
+        expected = (ArtifactError, BackendError, HAProxyRuntimeError, ImageBuildError, DeploymentError, RegistryUnavailable)
+        if not isinstance(exc, expected):
+            raise
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlops_pipeline.deploy", description=__doc__.split("\n\n")[0])
     parser.add_argument("--actor", default=None, help="who is acting, for the audit log (default cli:<user>)")
     commands = parser.add_subparsers(dest="command", required=True)
