@@ -1,8 +1,18 @@
 import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
-from mlops_pipeline.airflow_settings import UnsetReference, expand, load
+from mlops_pipeline.airflow_settings import LiteralSecret, UnsetReference, expand, literal_secrets, load
+from tests.conftest import REPO, AirflowStack
+
+SETTINGS_FILE = REPO / "airflow_settings.yaml"
+CONNECTIONS = {"aws_default", "mlflow_default", "docker_default", "smtp_default", "mlops_alert_webhook"}
 
 
 def test_references_expand_with_defaults_and_unset_ones_raise():
@@ -25,14 +35,136 @@ def test_entries_with_unset_secrets_are_skipped_and_said(tmp_path):
     assert resolved["connections"][0]["conn_password"] == "s3cr3t" and skipped == []
 
 
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "connections:\n    - {conn_id: c, conn_type: aws, conn_password: hunter2}",
+        "connections:\n    - {conn_id: c, conn_type: aws, conn_password: '${PW:-hunter2}'}",
+        "connections:\n    - {conn_id: c, conn_type: http, conn_extra: {api_key: abc123}}",
+        "variables:\n    - {variable_name: slack_token, variable_value: xoxb-1}",
+    ],
+)
+def test_a_literal_secret_is_refused(tmp_path, entry):
+    path = tmp_path / "s.yaml"
+    path.write_text(f"airflow:\n  {entry}\n")
+    with pytest.raises(LiteralSecret, match="environment references"):
+        load(path, environ={"PW": "x"})
+
+
+def test_optional_secrets_may_default_to_empty(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("airflow:\n  connections:\n    - {conn_id: c, conn_type: smtp, conn_host: h, conn_password: '${PW:-}'}\n")
+    resolved, _ = load(path, environ={})
+    assert resolved["connections"][0]["conn_password"] == ""
+
+
+def test_the_project_file_holds_no_secret_and_what_the_pipeline_reads():
+    from mlops_pipeline.monitoring.settings import VARIABLE_NAMES
+
+    section = yaml.safe_load(SETTINGS_FILE.read_text())["airflow"]
+    assert literal_secrets(section) == []
+    assert {c["conn_id"] for c in section["connections"]} == CONNECTIONS
+    assert {p["pool_name"]: p["pool_slot"] for p in section["pools"]} == {"training": 1}
+    variables = {v["variable_name"] for v in section["variables"]}
+    assert variables <= set(VARIABLE_NAMES.values()), f"variables nothing reads: {variables - set(VARIABLE_NAMES.values())}"
+    assert "mlops_drift_share_threshold" in variables
+    # The training tasks run in that pool.
+    assert 'pool": "training"' in (REPO / "dags" / "mlops_train.py").read_text()
+
+
+def copy_airflow_home(source: AirflowStack, target: Path) -> Path:
+    """A second Airflow home with a copy of the session's migrated DB: its own connections, no re-migration."""
+    home = target / "home"
+    home.mkdir(parents=True)
+    with sqlite3.connect(Path(source.env["AIRFLOW_HOME"]) / "airflow.db") as src, sqlite3.connect(home / "airflow.db") as dst:
+        src.backup(dst)
+    if (Path(source.env["AIRFLOW_HOME"]) / "airflow.cfg").is_file():
+        shutil.copy(Path(source.env["AIRFLOW_HOME"]) / "airflow.cfg", home / "airflow.cfg")
+    return home
+
+
+def cli_json(stack: AirflowStack, *argv: str):
+    done = stack.airflow(*argv, "--output", "json")
+    assert done.returncode == 0, f"airflow {' '.join(argv)} failed:\n{done.stderr[-3000:]}"
+    return json.loads(done.stdout)
+
+
+def export(stack: AirflowStack, folder: Path) -> dict:
+    """Connections, pools and variables as the Airflow CLI exports them (every field, every value)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {}
+    for kind in ("connections", "pools", "variables"):
+        path = folder / f"{kind}.json"
+        options = ["--file-format", "json"] if kind == "connections" else []
+        done = stack.airflow(kind, "export", str(path), *options)
+        assert done.returncode == 0, done.stderr[-3000:]
+        state[kind] = json.loads(path.read_text())
+    return state
+
+
 @pytest.mark.integration
-def test_project_settings_are_visible_through_the_airflow_cli(airflow_stack):
-    """`make setup` applied airflow_settings.yaml (the fixture ran it); applying again is idempotent."""
-    again = airflow_stack.run("setup")
-    assert again.returncode == 0, again.stderr[-2000:]
-    pools = json.loads(airflow_stack.airflow("pools", "list", "--output", "json").stdout)
-    assert {"pool": "training", "slots": 1} in [{"pool": p["pool"], "slots": int(p["slots"])} for p in pools]
-    connection = airflow_stack.airflow("connections", "get", "mlflow_default", "--output", "json")
-    assert connection.returncode == 0 and "mlflow_default" in connection.stdout
-    variable = airflow_stack.airflow("variables", "get", "mlops_drift_share_threshold")
-    assert variable.stdout.strip().splitlines()[-1] == "0.3"
+def test_make_setup_applies_the_file_visibly_and_idempotently(airflow_stack, tmp_path):
+    """`make setup`'s code path (services setup) on a real Airflow DB, checked through the Airflow CLI."""
+    from mlops_pipeline.monitoring.settings import VARIABLE_NAMES, MonitorSettings
+
+    secrets = {
+        "AWS_ACCESS_KEY_ID": "test-access-key",
+        "AWS_SECRET_ACCESS_KEY": "test-secret-key",
+        "MLOPS_S3_ENDPOINT_URL": "http://minio:9000",
+        "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+        "MLOPS_DOCKER_REGISTRY": "registry.example.com:5000",
+        "MLOPS_DOCKER_REGISTRY_USER": "deployer",
+        "MLOPS_DOCKER_REGISTRY_PASSWORD": "test-registry-password",
+        "MLOPS_SMTP_HOST": "smtp.example.com",
+        "MLOPS_SMTP_PASSWORD": "test-smtp-password",
+        "MLOPS_ALERT_WEBHOOK_URL": "https://hooks.example.com/services/T0/B0/test",
+    }
+    env = {k: v for k, v in airflow_stack.env.items() if not k.startswith("MLOPS_MONITOR_")}
+    env.update(secrets, AIRFLOW_HOME=str(copy_airflow_home(airflow_stack, tmp_path)))
+    stack = AirflowStack(env=env, base=tmp_path)
+
+    applied = stack.run("setup", timeout=600)
+    assert applied.returncode == 0, applied.stdout[-3000:] + applied.stderr[-3000:]
+
+    aws = cli_json(stack, "connections", "get", "aws_default")[0]
+    assert (aws["conn_type"], aws["login"], aws["password"]) == ("aws", "test-access-key", "test-secret-key")
+    assert aws["extra_dejson"] == {"endpoint_url": "http://minio:9000", "region_name": "us-east-1"}
+    assert [(p["pool"], int(p["slots"])) for p in cli_json(stack, "pools", "get", "training")] == [("training", 1)]
+    threshold = stack.airflow("variables", "get", "mlops_drift_share_threshold")
+    assert threshold.returncode == 0 and threshold.stdout.strip().splitlines()[-1] == "0.3", threshold.stderr[-2000:]
+
+    state = export(stack, tmp_path / "first")
+    connections = state["connections"]
+    assert set(connections) == CONNECTIONS, sorted(connections)
+    assert connections["mlflow_default"]["host"] == "http://mlflow:5000"
+    assert (connections["docker_default"]["conn_type"], connections["docker_default"]["host"]) == ("docker", "registry.example.com:5000")
+    smtp = connections["smtp_default"]
+    assert (smtp["conn_type"], smtp["host"], int(smtp["port"]), smtp["password"]) == ("smtp", "smtp.example.com", 587, "test-smtp-password")
+    assert connections["mlops_alert_webhook"]["host"] == secrets["MLOPS_ALERT_WEBHOOK_URL"]
+    assert state["pools"]["training"]["slots"] == 1
+    # Every threshold variable carries the monitor's default (nothing in the environment overrides it here).
+    field_of = {variable: field for field, variable in VARIABLE_NAMES.items()}
+    file_variables = [v["variable_name"] for v in yaml.safe_load(SETTINGS_FILE.read_text())["airflow"]["variables"]]
+    for name in file_variables:
+        exported = state["variables"][name]  # {"value", "description"} when a description is set
+        value = exported["value"] if isinstance(exported, dict) else exported
+        assert float(value) == float(MonitorSettings.model_fields[field_of[name]].default), name
+
+    # Applying again changes nothing.
+    again = stack.run("setup", timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert export(stack, tmp_path / "second") == state
+
+    # A file with a literal secret is refused whole: nothing of it is applied.
+    bad = tmp_path / "bad_settings.yaml"
+    bad.write_text(
+        "airflow:\n  pools:\n    - {pool_name: never_applied, pool_slot: 3}\n"
+        "  connections:\n    - {conn_id: leaked, conn_type: aws, conn_password: hunter2}\n"
+    )
+    refused = subprocess.run(
+        [sys.executable, "-m", "mlops_pipeline.services", "exec", "--", sys.executable, "-m", "mlops_pipeline.airflow_settings", "apply", str(bad)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert refused.returncode != 0 and "conn_password" in refused.stderr, refused.stderr[-2000:]
+    assert stack.airflow("pools", "get", "never_applied").returncode != 0
+    assert stack.airflow("connections", "get", "leaked").returncode != 0

@@ -7,6 +7,10 @@ Values may reference the environment as ``${NAME}`` or ``${NAME:-default}``, so 
 git. A connection or variable that references an unset variable with no default is skipped (and
 said so): e.g. without ``AWS_ACCESS_KEY_ID`` there is no ``aws_default`` connection and S3 access
 falls back to the standard AWS credential chain.
+
+Secrets must be references with no default (``${NAME}`` or ``${NAME:-}``): a connection's
+``conn_password``, an extra whose key names a secret (password, secret, token, api key, private
+key) and a variable whose name does. A literal there is refused before anything is applied.
 """
 
 from __future__ import annotations
@@ -23,10 +27,18 @@ from typing import Any
 import yaml
 
 _REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# A secret's whole value: one reference whose default, if any, is empty.
+_SECRET_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?::-)?\}$")
+# Names that hold secrets (close to Airflow's own list of sensitive field names).
+_SECRET_NAME = re.compile(r"passw(or)?d|secret|token|api_?key|private_?key|credential|authorization", re.IGNORECASE)
 
 
 class UnsetReference(LookupError):
     pass
+
+
+class LiteralSecret(ValueError):
+    """A secret written into the settings file instead of referenced from the environment."""
 
 
 def expand(value: Any, environ: Mapping[str, str] | None = None) -> Any:
@@ -49,6 +61,30 @@ def expand(value: Any, environ: Mapping[str, str] | None = None) -> Any:
     return value
 
 
+def literal_secrets(section: Mapping[str, Any]) -> list[str]:
+    """Where the (unexpanded) ``airflow`` section holds a secret that is not an environment reference."""
+
+    def literal(value: Any) -> bool:
+        return value not in (None, "") and not (isinstance(value, str) and _SECRET_REFERENCE.match(value))
+
+    found = []
+    for index, item in enumerate(section.get("connections") or []):
+        if not isinstance(item, dict):
+            continue
+        where = f"connections[{index}] ({item.get('conn_id')})"
+        if literal(item.get("conn_password")):
+            found.append(f"{where}.conn_password")
+        extra = item.get("conn_extra")
+        if isinstance(extra, dict):
+            found += [f"{where}.conn_extra.{key}" for key, value in extra.items() if _SECRET_NAME.search(str(key)) and literal(value)]
+        elif isinstance(extra, str) and _SECRET_NAME.search(extra) and not _REFERENCE.search(extra):
+            found.append(f"{where}.conn_extra")
+    for index, item in enumerate(section.get("variables") or []):
+        if isinstance(item, dict) and _SECRET_NAME.search(str(item.get("variable_name"))) and literal(item.get("variable_value")):
+            found.append(f"variables[{index}] ({item.get('variable_name')})")
+    return found
+
+
 def load(path: Path, environ: Mapping[str, str] | None = None) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
     """The resolved settings and a list of what was skipped (and why)."""
     document = yaml.safe_load(path.read_text()) or {}
@@ -56,6 +92,12 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> tuple[dict[str
     unknown = set(section) - {"connections", "pools", "variables"}
     if unknown:
         raise ValueError(f"{path}: unknown keys under 'airflow': {sorted(unknown)}")
+    literals = literal_secrets(section)
+    if literals:
+        raise LiteralSecret(
+            f"{path}: secrets must be environment references with no default (${{NAME}}), not literals: "
+            + ", ".join(literals)
+        )
     resolved: dict[str, list[dict[str, Any]]] = {"connections": [], "pools": [], "variables": []}
     skipped: list[str] = []
     for kind, key in (("connections", "conn_id"), ("pools", "pool_name"), ("variables", "variable_name")):
@@ -81,6 +123,8 @@ def apply(path: Path) -> list[str]:
     with create_session() as session:
         for item in resolved["connections"]:
             extra = item.get("conn_extra")
+            if isinstance(extra, dict):  # an unset optional reference means "not configured"
+                extra = {key: value for key, value in extra.items() if value != ""}
             connection = Connection(
                 conn_id=item["conn_id"],
                 conn_type=item.get("conn_type") or "generic",
