@@ -64,7 +64,7 @@ bench-ingest: setup  ## DAG parse times vs `import airflow.sdk`, and a 90-day ba
 	@$(PY) tests/benchmarks/bench_ingest.py
 
 bench-serving: install  ## mlflow models serve vs bare FastAPI vs ours (± batching, ± HAProxy) with wrk
-	@command -v wrk >/dev/null && command -v haproxy >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk haproxy >/dev/null)
+	@bash serving/docker/apt-install.sh --check wrk --check haproxy wrk haproxy
 	@$(PY) tests/benchmarks/bench_serving.py
 
 bench-drift: install  ## the monitor vs Evidently on everything, 1M rows x 20 features

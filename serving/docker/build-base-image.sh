@@ -33,17 +33,8 @@ recipe_version=1
 
 say() { echo "build-base-image: $*" >&2; }
 
-apt_install() {
-    export DEBIAN_FRONTEND=noninteractive
-    local opts=(-y -q --no-install-recommends -o DPkg::Lock::Timeout=300)
-    if ! apt-get install "${opts[@]}" "$@" >&2; then
-        for _ in 1 2 3 4 5 6; do
-            apt-get update -q -o DPkg::Lock::Timeout=300 >&2 && break
-            sleep 5
-        done
-        apt-get install "${opts[@]}" "$@" >&2
-    fi
-}
+# shellcheck source=apt-install.sh
+source "$(dirname "${BASH_SOURCE[0]}")/apt-install.sh"  # apt_install: waits for the dpkg lock
 
 image_label() { # image label -> value ("" when the image or label is missing)
     docker image inspect --format "{{ index .Config.Labels \"$2\" }}" "$1" 2>/dev/null || true

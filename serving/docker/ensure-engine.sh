@@ -20,19 +20,8 @@ say() { echo "ensure-engine: $*" >&2; }
 
 engine_answers() { docker info >/dev/null 2>&1; }
 
-# apt-get that waits for a dpkg lock held by another install, and refreshes the package lists once
-# when a package is unknown (a fresh machine may have none).
-apt_install() {
-    export DEBIAN_FRONTEND=noninteractive
-    local opts=(-y -q --no-install-recommends -o DPkg::Lock::Timeout=300)
-    if ! apt-get install "${opts[@]}" "$@" >&2; then
-        for _ in 1 2 3 4 5 6; do
-            apt-get update -q -o DPkg::Lock::Timeout=300 >&2 && break
-            sleep 5
-        done
-        apt-get install "${opts[@]}" "$@" >&2
-    fi
-}
+# shellcheck source=apt-install.sh
+source "$repo_root/serving/docker/apt-install.sh"  # apt_install: waits for the dpkg lock, refreshes lists
 
 if command -v docker >/dev/null 2>&1 && engine_answers; then
     exit 0

@@ -11,15 +11,9 @@ if ! command -v haproxy >/dev/null 2>&1; then
         exit 1
     fi
     echo "ensure-haproxy: installing Debian's haproxy" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    opts=(-y -q --no-install-recommends -o DPkg::Lock::Timeout=300)
-    if ! apt-get install "${opts[@]}" haproxy >&2; then
-        for _ in 1 2 3 4 5 6; do
-            apt-get update -q -o DPkg::Lock::Timeout=300 >&2 && break
-            sleep 5
-        done
-        apt-get install "${opts[@]}" haproxy >&2
-    fi
+    # shellcheck source=../docker/apt-install.sh
+    source "$(dirname "${BASH_SOURCE[0]}")/../docker/apt-install.sh"
+    apt_install haproxy
 fi
 version="$(haproxy -v)"
 echo "${version%%$'\n'*}"
