@@ -1,0 +1,144 @@
+"""Everything the view shows, gathered section by section: :func:`gather`.
+
+Each section (registry, router, audit log, drift reports) runs in its own thread under one
+deadline. A section that fails or runs out of time carries a message saying what was unreachable
+and where (``MLflow unreachable at http://...``); the others are shown as usual.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlops_pipeline.config import Settings
+
+VERSIONS, ROUTER, AUDIT, REPORTS = "versions", "router", "audit", "reports"
+
+
+@dataclass
+class Section:
+    name: str
+    value: Any = None
+    error: str | None = None
+    seconds: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class Overview:
+    model_name: str
+    tracking_uri: str
+    lake_uri: str
+    reports_prefix: str
+    generated_at: str
+    sections: dict[str, Section] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Section:
+        return self.sections[name]
+
+
+def _model_name(settings: Settings) -> str:
+    try:
+        return settings.registered_model_name
+    except Exception as exc:  # a broken dataset spec must not take the page down
+        return f"(unknown: {exc})"
+
+
+def _versions(settings: Settings, model_name: str) -> Any:
+    from mlops_pipeline.ui.versions import alias_versions, registry_client
+
+    return alias_versions(registry_client(settings), model_name)
+
+
+def _reports(settings: Settings, reports_prefix: str, limit: int) -> Any:
+    from mlops_pipeline.storage import open_lake
+    from mlops_pipeline.ui.reports import latest_reports
+
+    return latest_reports(open_lake(settings), reports_prefix, limit)
+
+
+def _audit(settings: Settings, limit: int) -> Any:
+    from mlops_pipeline.storage import open_lake
+    from mlops_pipeline.ui.deployment import recent_events
+
+    return recent_events(open_lake(settings), limit)
+
+
+def _router(settings: Settings) -> Any:
+    from mlops_pipeline.ui.deployment import router_state
+
+    return router_state(settings)
+
+
+def describe_error(section: str, exc: BaseException, overview: Overview) -> str:
+    """What a person needs to read when ``section`` failed: what was unreachable, and where."""
+    from mlops_pipeline.registry.client import RegistryUnavailable
+
+    if section == VERSIONS:
+        if isinstance(exc, RegistryUnavailable):
+            return f"MLflow unreachable at {overview.tracking_uri}: {exc}"
+        return f"MLflow at {overview.tracking_uri} failed: {type(exc).__name__}: {exc}"
+    if section in (AUDIT, REPORTS):
+        return f"lake {overview.lake_uri} not readable: {type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def gather(
+    settings: Settings | None = None,
+    *,
+    timeout: float = 10.0,
+    audit_limit: int = 50,
+    report_limit: int = 10,
+    sections: dict[str, Callable[[], Any]] | None = None,
+) -> Overview:
+    """Gather every section within ``timeout`` seconds; ``sections`` replaces the collectors (tests)."""
+    from mlops_pipeline.config import get_settings
+    from mlops_pipeline.monitoring.settings import get_monitor_settings
+
+    settings = settings or get_settings()
+    reports_prefix = get_monitor_settings().reports_prefix
+    model_name = _model_name(settings)
+    overview = Overview(
+        model_name=model_name,
+        tracking_uri=settings.mlflow_tracking_uri,
+        lake_uri=settings.lake_uri,
+        reports_prefix=reports_prefix,
+        generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    collectors = sections or {
+        VERSIONS: lambda: _versions(settings, model_name),
+        ROUTER: lambda: _router(settings),
+        AUDIT: lambda: _audit(settings, audit_limit),
+        REPORTS: lambda: _reports(settings, reports_prefix, report_limit),
+    }
+    pool = ThreadPoolExecutor(max_workers=len(collectors), thread_name_prefix="mlops-ui")
+    try:
+        futures = {name: pool.submit(_timed, collect) for name, collect in collectors.items()}
+        wait(futures.values(), timeout=timeout)  # _timed returns errors as values: all complete or time out
+        for name, future in futures.items():
+            if not future.done():
+                what = {VERSIONS: f"MLflow at {overview.tracking_uri}", ROUTER: "the router"}.get(name, f"the lake {overview.lake_uri}")
+                overview.sections[name] = Section(name, error=f"{what} did not answer within {timeout:.0f}s")
+                continue
+            value, error, seconds = future.result()
+            message = describe_error(name, error, overview) if error is not None else None
+            overview.sections[name] = Section(name, value=value, error=message, seconds=seconds)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # a hung section must not hold the page
+    return overview
+
+
+def _timed(collect: Callable[[], Any]) -> tuple[Any, BaseException | None, float]:
+    started = time.monotonic()
+    try:
+        return collect(), None, round(time.monotonic() - started, 3)
+    except Exception as exc:
+        return None, exc, round(time.monotonic() - started, 3)

@@ -1,0 +1,99 @@
+"""Gathering the view's sections: each on its own, under a deadline, errors as messages; and the page."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mlops_pipeline.deploy.audit import AuditEvent, AuditLog
+from mlops_pipeline.ui.overview import AUDIT, REPORTS, ROUTER, VERSIONS, Overview, Section, gather
+from mlops_pipeline.ui.render import overview_json, render_page
+from mlops_pipeline.ui.reports import DriftReport
+from mlops_pipeline.ui.versions import VersionSummary, key_metrics
+from tests.mlflow_fixtures import free_port
+
+
+@pytest.fixture
+def local_settings(lake_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from mlops_pipeline.config import Settings
+
+    monkeypatch.setenv("MLOPS_RUN_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("MLOPS_DEPLOY_NAMESPACE", "ui-test")
+    return Settings(deploy_backend="local", mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}", model_name="churn")
+
+
+def test_mlflow_down_is_a_message_in_its_section_only(local_settings, lake) -> None:
+    AuditLog(lake).append("deployed", actor="cli:me", reason="first deployment", model_name="churn", version="1")
+    lake.write_bytes_atomic(lake.path("reports/drift/ds=2026-01-09/report.html"), b"<html></html>")
+
+    started = time.monotonic()
+    overview = gather(local_settings, timeout=20)
+
+    assert time.monotonic() - started < 15
+    versions = overview[VERSIONS]
+    assert versions.value is None
+    assert versions.error is not None and versions.error.startswith(f"MLflow unreachable at {local_settings.mlflow_tracking_uri}")
+    assert overview[AUDIT].ok and [e.event for e in overview[AUDIT].value] == ["deployed"]
+    assert overview[REPORTS].ok and [r.ds for r in overview[REPORTS].value] == ["2026-01-09"]
+    assert overview[ROUTER].ok and overview[ROUTER].value.running is False
+    page = render_page(overview)
+    assert f"MLflow unreachable at {local_settings.mlflow_tracking_uri}" in page
+    assert 'href="reports/ds=2026-01-09/report.html"' in page
+    assert overview_json(overview)["sections"][VERSIONS]["error"] == versions.error
+
+
+def test_a_section_that_hangs_times_out_and_the_others_are_shown(local_settings) -> None:
+    release = threading.Event()
+
+    def hang() -> None:
+        release.wait(30)
+
+    def fail() -> None:
+        raise PermissionError("access denied to s3://bucket/deployments/audit")
+
+    started = time.monotonic()
+    overview = gather(local_settings, timeout=1.0, sections={VERSIONS: hang, AUDIT: fail, REPORTS: lambda: []})
+    release.set()
+
+    assert time.monotonic() - started < 5
+    assert overview[VERSIONS].error == f"MLflow at {local_settings.mlflow_tracking_uri} did not answer within 1s"
+    assert overview[AUDIT].error == f"lake {local_settings.lake_uri} not readable: PermissionError: access denied to s3://bucket/deployments/audit"
+    assert overview[REPORTS].ok and overview[REPORTS].value == []
+
+
+def test_key_metrics_are_the_winners_with_roc_auc_first() -> None:
+    metrics = {"xgboost.holdout_roc_auc": 0.8, "valid_roc_auc": 0.79, "holdout_log_loss": 0.4, "holdout_roc_auc": 0.81, "train_rows": 900.0}
+    assert list(key_metrics(metrics)) == ["holdout_roc_auc", "holdout_log_loss", "valid_roc_auc"]
+
+
+def _overview(**sections: Section) -> Overview:
+    overview = Overview("churn", "http://mlflow:5000", "file:///lake", "reports/drift", "2026-01-10T00:00:00+00:00")
+    for name in (VERSIONS, ROUTER, AUDIT, REPORTS):
+        overview.sections[name] = sections.get(name) or Section(name, value=None)
+    return overview
+
+
+def test_the_page_escapes_what_it_shows() -> None:
+    evil = '<script>alert("x")</script>'
+    champion = VersionSummary(
+        alias="champion", model_name="churn", version="7", run_id="abc123", aliases=["champion"], created=None,
+        status="READY", description=evil, metrics={"holdout_roc_auc": 0.8123456}, tags={"deploy_reason": evil},
+    )
+    event = AuditEvent(event="rolled_back", actor=evil, reason=evil, version="8", details={"note": evil}, ts="2026-01-10T00:00:00")
+    report = DriftReport(ds="2026-01-09", files=["report.html"], summary=evil)
+    page = render_page(
+        _overview(
+            versions=Section(VERSIONS, value={"champion": champion, "challenger": None}),
+            audit=Section(AUDIT, value=[event]),
+            reports=Section(REPORTS, value=[report]),
+        )
+    )
+
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert re.search(r'data-testid="champion-version">version 7<', page)
+    assert "0.8123" in page and "no version of churn has the @challenger alias" in page
+    assert 'href="reports/ds=2026-01-09/report.html"' in page
