@@ -80,7 +80,7 @@ def _run(argv: Sequence[str] | None) -> int:
     else:
         result = run_deployment(args.command, args.version, deployer=deployer)
     print(json.dumps(result, indent=2, default=str))
-    return 1 if result.get("outcome") == "rolled_back" else 0
+    return 1 if result.get("outcome") in ("rolled_back", "rollback_deferred") else 0
 
 
 if __name__ == "__main__":

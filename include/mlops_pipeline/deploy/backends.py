@@ -127,6 +127,7 @@ def render_router_config(
     metrics_bind: str,
     socket_path: str | None,
     check_interval_ms: int,
+    rate_limit_per_second: int = 0,
 ) -> str:
     return render_config(
         frontend_bind,
@@ -136,6 +137,7 @@ def render_router_config(
         socket_path=socket_path,
         backend=ROUTER_BACKEND,
         check_interval_ms=check_interval_ms,
+        rate_limit_per_second=rate_limit_per_second,
     )
 
 

@@ -69,7 +69,14 @@ class DockerBackend(Backend):
         super().__init__(settings, deploy)
         import docker
 
-        self.client = docker.from_env(timeout=300)
+        try:
+            self.client = docker.from_env(timeout=300)
+        except docker.errors.DockerException as exc:
+            where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+            raise BackendError(
+                f"the Docker daemon at {where} is unreachable ({exc}); start it, point DOCKER_HOST at it, "
+                "or deploy with MLOPS_DEPLOY_BACKEND=local"
+            ) from exc
         self.base = state_dir(self.namespace)
         self._repo_root: Path | None = None
 
@@ -271,6 +278,7 @@ class DockerBackend(Backend):
             metrics_bind="0.0.0.0:8404",
             socket_path="/run/haproxy/admin.sock",
             check_interval_ms=self.deploy.check_interval_ms,
+            rate_limit_per_second=self.deploy.router_rate_limit,
         )
         self._router_config_dir.mkdir(parents=True, exist_ok=True)
         self._router_config_dir.chmod(0o755)
@@ -308,9 +316,11 @@ class DockerBackend(Backend):
             endpoint = self._endpoint(container) if container.status == "running" else None
             if endpoint is not None:
                 try:
-                    HAProxyRuntime(endpoint.runtime_address, timeout=2).info()
-                    log.info("started the router container %s at %s", self.router_name, endpoint.url)
-                    return endpoint
+                    # Docker's port proxy accepts (and closes) connections before HAProxy listens: an
+                    # empty answer is not an answer.
+                    if HAProxyRuntime(endpoint.runtime_address, timeout=2).info().get("Version"):
+                        log.info("started the router container %s at %s", self.router_name, endpoint.url)
+                        return endpoint
                 except HAProxyRuntimeError:
                     pass
             if container.status not in ("created", "running") or time.monotonic() > deadline:

@@ -59,6 +59,7 @@ def render_config(
     backend: str = DEFAULT_BACKEND,
     check_interval_ms: int = 2000,
     dns_resolvers: bool = False,
+    rate_limit_per_second: int = 0,
 ) -> str:
     """The text of an ``haproxy.cfg`` for the model router.
 
@@ -70,6 +71,9 @@ def render_config(
     deployer reaches it), or None. ``socket_path``: a unix runtime socket in a writable directory.
     ``dns_resolvers``: re-resolve server host names at run time with the resolvers of
     /etc/resolv.conf (Docker's embedded DNS on a user-defined network).
+
+    ``rate_limit_per_second``: requests per second one client address may send through the
+    frontend (0: no limit); above it HAProxy answers 429 with a JSON error, before any server.
 
     A server whose name does not resolve at start is not fatal (``init-addr last,libc,none``): it
     starts in maintenance, so the config is valid before the containers it names exist.
@@ -84,6 +88,7 @@ def render_config(
         raise ValueError(f"invalid backend name {backend!r}")
     if check_interval_ms <= 0:
         raise ValueError(f"check_interval_ms must be positive, got {check_interval_ms}")
+    rate_limit = _int_in(rate_limit_per_second, 0, 1_000_000, "rate_limit_per_second")
 
     lines = [
         "# Model router. Rendered by mlops_pipeline.deploy.haproxy.render_config: edit that, not this.",
@@ -132,6 +137,17 @@ def render_config(
         "    option httplog",
         "    option dontlognull",
         "    option forwardfor",
+    ]
+    if rate_limit:
+        # Per client address, over a sliding second; a rejected request never reaches a server.
+        lines += [
+            "    stick-table type ipv6 size 100k expire 30s store http_req_rate(1s)",
+            "    http-request track-sc0 src",
+            "    http-request return status 429 content-type application/json string"
+            f" '{{\"error\":\"rate limit exceeded ({rate_limit} requests per second per client)\"}}'"
+            f" hdr retry-after 1 if {{ sc_http_req_rate(0) gt {rate_limit} }}",
+        ]
+    lines += [
         f"    default_backend {backend}",
         "",
         f"backend {backend}",

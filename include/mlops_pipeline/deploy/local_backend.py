@@ -288,6 +288,7 @@ class LocalBackend(Backend):
             metrics_bind=f"127.0.0.1:{ports['metrics_port']}",
             socket_path=None,
             check_interval_ms=self.deploy.check_interval_ms,
+            rate_limit_per_second=self.deploy.router_rate_limit,
         )
 
     def write_router_config(self, slots: Mapping[str, Mapping[str, object] | None]) -> None:

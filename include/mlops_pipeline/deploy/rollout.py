@@ -31,7 +31,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,6 +62,7 @@ STATUS_TAG = "deploy_status"
 REASON_TAG = "deploy_reason"
 DEPLOYMENT_TAG = "deployment_id"
 PREVIOUS_CHAMPION_TAG = "previous_champion"
+RETRAIN_REASONS = frozenset({"drift", "performance"})  # trigger_reason of a run the monitor asked for
 
 
 class CanaryCheckFailed(RuntimeError):
@@ -70,6 +71,11 @@ class CanaryCheckFailed(RuntimeError):
 
 class DeploymentError(RuntimeError):
     """A deployment step cannot go on (no canary running, no such version...)."""
+
+
+class StableLost(DeploymentError):
+    """The stable server died mid-canary: nothing to compare the canary with, and the canary is the
+    only server taking traffic, so it must not be removed before a stable server runs again."""
 
 
 def default_actor() -> str:
@@ -88,6 +94,7 @@ class Deployer:
     audit: AuditLog
     actor: str
     model_name: str
+    _trigger_reasons: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def open(
@@ -121,6 +128,24 @@ class Deployer:
     @property
     def thresholds(self) -> Thresholds:
         return Thresholds.from_settings(self.deploy)
+
+    def thresholds_for(self, version: str) -> Thresholds:
+        """The thresholds a canary of ``version`` is judged by: a version retrained because the data
+        drifted or quality fell predicts differently from stable by design, so its prediction-shift
+        limit is ``retrained_max_psi`` (a broken model still shifts far beyond it)."""
+        import dataclasses
+
+        thresholds = self.thresholds
+        reason = self._trigger_reason(version)
+        if reason in RETRAIN_REASONS:
+            return dataclasses.replace(thresholds, max_psi=max(thresholds.max_psi, self.deploy.retrained_max_psi))
+        return thresholds
+
+    def _trigger_reason(self, version: str) -> str | None:
+        if version not in self._trigger_reasons:
+            run_id = self.client.get_model_version(self.model_name, version).run_id
+            self._trigger_reasons[version] = self.client.get_run(run_id).data.tags.get("trigger_reason") if run_id else None
+        return self._trigger_reasons[version]
 
     def _alias(self, alias: str) -> str | None:
         from mlops_pipeline.registry.aliases import version_for_alias
@@ -387,8 +412,10 @@ class Deployer:
         elapsed = time.time() - float(step["started_at"])
         if not self._running(CANARY, str(plan["version"])):
             return {"done": True, "elapsed": elapsed, "why": "the canary is not running"}
+        if not self._running(STABLE):
+            return {"done": True, "elapsed": elapsed, "why": "the stable server is not running"}
         canary, stable = self._windows(baseline, step)
-        thresholds = self.thresholds
+        thresholds = self.thresholds_for(str(plan["version"]))
         enough = enough_traffic(canary, stable, thresholds)
         early = any(check.status == "failed" for check in analyse_window(canary, stable, thresholds).checks)
         done = early or elapsed >= self.deploy.max_bake_seconds or (elapsed >= self.deploy.bake_seconds and enough)
@@ -416,8 +443,13 @@ class Deployer:
         label = f"canary v{version} at {percent}%"
         try:
             self._canary_server(version)
+            if not self._running(STABLE):
+                raise StableLost(
+                    f"{label}: the stable server is not running any more, so the canary cannot be compared with it; "
+                    "the router sends every request to the canary until the next deploy run reconciles"
+                )
             canary, stable = self._windows(baseline, step)
-            verdict = analyse_window(canary, stable, self.thresholds, label=label)
+            verdict = analyse_window(canary, stable, self.thresholds_for(version), label=label)
             result = {**verdict.to_dict(), "percent": percent, "canary": canary.to_dict(), "stable": stable.to_dict()}
         except CanaryCheckFailed as exc:
             result = {"passed": False, "reason": f"{label}: {exc}", "checks": [], "percent": percent}
@@ -490,6 +522,13 @@ class Deployer:
         if reason is None:
             failed = [e for e in self.audit.events(deployment_id=deployment_id) if e.event == "analysis_failed"]
             reason = failed[-1].reason if failed else "the rollout did not complete (a deployment step failed)"
+        if not self._running(STABLE) and self._running(CANARY, version):
+            # Taking the canary out now would leave the router with no server: it keeps serving, and the
+            # next run's reconcile starts a stable server of @champion before removing it.
+            reason = f"{reason}; no stable server runs, so the canary keeps serving until the next deploy run reconciles"
+            self._tags(version, **{STATUS_TAG: "interrupted", REASON_TAG: reason, DEPLOYMENT_TAG: deployment_id})
+            self._event("rollback_deferred", reason, version=version, deployment_id=deployment_id)
+            return {"outcome": "rollback_deferred", "version": version, "reason": reason, "stable_version": None}
         if self.backend.router() is not None:
             router = self.router()
             router.split(0)

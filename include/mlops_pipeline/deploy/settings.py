@@ -44,10 +44,21 @@ class DeploySettings(BaseSettings):
     max_p95_ratio: float = Field(default=1.5, ge=1, description="Canary p95 latency at most this times stable's ...")
     p95_slack_ms: float = Field(default=50.0, ge=0, description="... unless within this many ms of it (noise floor)")
     max_psi: float = Field(default=0.2, gt=0, description="Population stability index of canary vs stable predictions")
+    retrained_max_psi: float = Field(
+        default=1.0,
+        gt=0,
+        description="The PSI limit for a version trained because the data changed (trigger_reason drift or "
+        "performance): it is meant to predict differently from stable, so the check only catches a broken model",
+    )
     psi_bins: int = Field(default=10, ge=2, le=20, description="Probability bins for the PSI (merged from the server's 20)")
     ready_timeout_seconds: float = Field(default=180.0, gt=0, description="A new server must answer /ready within this")
     stop_timeout_seconds: float = Field(default=20.0, gt=0, description="Graceful stop before a kill")
     check_interval_ms: int = Field(default=1000, ge=100, description="HAProxy health checks of the serving slots")
+    router_rate_limit: int = Field(
+        default=0,
+        ge=0,
+        description="Requests per second one client address may send through the router; above it 429 (0: no limit)",
+    )
     require_artifact_digest: bool = Field(
         default=True,
         description="Refuse a version without an artifact_sha256 tag (False: compute it, tag it, audit it)",

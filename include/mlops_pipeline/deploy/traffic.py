@@ -173,7 +173,7 @@ def replay(
     return stats
 
 
-TERMINAL_EVENTS = frozenset({"promoted", "rolled_back", "deployed", "rolled_back_to"})
+TERMINAL_EVENTS = frozenset({"promoted", "rolled_back", "rollback_deferred", "deployed", "rolled_back_to"})
 
 
 def deployment_finished(deployment_id: str, since: str) -> Callable[[], bool]:

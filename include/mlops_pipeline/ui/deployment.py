@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 ANALYSIS_EVENTS = ("analysis_passed", "analysis_failed")
 # Events that end a deployment: after one of them no canary of that deployment takes traffic.
-FINAL_EVENTS = ("promoted", "rolled_back", "deployed", "rolled_back_to", "nothing_to_deploy", "reconciled")
+FINAL_EVENTS = ("promoted", "rolled_back", "rollback_deferred", "deployed", "rolled_back_to", "nothing_to_deploy", "reconciled")
 
 
 def recent_events(lake: Lake, limit: int = 50, prefix: str | None = None) -> list[AuditEvent]:

@@ -1,0 +1,107 @@
+"""The reliability and security suite: a report of every case, its asserted outcome and its figures.
+
+Each test records what it checked with the ``reliability`` fixture::
+
+    reliability.record("faults", "kill the canary mid-bake", "rolled back, stable served", seconds=41.2)
+
+The session writes the table to ``tests/artifacts/reliability/reliability.{md,json}`` (not in git) as cases finish
+(a case whose assertion fails is recorded as failed) and prints it at the end of the run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# The fixtures of the modules this suite reuses (the canary harness, the catalogues).
+from tests.deploy.canary_scenario import model_dirs  # noqa: F401
+from tests.e2e.conftest import docker_client  # noqa: F401
+from tests.ingest.test_bad_batch_catalogue import file_datasets  # noqa: F401
+
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "artifacts" / "reliability"
+
+
+@dataclass
+class Case:
+    area: str
+    case: str
+    expected: str
+    outcome: str = "passed"
+    figures: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class Report:
+    cases: list[Case] = field(default_factory=list)
+    current: dict[str, Case] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    def record(self, area: str, case: str, expected: str, **figures: Any) -> Case:
+        """Record a case that is about to be asserted (or just was); figures are kept as given."""
+        entry = Case(area, case, expected, figures={k: _rounded(v) for k, v in figures.items()})
+        self.cases.append(entry)
+        return entry
+
+    def write(self) -> None:
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "total_seconds": round(time.monotonic() - self.started, 1),
+            "cases": [asdict(c) for c in self.cases],
+        }
+        (RESULTS_DIR / "reliability.json").write_text(json.dumps(payload, indent=2) + "\n")
+        (RESULTS_DIR / "reliability.md").write_text(self.markdown())
+
+    def markdown(self) -> str:
+        lines = [
+            "| area | case | expected outcome | result | figures |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for c in self.cases:
+            figures = ", ".join(f"{k}={v}" for k, v in c.figures.items())
+            lines.append(f"| {c.area} | {c.case} | {c.expected} | {c.outcome} | {figures} |")
+        passed = sum(c.outcome == "passed" for c in self.cases)
+        lines.append("")
+        lines.append(f"{passed} of {len(self.cases)} cases passed in {time.monotonic() - self.started:.0f} s.")
+        return "\n".join(lines) + "\n"
+
+
+def _rounded(value: Any) -> Any:
+    return round(value, 3) if isinstance(value, float) else value
+
+
+_REPORT = Report()
+
+
+@pytest.fixture
+def reliability(request: pytest.FixtureRequest) -> Iterator[Report]:
+    """The session's report; cases recorded by a test that then fails are marked failed."""
+    before = len(_REPORT.cases)
+    started = time.monotonic()
+    yield _REPORT
+    report = getattr(request.node, "rep_call", None)
+    for entry in _REPORT.cases[before:]:
+        entry.seconds = round(time.monotonic() - started, 1)
+        if report is not None and report.failed:
+            entry.outcome = "FAILED"
+    _REPORT.write()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _REPORT.cases:
+        terminalreporter.write_sep("=", "reliability and security cases")
+        terminalreporter.write(_REPORT.markdown())

@@ -1,0 +1,122 @@
+"""What the deploy cases share: a deployment environment per module, and a steady client that
+keeps every request's latency and outcome (the canary harness's client keeps counts only)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.deploy.canary_scenario import deploy_environment, remove_model_images
+from tests.serving.model_fixture import make_records
+
+ROWS_PER_REQUEST = 20
+
+
+@contextmanager
+def deployment_env(backend: str, base: Path, tracking_uri: str, **overrides: str) -> Iterator[dict[str, str]]:
+    """The canary harness's environment for ``backend`` applied to this process; torn down after."""
+    from mlops_pipeline.config import get_settings
+    from mlops_pipeline.deploy.backends import get_backend
+
+    env = {**deploy_environment(backend, base, tracking_uri), **overrides}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        get_settings.cache_clear()
+        try:
+            yield env
+        finally:
+            try:
+                deployed = get_backend()
+                deployed.teardown()
+                if deployed.kind == "docker":
+                    remove_model_images(deployed.client, env["MLOPS_MODEL_NAME"])  # type: ignore[attr-defined]
+            finally:
+                get_settings.cache_clear()
+
+
+@dataclass
+class Sample:
+    at: float  # time.monotonic() when the request was sent
+    seconds: float
+    ok: bool
+    version: str | None
+    error: str | None = None
+
+
+@dataclass
+class SteadyClient:
+    """Requests at a steady pace from a thread (one at a time, ``interval`` apart)."""
+
+    url: str
+    interval: float = 0.02
+    samples: list[Sample] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def start(self) -> SteadyClient:
+        self.thread = threading.Thread(target=self._run, name="reliability-client", daemon=True)
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        seed = 0
+        with httpx.Client(timeout=30) as http:
+            while not self.stop.is_set():
+                seed += 1
+                started = time.monotonic()
+                try:
+                    response = http.post(
+                        f"{self.url}/predict",
+                        json={"records": make_records(ROWS_PER_REQUEST, seed=seed % 500)},
+                        headers={"X-Traffic-Source": "reliability"},
+                    )
+                    ok = response.status_code == 200
+                    version = response.json().get("model_version") if ok else None
+                    error = None if ok else f"HTTP {response.status_code}: {response.text[:200]}"
+                except httpx.HTTPError as exc:
+                    ok, version, error = False, None, f"{type(exc).__name__}: {exc}"
+                self.samples.append(Sample(started, time.monotonic() - started, ok, version, error))
+                time.sleep(self.interval)
+
+    def finish(self) -> SteadyClient:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=60)
+        return self
+
+    def between(self, start: float, end: float) -> list[Sample]:
+        return [s for s in self.samples if start <= s.at < end]
+
+    def failures(self, start: float = 0.0, end: float = float("inf")) -> list[str]:
+        return [s.error or "failed" for s in self.between(start, end) if not s.ok]
+
+    def versions(self, start: float = 0.0, end: float = float("inf")) -> Counter[str]:
+        return Counter(s.version for s in self.between(start, end) if s.version)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("no values")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def latency_ms(samples: list[Sample], q: float) -> float:
+    return round(1000 * percentile([s.seconds for s in samples if s.ok], q), 1)
+
+
+def docker_container(client: Any, namespace: str, role: str) -> Any:
+    found = client.containers.list(filters={"label": [f"org.mlops.deployment={namespace}", f"org.mlops.role={role}"]})
+    assert len(found) == 1, f"expected one running {role} container in {namespace}, found {[c.name for c in found]}"
+    return found[0]
