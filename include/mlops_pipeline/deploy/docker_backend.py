@@ -143,12 +143,19 @@ class DockerBackend(Backend):
             run_id=labels.get(f"{MODEL_LABEL_PREFIX}run_id", ""),
             sha256=labels.get(f"{MODEL_LABEL_PREFIX}sha256", ""),
             model_ref=labels.get(MODEL_REF_LABEL, ""),
-            url=f"http://127.0.0.1:{host_port}" if host_port else "",
+            url=self._reach(address, SERVING_PORT, host_port),
             address=address,
             port=SERVING_PORT,
-            running=container.status == "running" and bool(address) and bool(host_port),
+            running=container.status == "running" and bool(address) and bool(self._reach(address, SERVING_PORT, host_port)),
             started_at=float(labels.get(STARTED_LABEL) or 0.0),
         )
+
+    def _reach(self, address: str, port: int, host_port: int | None) -> str:
+        """The URL the deployer uses for a container port: the published one on 127.0.0.1, or (docker_reach
+        = network) the container's address on the namespace network. "" when there is none yet."""
+        if self.deploy.docker_reach == "network":
+            return f"http://{address}:{port}" if address else ""
+        return f"http://127.0.0.1:{host_port}" if host_port else ""
 
     def servers(self) -> list[Server]:
         found = [self._server(container) for container in self._containers()]
@@ -256,6 +263,17 @@ class DockerBackend(Backend):
             return next((int(p["HostPort"]) for p in entries if p.get("HostPort")), None)
 
         runtime, metrics, frontend = host_port("runtime"), host_port("metrics"), host_port("frontend")
+        if self.deploy.docker_reach == "network":  # the router's own ports at its address on the namespace network
+            networks = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+            address = (networks.get(self.namespace) or {}).get("IPAddress") or ""
+            if not address:
+                return None
+            port = {key: int(value.split("/")[0]) for key, value in ROUTER_PORTS.items()}
+            return RouterEndpoint(
+                runtime_address=f"{address}:{port['runtime']}",
+                url=f"http://{address}:{port['frontend']}",
+                metrics_url=f"http://{address}:{port['metrics']}/metrics",
+            )
         if not (runtime and metrics and frontend):
             return None
         return RouterEndpoint(

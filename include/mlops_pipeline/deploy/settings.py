@@ -27,6 +27,12 @@ class DeploySettings(BaseSettings):
     steps: Annotated[list[int], NoDecode] = Field(
         default=[5, 25, 50, 100], description="Canary traffic percentages, increasing, ending at 100"
     )
+    docker_reach: Literal["published", "network"] = Field(
+        default="published",
+        description="How the deployer reaches the containers: 'published' = their ports published on 127.0.0.1 "
+        "(the deployer runs on the Docker host); 'network' = their addresses on the namespace network (the "
+        "deployer runs in a container on that network, as the compose stack's Airflow worker does)",
+    )
     bake_seconds: float = Field(default=120.0, ge=0, description="Minimum time at each step before its checks")
     max_bake_seconds: float = Field(
         default=900.0, gt=0, description="Longest wait at a step for enough traffic; then the checks run on what came"
