@@ -24,6 +24,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,14 +168,14 @@ def audit_events(deployment_id: str | None = None) -> list[Any]:
     return AuditLog(open_lake()).events(deployment_id=deployment_id)
 
 
-@pytest.fixture(scope="module")
-def scenario_env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """The environment of one backend's scenario, applied to this process (settings re-read)."""
+@contextmanager
+def deployment_env(backend: str, base: Path, tracking_uri: str, **overrides: str) -> Iterator[dict[str, str]]:
+    """The scenario's environment for ``backend`` (plus ``overrides``) applied to this process, settings
+    re-read; afterwards the namespace is torn down and (docker) its model images removed."""
     from mlops_pipeline.config import get_settings
+    from mlops_pipeline.deploy.backends import get_backend
 
-    backend = request.param
-    server = request.getfixturevalue("mlflow_server")
-    env = deploy_environment(backend, tmp_path_factory.mktemp(f"canary-{backend}"), server.uri)
+    env = {**deploy_environment(backend, base, tracking_uri), **overrides}
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
             patch.setenv(key, value)
@@ -182,15 +183,22 @@ def scenario_env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         try:
             yield env
         finally:
-            from mlops_pipeline.deploy.backends import get_backend
-
             try:
-                backend = get_backend()
-                backend.teardown()
-                if backend.kind == "docker":
-                    remove_model_images(backend.client, env["MLOPS_MODEL_NAME"])  # type: ignore[attr-defined]
+                deployed = get_backend()
+                deployed.teardown()
+                if deployed.kind == "docker":
+                    remove_model_images(deployed.client, env["MLOPS_MODEL_NAME"])  # type: ignore[attr-defined]
             finally:
                 get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def scenario_env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The environment of one backend's scenario, applied to this process (settings re-read)."""
+    backend = request.param
+    server = request.getfixturevalue("mlflow_server")
+    with deployment_env(backend, tmp_path_factory.mktemp(f"canary-{backend}"), server.uri) as env:
+        yield env
 
 
 def remove_model_images(client: Any, model_name: str) -> None:

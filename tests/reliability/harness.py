@@ -1,4 +1,4 @@
-"""What the deploy cases share: a deployment environment per module, and a steady client that
+"""What the deploy cases share: the canary scenario's deployment environment, and a steady client that
 keeps every request's latency and outcome (the canary harness's client keeps counts only)."""
 
 from __future__ import annotations
@@ -6,42 +6,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.deploy.canary_scenario import deploy_environment, remove_model_images
+from tests.deploy.canary_scenario import deployment_env  # noqa: F401 (the deploy cases import it from here)
 from tests.serving.model_fixture import make_records
 
 ROWS_PER_REQUEST = 20
-
-
-@contextmanager
-def deployment_env(backend: str, base: Path, tracking_uri: str, **overrides: str) -> Iterator[dict[str, str]]:
-    """The canary harness's environment for ``backend`` applied to this process; torn down after."""
-    from mlops_pipeline.config import get_settings
-    from mlops_pipeline.deploy.backends import get_backend
-
-    env = {**deploy_environment(backend, base, tracking_uri), **overrides}
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        get_settings.cache_clear()
-        try:
-            yield env
-        finally:
-            try:
-                deployed = get_backend()
-                deployed.teardown()
-                if deployed.kind == "docker":
-                    remove_model_images(deployed.client, env["MLOPS_MODEL_NAME"])  # type: ignore[attr-defined]
-            finally:
-                get_settings.cache_clear()
 
 
 @dataclass

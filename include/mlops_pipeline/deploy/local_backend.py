@@ -105,6 +105,23 @@ def terminate(record: Mapping[str, Any], timeout: float, sig: int = signal.SIGTE
         time.sleep(0.1)
 
 
+def _spawn(argv: list[str], log_file: Path, *, cwd: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen:
+    """A detached child (own session: a Ctrl-C of the caller does not reach it) logging to ``log_file``."""
+    with open(log_file, "ab") as output:
+        process = subprocess.Popen(
+            argv,
+            env=dict(env) if env is not None else None,
+            cwd=str(cwd),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    _CHILDREN.append(process)
+    return process
+
+
 def _reap(pid: int) -> None:
     for child in list(_CHILDREN):
         if child.pid == pid and child.poll() is not None:
@@ -202,18 +219,7 @@ class LocalBackend(Backend):
             }
         )
         log_file = logs / f"{name}.log"
-        with open(log_file, "ab") as output:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "mlops_serving"],
-                env=env,
-                cwd=str(self.base),
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-            )
-        _CHILDREN.append(process)
+        process = _spawn([sys.executable, "-m", "mlops_serving"], log_file, cwd=self.base, env=env)
         labels = {
             DEPLOYMENT_LABEL: self.namespace,
             ROLE_LABEL: role,
@@ -309,17 +315,7 @@ class LocalBackend(Backend):
         logs = self.base / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log_file = logs / "router.log"
-        with open(log_file, "ab") as output:
-            process = subprocess.Popen(
-                [haproxy, "-W", "-db", "-f", str(self._router_config_path)],
-                cwd=str(self.base),
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-            )
-        _CHILDREN.append(process)
+        process = _spawn([haproxy, "-W", "-db", "-f", str(self._router_config_path)], log_file, cwd=self.base)
         record = {"pid": process.pid, "proc_start": process_start_time(process.pid), **ports, "started_at": time.time()}
         write_text_atomic(self._router_record_path, _dumps(record))
         endpoint = self._endpoint(record)

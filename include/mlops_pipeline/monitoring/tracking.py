@@ -26,23 +26,6 @@ KIND_TAG = "mlops.kind"
 KIND = "drift_monitor"
 
 
-def experiment_id(client: MlflowClient, name: str) -> str:
-    from mlflow.exceptions import MlflowException
-
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        if experiment.lifecycle_stage == "deleted":
-            client.restore_experiment(experiment.experiment_id)
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(name)
-    except MlflowException:  # created meanwhile by another run
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
-
-
 def window_run_id(client: MlflowClient, experiment: str, ds: str) -> str | None:
     runs = client.search_runs(
         [experiment], filter_string=f"tags.{WINDOW_TAG} = '{ds}' and tags.`{KIND_TAG}` = '{KIND}'", max_results=1
@@ -85,7 +68,9 @@ def log_window(
 
     from mlflow.entities import Metric, RunTag
 
-    experiment = experiment_id(client, experiment_name)
+    from mlops_pipeline.registry.client import ensure_experiment
+
+    experiment = ensure_experiment(client, experiment_name)
     ds = str(summary["window"]["ds"])
     run_id = window_run_id(client, experiment, ds)
     all_tags = {WINDOW_TAG: ds, KIND_TAG: KIND, **tags}

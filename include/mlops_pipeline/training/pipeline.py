@@ -186,11 +186,9 @@ def _find_finished(client: MlflowClient, experiment_id: str, dag_run_id: str, di
 
 
 def _experiment_id(client: MlflowClient, name: str) -> str:
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        if experiment.lifecycle_stage == "deleted":
-            client.restore_experiment(experiment.experiment_id)
-        return experiment.experiment_id
+    from mlops_pipeline.registry.client import ensure_experiment
+
+    return ensure_experiment(client, name)
     from mlflow.exceptions import MlflowException
 
     try:
@@ -308,7 +306,9 @@ def train_and_register(
         {"window": window.to_dict(), "config": config, "dataset": dataset.name, "model": model_name, "commit": commit,
          "training": training.model_dump(mode="json", exclude={"hyperparameters", "candidates", "days", "seed"})}
     )
-    experiment_id = _experiment_id(client, training.experiment_name or model_name)
+    from mlops_pipeline.registry.client import ensure_experiment
+
+    experiment_id = ensure_experiment(client, training.experiment_name or model_name)
     if request.dag_run_id:
         previous = _find_finished(client, experiment_id, request.dag_run_id, digest)
         if previous is not None:
