@@ -12,14 +12,6 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def validated_asset_uri() -> str:
-    """The URI of the asset that each validated partition updates (read at DAG parse time: cheap)."""
-    from mlops_pipeline.config import get_settings
-
-    uri = get_settings().lake_uri
-    return f"{uri}/validated"
-
-
 def _window(start: datetime, end: datetime):
     from mlops_pipeline.ingest import Window
 

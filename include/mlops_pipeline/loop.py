@@ -135,6 +135,7 @@ class AirflowRunner:
         if self.api is not None and scenario is None:
             return self._backfill(days, started)
         results: dict[str, str] = {}
+        errors: dict[str, str] = {}
         for day in days:
             conf = {"scenario": scenario} if scenario else None
             try:
@@ -142,8 +143,9 @@ class AirflowRunner:
                 results[day.isoformat()] = "success"
             except LoopError as exc:
                 results[day.isoformat()] = "failed"
-                log.warning("ingest of %s failed: %s", day, str(exc)[:500])
-        return {"days": results, "seconds": round(time.monotonic() - started, 1), "via": "airflow dags test"}
+                errors[day.isoformat()] = _error_lines(str(exc))
+                log.warning("ingest of %s failed: %s", day, errors[day.isoformat()])
+        return {"days": results, "errors": errors, "seconds": round(time.monotonic() - started, 1), "via": "airflow dags test"}
 
     def _backfill(self, days: Sequence[date], started: float) -> dict[str, Any]:
         assert self.api is not None
@@ -176,6 +178,12 @@ def _last_task_line(lines: Sequence[str]) -> str:
         if _TASK_STARTED in line:
             return "task " + line.split(_TASK_STARTED, 1)[1].split()[0]
     return ""
+
+
+def _error_lines(output: str, limit: int = 2000) -> str:
+    """What says why a run failed: its exception and error lines (the run's log is long)."""
+    wanted = [line for line in output.splitlines() if "Error" in line or "Exception" in line or "failed" in line]
+    return "\n".join(wanted)[-limit:] or output[-limit:]
 
 
 def _tasks_run(output: str) -> list[str]:

@@ -212,7 +212,7 @@ def test_covariate_drift_retrains_and_the_challenger_is_promoted(loop: Loop) -> 
     from mlops_pipeline.registry.aliases import CHALLENGER, CHAMPION
 
     ingested = loop.timed("drift_ingest", loop.runner.ingest, [DRIFT_DAY])
-    assert ingested["days"] == {DRIFT_DAY.isoformat(): "success"}
+    assert ingested["days"] == {DRIFT_DAY.isoformat(): "success"}, ingested.get("errors")
     served = loop.timed("drift_serve", steps.serve_days, [DRIFT_DAY])
     assert served["failed_requests"] == 0 and served["versions"] == {"1": 2000}
 
