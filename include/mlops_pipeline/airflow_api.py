@@ -97,18 +97,39 @@ class AirflowAPI:
             },
         )
 
-    def backfill(self, dag_id: str, from_date: str, to_date: str, **options: Any) -> dict[str, Any]:
+    def backfill(self, dag_id: str, from_date: str, to_date: str, *, attempts: int = 5, **options: Any) -> dict[str, Any]:
         """Create a backfill while the DAG is paused, then unpause it.
 
         With SQLite the scheduler can lose a write race against a backfill being created for a DAG
         it is scheduling at that moment; pausing first keeps the two apart. Backfill runs only start
-        once the DAG is unpaused.
+        once the DAG is unpaused. A creation that still loses the race is retried; what it left (see
+        :meth:`cancel_orphaned_backfills`) is cancelled first.
         """
+        known = {b["id"] for b in self.backfills(dag_id)}
         self.set_paused(dag_id, True)
         try:
-            return self.create_backfill(dag_id, from_date, to_date, **options)
+            for attempt in range(1, attempts + 1):
+                try:
+                    return self.create_backfill(dag_id, from_date, to_date, **options)
+                except AirflowAPIError as exc:
+                    if attempt == attempts or not any(m in str(exc) for m in ("locked", "AlreadyRunning", "already running", "HTTP 409", "HTTP 503")):
+                        raise
+                    self.cancel_orphaned_backfills(dag_id, known)
+                    time.sleep(2)
+            raise AssertionError("unreachable")
         finally:
             self.set_paused(dag_id, False)
+
+    def cancel_orphaned_backfills(self, dag_id: str, known: set[int]) -> list[int]:
+        """Cancel the open backfills of ``dag_id`` not in ``known``: what a creation that failed on a
+        locked SQLite DB leaves (Airflow commits the backfill row before creating its runs and only
+        cleans up after Postgres/MySQL lock errors; the scheduler would close it after two minutes)."""
+        cancelled = []
+        for found in self.backfills(dag_id):
+            if found["id"] not in known and found.get("completed_at") is None:
+                self._request("PUT", f"/api/v2/backfills/{found['id']}/cancel")
+                cancelled.append(found["id"])
+        return cancelled
 
     def backfills(self, dag_id: str) -> list[dict[str, Any]]:
         query = urllib.parse.urlencode({"dag_id": dag_id, "limit": 100})

@@ -28,13 +28,16 @@ def validated_checksums(lake_dir):
 def backfill(stack, *extra: str) -> list[dict]:
     api = stack.api()
     before = {r["dag_run_id"]: r.get("end_date") for r in api.dag_runs("mlops_ingest", run_type="backfill")}
+    known = {b["id"] for b in api.backfills("mlops_ingest")}
     api.set_paused("mlops_ingest", True)  # see AirflowAPI.backfill: keep the scheduler off this DAG meanwhile
     for _attempt in range(5):
         done = stack.airflow("backfill", "create", "--dag-id", "mlops_ingest", "--from-date", FROM, "--to-date", TO, *extra)
         # SQLite answers BUSY at once when a read transaction must become a write while the scheduler
-        # writes; the command rolls back whole, so running it again is safe (Postgres has no such case).
-        if done.returncode == 0 or "database is locked" not in done.stderr:
+        # writes. The runs roll back, but the backfill row was committed first: cancel that orphan,
+        # then run the command again (Postgres has no such case).
+        if done.returncode == 0 or not any(m in done.stderr for m in ("database is locked", "AlreadyRunningBackfill")):
             break
+        api.cancel_orphaned_backfills("mlops_ingest", known)
         time.sleep(2)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     api.set_paused("mlops_ingest", False)
