@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from mlops_pipeline.deploy.backends import Server
 from mlops_pipeline.deploy.haproxy import HAProxyRuntime, HAProxyRuntimeError, render_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -342,6 +343,80 @@ def test_a_dead_server_fails_no_client_request(router: Router) -> None:
         time.sleep(0.1)
     assert router.runtime.stats(BACKEND)["canary"]["status"] == "DOWN"
     assert router.split(10) == {"stable": 10}
+
+
+def test_a_server_leaving_maintenance_waits_for_its_checks(router: Router) -> None:
+    nothing = free_port()  # no server listens here
+    router.runtime.disable_server(BACKEND, "canary")
+    router.runtime.set_server_address(BACKEND, "canary", "127.0.0.1", nothing)
+
+    # HAProxy's own way: out of maintenance, a server counts as up before any check of it.
+    router.runtime.enable_server(BACKEND, "canary")
+    assert router.runtime.server_state(BACKEND)["canary"]["up"]
+
+    router.runtime.disable_server(BACKEND, "canary")
+    router.runtime.ready_after_checks(BACKEND, "canary")
+    state = router.runtime.server_state(BACKEND)["canary"]
+    assert state["admin"] == "ready" and not state["up"], state
+    time.sleep(1.0)  # five check intervals: every check fails, so it stays down
+    assert not router.runtime.server_state(BACKEND)["canary"]["up"]
+
+    router.runtime.disable_server(BACKEND, "canary")
+    router.runtime.set_server_address(BACKEND, "canary", "127.0.0.1", router.backends["canary"].port)
+    router.runtime.ready_after_checks(BACKEND, "canary")
+    assert not router.runtime.server_state(BACKEND)["canary"]["up"]
+    final = router.runtime.wait_until(BACKEND, ["canary"], timeout=10, healthy=True)
+    assert final["canary"]["status"] == "UP"
+
+
+def _server(name: str, port: int, running: bool = True) -> Server:
+    return Server(
+        id=name, name=name, role=name, model_name="m", version="1", run_id="r", sha256="s", model_ref="ref",
+        url=f"http://127.0.0.1:{port}", address="127.0.0.1", port=port, running=running, started_at=0.0,
+    )
+
+
+@dataclass
+class _ConfigWriter:
+    """The one Backend method the deploy Router calls here: persisting the slots."""
+
+    written: list[dict[str, object]] = field(default_factory=list)
+
+    def write_router_config(self, slots: dict[str, object]) -> None:
+        self.written.append(dict(slots))
+
+
+def test_deploy_router_drops_a_dead_stable_and_repoints_it_only_once_checked(router: Router) -> None:
+    """The stable server dies mid-canary: its slot is taken out at once (no request waits for the
+    health checks to notice), and its replacement takes traffic only after HAProxy checked it."""
+    from mlops_pipeline.deploy.backends import RouterEndpoint
+    from mlops_pipeline.deploy.router import Router as DeployRouter
+
+    writer = _ConfigWriter()
+    endpoint = RouterEndpoint(router.runtime.address, f"http://127.0.0.1:{router.frontend_port}", "")
+    deploy_router = DeployRouter(writer, endpoint)  # type: ignore[arg-type]
+    canary = _server("canary", router.backends["canary"].port)
+    deploy_router.split(25)
+    dead_port = router.backends["stable"].port
+    router.backends["stable"].stop()
+
+    assert deploy_router.drop_orphans([canary]) == ["stable"]
+    assert deploy_router.slots()["stable"]["admin"] == "maint"
+    assert writer.written[-1]["stable"] == {"address": "127.0.0.1", "port": dead_port, "weight": 0, "enabled": False}
+    started = time.monotonic()
+    assert router.split(20) == {"canary": 20}
+    assert time.monotonic() - started < 2.0  # no request waited for a connect timeout
+
+    replacement = FakeModelServer("replacement").start()
+    try:
+        deploy_router.point("stable", _server("replacement", replacement.port))
+        assert deploy_router.slots()["stable"]["status"] == "UP"
+        assert deploy_router.weights() == {"stable": 0, "canary": 25}  # re-pointed: no traffic until split
+        deploy_router.split(0)
+        assert router.split(10) == {"replacement": 10}
+        assert deploy_router.drop_orphans([_server("replacement", replacement.port), canary]) == []
+    finally:
+        replacement.stop()
 
 
 def test_dynamic_servers_are_added_and_deleted(router: Router) -> None:

@@ -330,6 +330,16 @@ class HAProxyRuntime:
             raise ValueError(f"state must be ready, drain or maint, got {state!r}")
         self._expect_silent(f"set server {_slot(backend, server)} state {state}")
 
+    def ready_after_checks(self, backend: str, server: str) -> None:
+        """Take ``server`` out of maintenance as DOWN, so only its health checks bring it up.
+
+        Leaving maintenance, HAProxy counts a server as up before checking it (its health starts at
+        ``rise``): a slot just re-pointed at another address would take traffic on the strength of
+        the previous server's checks. Both commands go in one round trip.
+        """
+        slot = _slot(backend, server)
+        self._expect_silent(f"set server {slot} state ready; set server {slot} health down")
+
     def disable_server(self, backend: str, server: str) -> None:
         self.set_state(backend, server, "maint")
 
@@ -465,17 +475,25 @@ class HAProxyRuntime:
         }
 
     def wait_until(
-        self, backend: str, servers_up: Iterable[str], timeout: float = 30.0
+        self, backend: str, servers_up: Iterable[str], timeout: float = 30.0, *, healthy: bool = False
     ) -> dict[str, dict[str, object]]:
-        """Wait until every server in ``servers_up`` passes its health checks; the final state."""
+        """Wait until every server in ``servers_up`` takes traffic; the final state.
+
+        With ``healthy``, a server counts only once its checks all pass (``UP``, not ``UP 1/2``: a
+        server whose last check failed is still up, but on its way down).
+        """
         wanted = set(servers_up)
         deadline = time.monotonic() + timeout
+
+        def ready(row: dict[str, object]) -> bool:
+            return bool(row.get("up")) and (not healthy or row.get("status") in {"UP", "no check"})
+
         while True:
             try:
                 state = self.server_state(backend)
             except HAProxyRuntimeError:
                 state = {}
-            if wanted and all(state.get(name, {}).get("up") for name in wanted):
+            if wanted and all(ready(state.get(name, {})) for name in wanted):
                 return state
             if time.monotonic() > deadline:
                 raise HAProxyRuntimeError(

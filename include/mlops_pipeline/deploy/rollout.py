@@ -224,6 +224,8 @@ class Deployer:
         return summary
 
     def _converge(self, plan: ReconcilePlan) -> None:
+        if self.backend.router() is not None:
+            self.router().drop_orphans(self.backend.servers())
         stable = plan.keep
         if plan.start_stable and plan.target_version is not None:
             stable = self._start_ready(STABLE, self._model_for(plan.target_version))
@@ -526,6 +528,8 @@ class Deployer:
             # Taking the canary out now would leave the router with no server: it keeps serving, and the
             # next run's reconcile starts a stable server of @champion before removing it.
             reason = f"{reason}; no stable server runs, so the canary keeps serving until the next deploy run reconciles"
+            if self.backend.router() is not None:
+                self.router().drop_orphans(self.backend.servers())
             self._tags(version, **{STATUS_TAG: "interrupted", REASON_TAG: reason, DEPLOYMENT_TAG: deployment_id})
             self._event("rollback_deferred", reason, version=version, deployment_id=deployment_id)
             return {"outcome": "rollback_deferred", "version": version, "reason": reason, "stable_version": None}

@@ -67,17 +67,19 @@ class Router:
 
     # -- changing --------------------------------------------------------------------------
     def point(self, slot: str, server: Server, timeout: float = UP_TIMEOUT_S) -> None:
-        """Point ``slot`` at ``server`` (which must answer /ready) and wait until HAProxy sees it up."""
+        """Point ``slot`` at ``server`` (which must answer /ready) and wait until HAProxy's own health
+        checks of it pass. A re-pointed slot comes back with weight 0: :meth:`split` gives it traffic."""
         state = self.slots()[slot]
         if state["address"] == server.address and state["port"] == server.port and state["up"]:
             return
         if int(str(state["weight"])) > 0 and state["up"] and self._others_carry_nothing(slot):
             raise BackendError(f"refusing to re-point the {slot} slot: it carries all the traffic")
+        self.runtime.set_weight(ROUTER_BACKEND, slot, 0)
         self.runtime.set_state(ROUTER_BACKEND, slot, "maint")
         self.runtime.set_server_address(ROUTER_BACKEND, slot, server.address, server.port)
-        self.runtime.set_state(ROUTER_BACKEND, slot, "ready")
+        self.runtime.ready_after_checks(ROUTER_BACKEND, slot)
         try:
-            self.runtime.wait_until(ROUTER_BACKEND, [slot], timeout=timeout)
+            self.runtime.wait_until(ROUTER_BACKEND, [slot], timeout=timeout, healthy=True)
         except HAProxyRuntimeError as exc:
             raise BackendError(f"{server.name} did not pass the router's health check in the {slot} slot: {exc}") from exc
         self.persist()
@@ -109,6 +111,23 @@ class Router:
             time.sleep(0.1)
         self.runtime.set_state(ROUTER_BACKEND, slot, "maint")
         self.persist()
+
+    def drop_orphans(self, running: list[Server]) -> list[str]:
+        """Put in maintenance every slot that points at none of the ``running`` servers (its server
+        died or was removed): HAProxy would otherwise keep sending it requests until its health
+        checks notice, each one waiting out a connect timeout. Nothing is drained: a server that
+        does not run has no request left to finish. The slots dropped."""
+        live = {(s.address, s.port) for s in running if s.running}
+        dropped = []
+        for name, state in self.slots().items():
+            if state["admin"] != "maint" and (state["address"], state["port"]) not in live:
+                self.runtime.set_weight(ROUTER_BACKEND, name, 0)
+                self.runtime.set_state(ROUTER_BACKEND, name, "maint")
+                dropped.append(name)
+        if dropped:
+            log.info("router slots %s pointed at no running server: put in maintenance", ", ".join(dropped))
+            self.persist()
+        return dropped
 
     def hand_over_stable(self, server: Server) -> None:
         """Make ``server`` the stable slot's server with all the traffic, the canary slot empty.
