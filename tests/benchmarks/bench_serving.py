@@ -9,6 +9,7 @@ tests/serving/model_fixture.py), 2 server workers each, load from ``wrk``
 * ``bare_1t``       the same with ``OMP_NUM_THREADS=1`` (extra reference point)
 * ``ours``          ``python -m mlops_serving`` (validation, metrics, prediction log on)
 * ``ours_batched``  the same with ``MLOPS_SERVING_BATCHING=1``
+* ``ours_nolog``    ``ours`` with the prediction log off (extra reference point: what the log costs)
 * ``ours_haproxy``  ``ours`` behind HAProxy (minimal config generated here)
 
 ``mlflow`` cannot score the raw request (its xgboost pyfunc builds a DMatrix from
@@ -332,6 +333,8 @@ def start_all(
         ours("ours", {})
     if "ours_batched" in names:
         ours("ours_batched", {"MLOPS_SERVING_BATCHING": "1"})
+    if "ours_nolog" in names:  # metrics stay multi-process, as in ``ours`` (whose dir is in the log dir)
+        ours("ours_nolog", {"MLOPS_PREDICTION_LOG_ENABLED": "0", "MLOPS_SERVING_METRICS_DIR": str(work / "ours_nolog-metrics")})
     if "ours_haproxy" in names:
         v = variants["ours_haproxy"] = Variant("ours_haproxy", "/predict", "records", port=free_port())
         cfg = work / "haproxy.cfg"
@@ -410,6 +413,9 @@ def goals(
                 0,
             )
         )
+    if any(r["name"] == "ours_nolog" for r in results):
+        out.append(("(info) ours_nolog p99 ms rows=1 c=32", get("ours_nolog", 1, 32, "p99_ms"), 0))
+        out.append(("(info) ours / ours_nolog rps rows=1 c=32", get("ours", 1, 32) / get("ours_nolog", 1, 32), 0))
     nan = float("nan")
     for other in ("mlflow", "bare", "bare_1t"):
         for rows in (1, 100):
@@ -432,7 +438,7 @@ def main() -> int:
     )
     parser.add_argument("--rounds", type=int, default=3, help="repeat every cell; medians are reported")
     parser.add_argument("--haproxy-mode", choices=("http", "tcp"), default="http", help="HAProxy proxy mode")
-    parser.add_argument("--variants", default="mlflow,bare,bare_1t,ours,ours_batched,ours_haproxy")
+    parser.add_argument("--variants", default="mlflow,bare,bare_1t,ours,ours_batched,ours_nolog,ours_haproxy")
     parser.add_argument("--rows", default="1,100")
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "serving.json")
