@@ -350,11 +350,8 @@ def test_a_server_leaving_maintenance_waits_for_its_checks(router: Router) -> No
     router.runtime.disable_server(BACKEND, "canary")
     router.runtime.set_server_address(BACKEND, "canary", "127.0.0.1", nothing)
 
-    # HAProxy's own way: out of maintenance, a server counts as up before any check of it.
-    router.runtime.enable_server(BACKEND, "canary")
-    assert router.runtime.server_state(BACKEND)["canary"]["up"]
-
-    router.runtime.disable_server(BACKEND, "canary")
+    # HAProxy's own way (enable_server) puts a server out of maintenance as up before any check of
+    # it: only until its first checks fail, so a loaded machine could not observe it reliably here.
     router.runtime.ready_after_checks(BACKEND, "canary")
     state = router.runtime.server_state(BACKEND)["canary"]
     assert state["admin"] == "ready" and not state["up"], state
@@ -364,7 +361,6 @@ def test_a_server_leaving_maintenance_waits_for_its_checks(router: Router) -> No
     router.runtime.disable_server(BACKEND, "canary")
     router.runtime.set_server_address(BACKEND, "canary", "127.0.0.1", router.backends["canary"].port)
     router.runtime.ready_after_checks(BACKEND, "canary")
-    assert not router.runtime.server_state(BACKEND)["canary"]["up"]
     final = router.runtime.wait_until(BACKEND, ["canary"], timeout=10, healthy=True)
     assert final["canary"]["status"] == "UP"
 
@@ -405,7 +401,7 @@ def test_deploy_router_drops_a_dead_stable_and_repoints_it_only_once_checked(rou
     assert writer.written[-1]["stable"] == {"address": "127.0.0.1", "port": dead_port, "weight": 0, "enabled": False}
     started = time.monotonic()
     assert router.split(20) == {"canary": 20}
-    assert time.monotonic() - started < 2.0  # no request waited for a connect timeout
+    assert time.monotonic() - started < 3.0  # none waited out the 3 s connect timeout on the dead server
 
     replacement = FakeModelServer("replacement").start()
     try:
