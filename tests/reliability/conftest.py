@@ -41,7 +41,6 @@ class Case:
 class Report:
     cases: list[Case] = field(default_factory=list)
     current: dict[str, Case] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
     seconds: float = 0.0  # the suite's own time: setup, call and teardown of its tests, summed
 
     def record(self, area: str, case: str, expected: str, **figures: Any) -> Case:

@@ -223,9 +223,13 @@ class Deployer:
             self._event("reconciled", "deployment state matches the registry again", version=plan.target_version, **summary)
         return summary
 
-    def _converge(self, plan: ReconcilePlan) -> None:
+    def _drop_orphan_slots(self) -> None:
+        """Take router slots that point at no running server out of rotation (see Router.drop_orphans)."""
         if self.backend.router() is not None:
             self.router().drop_orphans(self.backend.servers())
+
+    def _converge(self, plan: ReconcilePlan) -> None:
+        self._drop_orphan_slots()
         stable = plan.keep
         if plan.start_stable and plan.target_version is not None:
             stable = self._start_ready(STABLE, self._model_for(plan.target_version))
@@ -528,8 +532,7 @@ class Deployer:
             # Taking the canary out now would leave the router with no server: it keeps serving, and the
             # next run's reconcile starts a stable server of @champion before removing it.
             reason = f"{reason}; no stable server runs, so the canary keeps serving until the next deploy run reconciles"
-            if self.backend.router() is not None:
-                self.router().drop_orphans(self.backend.servers())
+            self._drop_orphan_slots()
             self._tags(version, **{STATUS_TAG: "interrupted", REASON_TAG: reason, DEPLOYMENT_TAG: deployment_id})
             self._event("rollback_deferred", reason, version=version, deployment_id=deployment_id)
             return {"outcome": "rollback_deferred", "version": version, "reason": reason, "stable_version": None}

@@ -112,12 +112,12 @@ class Router:
         self.runtime.set_state(ROUTER_BACKEND, slot, "maint")
         self.persist()
 
-    def drop_orphans(self, running: list[Server]) -> list[str]:
-        """Put in maintenance every slot that points at none of the ``running`` servers (its server
+    def drop_orphans(self, servers: list[Server]) -> list[str]:
+        """Put in maintenance every slot that points at none of the running ``servers`` (its server
         died or was removed): HAProxy would otherwise keep sending it requests until its health
         checks notice, each one waiting out a connect timeout. Nothing is drained: a server that
         does not run has no request left to finish. The slots dropped."""
-        live = {(s.address, s.port) for s in running if s.running}
+        live = {(s.address, s.port) for s in servers if s.running}
         dropped = []
         for name, state in self.slots().items():
             if state["admin"] != "maint" and (state["address"], state["port"]) not in live:
