@@ -5,7 +5,7 @@ export MLOPS_HOME := $(CURDIR)
 export UV_COMPILE_BYTECODE := 1
 export UV_LINK_MODE := copy
 PY := $(CURDIR)/.venv/bin/python
-SVC := $(PY) -m mlops_pipeline.services
+SVC := $(PY) -m mlops_dev.services
 UV = $(shell command -v uv 2>/dev/null || echo "$(CURDIR)/.run/uv/bin/uv")
 
 .PHONY: help install setup lint test test-fast demo stop status airflow deploy suite bench bench-ingest bench-serving bench-drift clean
@@ -40,7 +40,7 @@ test-fast: install  ## unit tests only (no services)
 	@$(PY) -m pytest -m "not integration and not docker"
 
 demo: setup  ## install, start MLflow + Airflow, run the closed loop (ingest, train, deploy, drift -> retrain -> canary), print a summary
-	@$(PY) -m mlops_pipeline.demo
+	@$(PY) -m mlops_dev.demo
 
 stop:  ## stop everything `make demo` started (serving containers and router included)
 	@test -x $(PY) && ($(PY) -m mlops_pipeline.deploy teardown >/dev/null 2>&1 || echo "[stop] no serving namespace to tear down") || true

@@ -33,11 +33,11 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, Param, PokeReturnValue, TaskGroup, TriggerRule, dag, task
 
-from mlops_pipeline.deploy.settings import get_deploy_settings
+from mlops_pipeline.config import get_settings
 from mlops_pipeline.registry.aliases import CHALLENGER_ASSET_NAME
 
 CHALLENGER = Asset(name=CHALLENGER_ASSET_NAME)
-SETTINGS = get_deploy_settings()  # steps and poke interval shape the DAG; thresholds are read at run time
+SETTINGS = get_settings().deploy  # steps and poke interval shape the DAG; thresholds are read at run time
 
 
 def _actor(dag_run) -> str:

@@ -16,7 +16,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
-from mlops_pipeline.timetables import DailyWindowTimetable
+from mlops_pipeline.orchestration.timetables import DailyWindowTimetable
 
 # Named, not addressed by the lake's URI: moving the lake (a folder -> s3://) keeps the asset and its
 # history; each event's extra carries the partition's URI.
@@ -45,7 +45,7 @@ def mlops_ingest():
     @task
     def extract(data_interval_start=None, data_interval_end=None, params=None, run_id=None) -> dict:
         """Copy the window's batch from the configured source into raw/ds=... with its manifest."""
-        from mlops_pipeline.airflow_support import ingest_extract
+        from mlops_pipeline.orchestration.ingest import ingest_extract
 
         scenario = params["scenario"] if params and params["scenario"] != "schedule" else None
         return ingest_extract(data_interval_start, data_interval_end, scenario=scenario, dag_run_id=run_id)
@@ -53,7 +53,7 @@ def mlops_ingest():
     @task(outlets=[VALIDATED])
     def validate(raw: dict, data_interval_start=None, data_interval_end=None, run_id=None, outlet_events=None) -> dict:
         """Run the expectation suite; publish to validated/ (and the asset) or quarantine and fail."""
-        from mlops_pipeline.airflow_support import ingest_validate
+        from mlops_pipeline.orchestration.ingest import ingest_validate
 
         result = ingest_validate(data_interval_start, data_interval_end, dag_run_id=run_id)
         outlet_events[VALIDATED].extra = {"ds": result["ds"], "rows": result["rows"], "uri": result["uri"]}

@@ -32,15 +32,15 @@ import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import TriggerRule, dag, task
 
-from mlops_pipeline.monitoring.notifier import MonitorNotifier
-from mlops_pipeline.monitoring.tasks import (
+from mlops_pipeline.orchestration.monitor import (
     DECIDE_TASK_ID,
     NO_RETRAIN_TASK_ID,
     TRAIN_DAG_ID,
     TRIGGER_CONF_XCOM,
     TRIGGER_TASK_ID,
 )
-from mlops_pipeline.timetables import DailyWindowTimetable
+from mlops_pipeline.orchestration.notifier import MonitorNotifier
+from mlops_pipeline.orchestration.timetables import DailyWindowTimetable
 
 
 @dag(
@@ -62,14 +62,14 @@ def mlops_monitor():
     @task
     def monitor(data_interval_start=None, data_interval_end=None, run_id=None) -> dict:
         """Drift and quality of the window against the champion's reference; reports to the lake and MLflow."""
-        from mlops_pipeline.monitoring.tasks import monitor_task
+        from mlops_pipeline.orchestration.monitor import monitor_task
 
         return monitor_task(data_interval_start, data_interval_end, dag_run_id=run_id)
 
     @task.branch(task_id=DECIDE_TASK_ID)
     def decide(findings: dict, data_interval_start=None, data_interval_end=None, dag_run=None, ti=None) -> str:
         """Retrain or not (decision.json beside the report); follow the matching branch."""
-        from mlops_pipeline.monitoring.tasks import decide_task
+        from mlops_pipeline.orchestration.monitor import decide_task
 
         run_type = getattr(dag_run.run_type, "value", dag_run.run_type) if dag_run is not None else None
         return decide_task(findings, start=data_interval_start, end=data_interval_end, run_type=run_type, ti=ti)
@@ -77,14 +77,14 @@ def mlops_monitor():
     @task(task_id=NO_RETRAIN_TASK_ID)
     def no_retrain(ti=None) -> str:
         """The quiet branch: the decision's reasons are in the log and in decision.json."""
-        from mlops_pipeline.monitoring.tasks import no_retrain_task
+        from mlops_pipeline.orchestration.monitor import no_retrain_task
 
         return no_retrain_task(ti)
 
     @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
     def finalize(**context) -> dict:
         """Whichever branch ran: record a triggered retrain, alert on findings."""
-        from mlops_pipeline.monitoring.tasks import finalize_task
+        from mlops_pipeline.orchestration.monitor import finalize_task
 
         return finalize_task(context)
 

@@ -91,7 +91,7 @@ def mlops_train():
     @task
     def train(params=None, dag_run=None, data_interval_end=None, logical_date=None) -> dict:
         """Assemble the window, fit and evaluate the candidates, log to MLflow, register the best."""
-        from mlops_pipeline.training.tasks import train_task
+        from mlops_pipeline.orchestration.train import train_task
 
         as_of = data_interval_end or logical_date or dag_run.run_after
         return train_task(
@@ -101,7 +101,7 @@ def mlops_train():
     @task.short_circuit
     def gate(candidate: dict) -> dict | bool:
         """Candidate vs @champion on the same holdout; only a pass lets the run continue."""
-        from mlops_pipeline.training.tasks import gate_task
+        from mlops_pipeline.orchestration.train import gate_task
 
         decision = gate_task(candidate)
         return decision if decision["passed"] else False

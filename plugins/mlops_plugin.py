@@ -2,7 +2,7 @@
 
 from airflow.plugins_manager import AirflowPlugin
 
-from mlops_pipeline.timetables import DailyWindowTimetable
+from mlops_pipeline.orchestration.timetables import DailyWindowTimetable
 
 
 class MlopsPlugin(AirflowPlugin):

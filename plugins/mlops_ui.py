@@ -70,12 +70,11 @@ def create_app() -> Any:
     @app.get("/reports/{relative:path}", dependencies=authorized)
     def report_file(relative: str) -> Response:
         from mlops_pipeline.config import get_settings
-        from mlops_pipeline.monitoring.settings import get_monitor_settings
         from mlops_pipeline.storage import open_lake
         from mlops_pipeline.ui.reports import ReportNotFound, ReportPathError, read_report_file
 
         try:
-            content, media_type = read_report_file(open_lake(get_settings()), get_monitor_settings().reports_prefix, relative)
+            content, media_type = read_report_file(open_lake(get_settings()), get_settings().monitor.reports_prefix, relative)
         except ReportPathError as exc:
             raise HTTPException(status_code=404, detail=str(exc)) from None
         except ReportNotFound as exc:

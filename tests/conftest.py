@@ -67,7 +67,7 @@ class AirflowStack:
 
     def run(self, *argv: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "mlops_pipeline.services", *argv],
+            [sys.executable, "-m", "mlops_dev.services", *argv],
             env=self.env, capture_output=True, text=True, timeout=timeout, check=check,
         )
 
@@ -75,7 +75,7 @@ class AirflowStack:
         return self.run("exec", "--", "airflow", *argv, timeout=timeout)
 
     def api(self):
-        from mlops_pipeline.airflow_api import AirflowAPI
+        from mlops_dev.airflow_api import AirflowAPI
 
         passwords = json.loads((Path(self.env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated").read_text())
         return AirflowAPI(f"http://127.0.0.1:{self.env['MLOPS_AIRFLOW_PORT']}", password=passwords["admin"])

@@ -198,10 +198,9 @@ class MlopsEnv:
 
 def _clear_settings_caches() -> None:
     from mlops_pipeline.config import get_settings
-    from mlops_pipeline.training.settings import get_training_settings
 
     get_settings.cache_clear()
-    get_training_settings.cache_clear()
+    get_settings.cache_clear()
 
 
 def _point_settings_at(monkeypatch: pytest.MonkeyPatch, server: MlflowServer, lake: ValidatedLake) -> MlopsEnv:

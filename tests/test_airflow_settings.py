@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlops_pipeline.airflow_settings import LiteralSecret, UnsetReference, expand, literal_secrets, load
+from mlops_pipeline.orchestration.airflow_settings import (
+    LiteralSecret,
+    UnsetReference,
+    expand,
+    literal_secrets,
+    load,
+)
 from tests.conftest import REPO, AirflowStack
 
 SETTINGS_FILE = REPO / "airflow_settings.yaml"
@@ -59,14 +65,14 @@ def test_optional_secrets_may_default_to_empty(tmp_path):
 
 
 def test_the_project_file_holds_no_secret_and_what_the_pipeline_reads():
-    from mlops_pipeline.monitoring.settings import VARIABLE_NAMES
+    from mlops_pipeline.config import MONITOR_VARIABLES
 
     section = yaml.safe_load(SETTINGS_FILE.read_text())["airflow"]
     assert literal_secrets(section) == []
     assert {c["conn_id"] for c in section["connections"]} == CONNECTIONS
     assert {p["pool_name"]: p["pool_slot"] for p in section["pools"]} == {"training": 1}
     variables = {v["variable_name"] for v in section["variables"]}
-    assert variables <= set(VARIABLE_NAMES.values()), f"variables nothing reads: {variables - set(VARIABLE_NAMES.values())}"
+    assert variables <= set(MONITOR_VARIABLES.values()), f"variables nothing reads: {variables - set(MONITOR_VARIABLES.values())}"
     assert "mlops_drift_share_threshold" in variables
     # The training tasks run in that pool.
     assert 'pool": "training"' in (REPO / "dags" / "mlops_train.py").read_text()
@@ -105,7 +111,7 @@ def export(stack: AirflowStack, folder: Path) -> dict:
 @pytest.mark.integration
 def test_make_setup_applies_the_file_visibly_and_idempotently(airflow_stack, tmp_path):
     """`make setup`'s code path (services setup) on a real Airflow DB, checked through the Airflow CLI."""
-    from mlops_pipeline.monitoring.settings import VARIABLE_NAMES, MonitorSettings
+    from mlops_pipeline.config import MONITOR_VARIABLES, MonitorSettings
 
     secrets = {
         "AWS_ACCESS_KEY_ID": "test-access-key",
@@ -143,7 +149,7 @@ def test_make_setup_applies_the_file_visibly_and_idempotently(airflow_stack, tmp
     assert connections["mlops_alert_webhook"]["host"] == secrets["MLOPS_ALERT_WEBHOOK_URL"]
     assert state["pools"]["training"]["slots"] == 1
     # Every threshold variable carries the monitor's default (nothing in the environment overrides it here).
-    field_of = {variable: field for field, variable in VARIABLE_NAMES.items()}
+    field_of = {variable: field for field, variable in MONITOR_VARIABLES.items()}
     file_variables = [v["variable_name"] for v in yaml.safe_load(SETTINGS_FILE.read_text())["airflow"]["variables"]]
     for name in file_variables:
         exported = state["variables"][name]  # {"value", "description"} when a description is set
@@ -162,7 +168,7 @@ def test_make_setup_applies_the_file_visibly_and_idempotently(airflow_stack, tmp
         "  connections:\n    - {conn_id: leaked, conn_type: aws, conn_password: hunter2}\n"
     )
     refused = subprocess.run(
-        [sys.executable, "-m", "mlops_pipeline.services", "exec", "--", sys.executable, "-m", "mlops_pipeline.airflow_settings", "apply", str(bad)],
+        [sys.executable, "-m", "mlops_dev.services", "exec", "--", sys.executable, "-m", "mlops_pipeline.orchestration.airflow_settings", "apply", str(bad)],
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert refused.returncode != 0 and "conn_password" in refused.stderr, refused.stderr[-2000:]

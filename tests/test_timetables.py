@@ -1,6 +1,6 @@
 import pendulum
 
-from mlops_pipeline.timetables import DailyWindowTimetable
+from mlops_pipeline.orchestration.timetables import DailyWindowTimetable
 
 TIMETABLE = DailyWindowTimetable("0 0 * * *", timezone="UTC")
 

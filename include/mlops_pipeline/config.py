@@ -1,21 +1,42 @@
-"""The one settings object of the project.
+"""The one settings tree of the project, loaded one way: :func:`get_settings`.
 
-Values come from environment variables with the ``MLOPS_`` prefix, then a ``.env`` file in the
-project home, then the defaults below. Nothing is read, created or connected at import time:
-call :func:`get_settings` when a value is needed (tests call ``get_settings.cache_clear()``
-after changing the environment).
+``get_settings()`` returns a :class:`Settings` whose nested groups hold each part's settings::
+
+    settings.lake_uri, settings.dataset, settings.start_date ...   MLOPS_*
+    settings.train.days, settings.train.seed ...                  MLOPS_TRAIN_*
+    settings.registry.gate_floor, settings.registry.connect_attempts  MLOPS_REGISTRY_*
+    settings.deploy.steps, settings.deploy.bake_seconds ...       MLOPS_DEPLOY_*
+    settings.monitor.drift_share_threshold ...                    MLOPS_MONITOR_*
+
+Where a value comes from, strongest first:
+
+1. the environment (``MLOPS_...``; ``MLFLOW_TRACKING_URI``, ``AIRFLOW_HOME``);
+2. ``<project>/.env``;
+3. the dataset's policy: its YAML file can set ``start_date``, ``min_post_change_days`` and, under
+   ``policy:``, values of the ``train``, ``gate`` (the registry's gate), ``monitor`` and ``deploy``
+   groups (see :mod:`mlops_pipeline.datasets`);
+4. the defaults below.
+
+Inside Airflow, the monitor's thresholds can also be changed through Airflow Variables, read by the
+task at run time (:mod:`mlops_pipeline.orchestration.monitor`): a Variable wins over all of these.
+
+Nothing is read, created or connected at import time. ``get_settings`` caches its value per process;
+tests call ``get_settings.cache_clear()`` after changing the environment.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
+import re
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def project_home() -> Path:
@@ -28,19 +49,288 @@ def project_home() -> Path:
     return Path.cwd().resolve()
 
 
-def _default_lake_uri() -> str:
-    return (project_home() / "lake").as_uri()
+def parse_list(value: object) -> object:
+    """A JSON list or a comma-separated string (what people type into an env var or a Variable)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+# --- train --------------------------------------------------------------------------------------
+
+CandidateName = Literal["baseline", "xgboost"]
+GateMetric = Literal["roc_auc", "pr_auc"]
+DEFAULT_CANDIDATES: tuple[CandidateName, ...] = ("baseline", "xgboost")
+
+
+class TrainSettings(BaseSettings):
+    """Training: the data window, the split and the candidates (``MLOPS_TRAIN_*``). A DAG run's Params
+    override ``days``, ``seed``, ``candidates`` and ``hyperparameters`` for that run only."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_TRAIN_", extra="ignore")
+
+    days: int = Field(default=28, ge=1, le=3650, description="Train on the last N validated days before the run's date")
+    valid_fraction: float = Field(default=0.15, gt=0, lt=0.5, description="Share of rows (by event time) for validation")
+    holdout_fraction: float = Field(default=0.15, gt=0, lt=0.5, description="Latest share of rows for the holdout")
+    min_split_rows: int = Field(default=50, ge=1, description="Fewest rows a train/valid/holdout split may have")
+    candidates: list[CandidateName] = Field(default_factory=lambda: list(DEFAULT_CANDIDATES), min_length=1)
+    hyperparameters: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description='Overrides per candidate, e.g. {"xgboost": {"max_depth": 3}}'
+    )
+    seed: int = Field(default=42, description="Seed of every random choice in training")
+    nthread: int = Field(default=1, ge=1, description="XGBoost threads; fixed so results are reproducible (raise for big data)")
+    experiment_name: str | None = Field(default=None, description="MLflow experiment; default: the registered model name")
+    reference_sample_rows: int = Field(
+        default=5000, ge=0, description="Rows of the training split logged as the monitoring reference sample"
+    )
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_rows(self) -> TrainSettings:
+        if self.valid_fraction + self.holdout_fraction >= 0.8:
+            raise ValueError(
+                f"valid_fraction {self.valid_fraction} + holdout_fraction {self.holdout_fraction} leave too few training rows"
+            )
+        return self
+
+
+# --- registry -------------------------------------------------------------------------------------
+
+
+class RegistrySettings(BaseSettings):
+    """The MLflow registry: how to reach it, and the champion/challenger gate (``MLOPS_REGISTRY_*``).
+
+    Gate defaults: a candidate must reach ROC AUC 0.70 on the holdout (the floor), and must not
+    score more than 1 % below the current ``@champion`` on the same holdout."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_REGISTRY_", extra="ignore")
+
+    connect_attempts: int = Field(default=4, ge=1, description="Health checks before giving up")
+    connect_backoff_seconds: float = Field(default=1.0, ge=0, description="First wait between checks; doubles each time")
+    health_timeout_seconds: float = Field(default=5.0, gt=0)
+    request_timeout_seconds: int = Field(default=60, ge=1, description="MLflow's per-request HTTP timeout")
+    request_max_retries: int = Field(default=3, ge=0, description="MLflow's per-request HTTP retries")
+
+    gate_metric: GateMetric = "roc_auc"
+    gate_floor: float = Field(default=0.70, ge=0, le=1, description="Absolute minimum of the gate metric on the holdout")
+    gate_max_relative_drop: float = Field(
+        default=0.01, ge=0, lt=1, description="Candidate must reach champion * (1 - this) on the same holdout"
+    )
+
+
+# --- deploy ---------------------------------------------------------------------------------------
+
+_NAMESPACE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,40}$")
+
+
+class DeploySettings(BaseSettings):
+    """Deployment: traffic steps, bake windows and the canary thresholds (``MLOPS_DEPLOY_*``). Where the
+    router listens and which backend serves are top-level settings (``MLOPS_ROUTER_*``,
+    ``MLOPS_DEPLOY_BACKEND``)."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_DEPLOY_", extra="ignore")
+
+    namespace: str = Field(
+        default="mlops",
+        description="Names the Docker network, containers and local processes of one deployment "
+        "(label org.mlops.deployment); tests use their own.",
+    )
+    steps: Annotated[list[int], NoDecode] = Field(
+        default=[5, 25, 50, 100], description="Canary traffic percentages, increasing, ending at 100"
+    )
+    docker_reach: Literal["published", "network"] = Field(
+        default="published",
+        description="How the deployer reaches the containers: 'published' = their ports published on 127.0.0.1 "
+        "(the deployer runs on the Docker host); 'network' = their addresses on the namespace network (the "
+        "deployer runs in a container on that network, as the compose stack's Airflow worker does)",
+    )
+    bake_seconds: float = Field(default=120.0, ge=0, description="Minimum time at each step before its checks")
+    max_bake_seconds: float = Field(
+        default=900.0, gt=0, description="Longest wait at a step for enough traffic; then the checks run on what came"
+    )
+    poke_seconds: float = Field(default=30.0, gt=0, description="How often a waiting step is looked at (reschedule mode)")
+    min_requests: int = Field(default=50, ge=1, description="Canary requests per step for the 5xx and latency checks")
+    min_rows: int = Field(default=200, ge=1, description="Predicted rows per side for the distribution (PSI) check")
+    insufficient_traffic: Literal["proceed", "rollback"] = Field(
+        default="proceed",
+        description="At max_bake_seconds without enough traffic: skip the checks that lack data, or roll back",
+    )
+    max_5xx_rate_increase: float = Field(
+        default=0.01, ge=0, le=1, description="Canary 5xx rate may exceed stable's by at most this (absolute)"
+    )
+    max_p95_ratio: float = Field(default=1.5, ge=1, description="Canary p95 latency at most this times stable's ...")
+    p95_slack_ms: float = Field(default=50.0, ge=0, description="... unless within this many ms of it (noise floor)")
+    max_psi: float = Field(default=0.2, gt=0, description="Population stability index of canary vs stable predictions")
+    retrained_max_psi: float = Field(
+        default=1.0,
+        gt=0,
+        description="The PSI limit for a version trained because the data changed (trigger_reason drift or "
+        "performance): it is meant to predict differently from stable, so the check only catches a broken model",
+    )
+    psi_bins: int = Field(default=10, ge=2, le=20, description="Probability bins for the PSI (merged from the server's 20)")
+    ready_timeout_seconds: float = Field(default=180.0, gt=0, description="A new server must answer /ready within this")
+    stop_timeout_seconds: float = Field(default=20.0, gt=0, description="Graceful stop before a kill")
+    check_interval_ms: int = Field(default=1000, ge=100, description="HAProxy health checks of the serving slots")
+    router_rate_limit: int = Field(
+        default=0,
+        ge=0,
+        description="Requests per second one client address may send through the router; above it 429 (0: no limit)",
+    )
+    require_artifact_digest: bool = Field(
+        default=True,
+        description="Refuse a version without an artifact_sha256 tag (False: compute it, tag it, audit it)",
+    )
+    extra_labels: dict[str, str] = Field(
+        default_factory=dict, description='Added to every container/network, e.g. {"team": "ml"} (JSON in the env)'
+    )
+
+    @field_validator("steps", mode="before")
+    @classmethod
+    def _split_steps(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip().strip("[]")
+            return [int(part) for part in re.split(r"[,\s]+", text) if part]
+        return value
+
+    @field_validator("steps")
+    @classmethod
+    def _check_steps(cls, value: list[int]) -> list[int]:
+        if not value or value[-1] != 100:
+            raise ValueError(f"traffic steps must end at 100, got {value}")
+        if any(not 0 < step <= 100 for step in value) or any(b <= a for a, b in zip(value, value[1:], strict=False)):
+            raise ValueError(f"traffic steps must increase within 1..100, got {value}")
+        return value
+
+    @field_validator("namespace")
+    @classmethod
+    def _check_namespace(cls, value: str) -> str:
+        if not _NAMESPACE.match(value):
+            raise ValueError(f"namespace must match {_NAMESPACE.pattern}, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_bake(self) -> DeploySettings:
+        if self.max_bake_seconds < self.bake_seconds:
+            raise ValueError(
+                f"max_bake_seconds ({self.max_bake_seconds}) must be at least bake_seconds ({self.bake_seconds})"
+            )
+        return self
+
+
+# --- monitor --------------------------------------------------------------------------------------
+
+# Monitor settings an Airflow Variable may override, and the Variable's name.
+MONITOR_VARIABLES: dict[str, str] = {
+    "drift_share_threshold": "mlops_drift_share_threshold",
+    "feature_drift_threshold": "mlops_monitor_feature_drift_threshold",
+    "key_features": "mlops_monitor_key_features",
+    "roc_auc_floor": "mlops_monitor_roc_auc_floor",
+    "max_relative_drop": "mlops_monitor_max_relative_drop",
+    "min_rows": "mlops_monitor_min_rows",
+    "min_labelled_rows": "mlops_monitor_min_labelled_rows",
+    "cooldown_days": "mlops_monitor_cooldown_days",
+    "min_post_change_days": "mlops_monitor_min_post_change_days",
+    "trigger_on_backfill": "mlops_monitor_trigger_on_backfill",
+}
+
+
+class MonitorSettings(BaseSettings):
+    """Monitoring: drift and performance thresholds, the retraining decision, alerts (``MLOPS_MONITOR_*``).
+    Where the prediction logs are is the top-level ``MLOPS_PREDICTION_LOG_DIR``."""
+
+    model_config = SettingsConfigDict(env_prefix="MLOPS_MONITOR_", extra="ignore", populate_by_name=True)
+
+    # --- inputs ----------------------------------------------------------------------------
+    log_scan: Literal["auto", "window", "all"] = Field(
+        default="auto",
+        description=(
+            "Which ds= log partitions to read (a row belongs to the window by its event time): 'window' = the "
+            "prediction days around the window; 'all' = every partition; 'auto' = 'window', then 'all' when those "
+            "hold no row of the window (traffic replayed later, as the demo does)"
+        ),
+    )
+    log_scan_days_after: int = Field(default=1, ge=0, description="Late partitions read after the window (window scan)")
+    match_champion_version: bool = Field(
+        default=True, description="Prediction drift and quality use only the rows the @champion version served"
+    )
+
+    # --- drift verdicts -------------------------------------------------------------------------
+    feature_drift_threshold: float = Field(
+        default=0.1, gt=0, description="Per feature: normed Wasserstein (numeric) or Jensen-Shannon distance at or above this = drift"
+    )
+    drift_share_threshold: float = Field(default=0.3, gt=0, le=1, description="Share of drifted features that is dataset drift")
+    key_features: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Features whose drift alone asks for a retrain")
+    min_rows: int = Field(default=500, ge=1, description="Fewest window rows for a drift verdict")
+    report_sample_rows: int = Field(default=20_000, ge=100, description="Rows of the window in the Evidently report")
+    sample_seed: int = 42
+
+    # --- performance ------------------------------------------------------------------------------
+    roc_auc_floor: float = Field(default=0.70, ge=0, le=1, description="ROC AUC on arrived labels below this = performance")
+    max_relative_drop: float = Field(
+        default=0.05, ge=0, lt=1, description="ROC AUC below champion holdout * (1 - this) = performance"
+    )
+    min_labelled_rows: int = Field(default=200, ge=1, description="Fewest labelled rows for a performance verdict")
+    performance_window_days: int = Field(default=1, ge=1, description="Event days (the latest with labels) scored for quality")
+
+    # --- decision -------------------------------------------------------------------------------
+    cooldown_days: int = Field(default=3, ge=0, description="No second retrain within this many days of the last one")
+    cooldown_reasons: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["drift", "performance"], description="Training runs (trigger_reason) that count as retrains"
+    )
+    min_post_change_days: int = Field(
+        default=3,
+        ge=1,
+        description="A drift-triggered retrain waits until this many days of data since the change exist, so the new "
+        "model has post-change rows to learn from besides its holdout",
+    )
+    trigger_on_backfill: bool = Field(default=False, description="Backfill runs may trigger retraining too")
+
+    # --- outputs ----------------------------------------------------------------------------------
+    reports_prefix: str = Field(default="reports/drift", description="Lake folder of the reports (ds=... below)")
+    experiment_name: str | None = Field(default=None, description="MLflow experiment; default: '<model name>-monitoring'")
+    log_to_mlflow: bool = True
+
+    # --- alerts -----------------------------------------------------------------------------------
+    alert_webhook_conn_id: str | None = Field(
+        default=None, description="Airflow connection (http) whose URL receives alerts as JSON POSTs"
+    )
+    alert_email_to: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Recipients of alert e-mails (SMTP)")
+    alert_smtp_conn_id: str = Field(default="smtp_default", description="Airflow SMTP connection for alert e-mails")
+
+    @field_validator("key_features", "alert_email_to", "cooldown_reasons", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        return parse_list(value)
+
+    def experiment_for(self, model_name: str) -> str:
+        return self.experiment_name or f"{model_name}-monitoring"
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> MonitorSettings:
+        """These settings with the given fields replaced, validated (strings from Variables are coerced)."""
+        unknown = sorted(set(overrides) - set(MonitorSettings.model_fields))
+        if unknown:
+            raise ValueError(f"unknown monitor settings {unknown}")
+        return MonitorSettings.model_validate({**self.model_dump(), **overrides})
+
+
+# --- the tree -------------------------------------------------------------------------------------
+
+DEFAULT_START_DATE = date(2000, 1, 1)
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="MLOPS_",
-        extra="ignore",
-    )
+    model_config = SettingsConfigDict(env_prefix="MLOPS_", extra="ignore")
 
     # --- data -------------------------------------------------------------------------
-    lake_uri: str = Field(default_factory=_default_lake_uri, description="Lake root: file://... or s3://bucket/prefix")
+    lake_uri: str = Field(default_factory=lambda: (project_home() / "lake").as_uri(), description="Lake root: file://... or s3://bucket/prefix")
     dataset: str = Field(default="churn", description="Dataset name under include/datasets/ or a path to a YAML file")
+    start_date: date = Field(
+        default=DEFAULT_START_DATE,
+        description="The first day the pipeline processes (the dataset file's start_date, else 2000-01-01): a run "
+        "for a window before it fails and says so",
+    )
     aws_conn_id: str = Field(default="aws_default", description="Airflow connection used for s3:// paths when it exists")
     s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (MinIO, moto) for the lake")
 
@@ -60,15 +350,33 @@ class Settings(BaseSettings):
     airflow_port: int = 8080
     mlflow_port: int = 5000
     airflow_home: Path | None = Field(default=None, validation_alias="AIRFLOW_HOME")
+    run_dir: Path = Field(
+        default_factory=lambda: project_home() / ".run",
+        description="Local state: service pidfiles and logs, the router config, local model copies",
+    )
 
     # --- serving / deploy ------------------------------------------------------------
     deploy_backend: Literal["auto", "docker", "local"] = "auto"
     router_bind: str = "127.0.0.1"
     router_port: int = 8000
     prediction_log_dir: Path = Field(
-        default_factory=lambda: project_home() / ".run" / "predictions",
-        description="Host folder of the servers' prediction logs (ds=YYYY-MM-DD/ below it), read by the monitor",
+        default_factory=lambda: project_home() / ".run" / "predictions",  # follows run_dir: see _log_dir_follows_run_dir
+        description="Host folder of the servers' prediction logs (ds=YYYY-MM-DD/ below it), read by the monitor: "
+        "the one place both sides look (default <run dir>/predictions)",
     )
+
+    # --- the groups --------------------------------------------------------------------
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    deploy: DeploySettings = Field(default_factory=DeploySettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _log_dir_follows_run_dir(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("prediction_log_dir") in (None, "") and data.get("run_dir"):
+            data = {**data, "prediction_log_dir": Path(data["run_dir"]) / "predictions"}
+        return data
 
     @model_validator(mode="after")
     def _default_tracking_uri(self) -> Settings:
@@ -101,9 +409,72 @@ class Settings(BaseSettings):
 
         return self.model_name or load_dataset_spec(self.dataset).name
 
+    @property
+    def training_experiment(self) -> str:
+        return self.train.experiment_name or self.registered_model_name
+
+
+# The dataset policy's group names, and the settings group each one sets (``gate`` sets the registry's
+# ``gate_*`` fields: ``gate: {floor: 0.65}`` is ``registry.gate_floor``).
+POLICY_GROUPS: dict[str, tuple[str, str]] = {
+    "train": ("train", ""),
+    "gate": ("registry", "gate_"),
+    "monitor": ("monitor", ""),
+    "deploy": ("deploy", ""),
+}
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def load_settings(env_file: Path | None = None) -> Settings:
+    """Read the settings now: environment, then ``env_file``, then the dataset's policy, then defaults."""
+    options: dict[str, Any] = {"_env_file": env_file}
+    groups = {"train": TrainSettings, "registry": RegistrySettings, "deploy": DeploySettings, "monitor": MonitorSettings}
+    built = {name: cls(**options) for name, cls in groups.items()}
+    settings = Settings(**options, **built)
+    return _with_dataset_policy(settings)
+
+
+def _with_dataset_policy(settings: Settings) -> Settings:
+    """Values of the dataset's policy for every setting the environment left at its default."""
+    from mlops_pipeline.datasets import load_dataset_spec
+
+    spec = load_dataset_spec(settings.dataset)
+    where = spec.spec_path or settings.dataset
+    updates: dict[str, Any] = {}
+    if spec.start_date is not None and "start_date" not in settings.model_fields_set:
+        updates["start_date"] = spec.start_date
+    policy: dict[str, dict[str, Any]] = {key: dict(value) for key, value in (spec.policy or {}).items()}
+    if spec.min_post_change_days is not None:
+        policy.setdefault("monitor", {}).setdefault("min_post_change_days", spec.min_post_change_days)
+    for key, values in policy.items():
+        if key not in POLICY_GROUPS:
+            raise SettingsError(f"dataset file {where}: policy.{key} is not a settings group; known: {sorted(POLICY_GROUPS)}")
+        group_name, prefix = POLICY_GROUPS[key]
+        group: BaseSettings = getattr(settings, group_name)
+        fields = type(group).model_fields
+        merged = group.model_dump()
+        for name, value in values.items():
+            field = prefix + name
+            if field not in fields:
+                known = sorted(f.removeprefix(prefix) for f in fields if f.startswith(prefix))
+                raise SettingsError(f"dataset file {where}: policy.{key}.{name} is not a setting; known: {known}")
+            if field not in group.model_fields_set:  # the environment wins
+                merged[field] = value
+        try:
+            updates[group_name] = type(group).model_validate(merged)
+        except ValidationError as exc:
+            problems = "; ".join(f"policy.{key}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise SettingsError(f"dataset file {where}: {problems}") from exc
+        updates[group_name].__pydantic_fields_set__ = set(group.model_fields_set)
+    return settings.model_copy(update=updates) if updates else settings
+
 
 @functools.cache
 def get_settings() -> Settings:
-    """Read the settings now (environment, then ``<home>/.env``, then defaults); cached per process."""
+    """The settings of this process (cached; see the module's docstring for where values come from)."""
     env_file = project_home() / ".env"
-    return Settings(_env_file=env_file if env_file.is_file() else None)  # type: ignore[call-arg]
+    return load_settings(env_file if env_file.is_file() else None)
+

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
@@ -59,6 +59,16 @@ class DatasetSpec(BaseModel):
     categorical_features: list[str]
     suite: str = Field(description="Expectation suite JSON, relative to the YAML file's folder or absolute")
     label_delay_days: int = Field(default=0, ge=0)
+    start_date: date | None = Field(
+        default=None, description="The first day of data: runs for windows before it fail and say so (settings.start_date)"
+    )
+    min_post_change_days: int | None = Field(
+        default=None, ge=1, description="Days of data after a change before a drift-triggered retrain (monitor policy)"
+    )
+    policy: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Settings for this dataset by group (train, gate, monitor, deploy); the environment still wins",
+    )
     spec_path: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
@@ -119,11 +129,7 @@ def _load(path: Path, mtime_ns: int) -> DatasetSpec:
         raise DatasetSpecError(f"dataset file {path} is invalid: {problems}") from exc
 
 
-def load_dataset_spec(dataset: str | None = None) -> DatasetSpec:
-    """The spec for ``dataset`` (default: the configured ``MLOPS_DATASET``)."""
-    if dataset is None:
-        from mlops_pipeline.config import get_settings
-
-        dataset = get_settings().dataset
+def load_dataset_spec(dataset: str) -> DatasetSpec:
+    """The spec for ``dataset``: a name under ``include/datasets/`` or a path to a YAML file."""
     path = resolve_dataset_path(dataset)
     return _load(path, path.stat().st_mtime_ns)

@@ -1,8 +1,8 @@
 """Where bytes live: fsspec storage options for the lake and for source files.
 
-Credentials for ``s3://`` come, in this order, from the Airflow AWS connection named by
-``MLOPS_AWS_CONN_ID`` (when running under Airflow and the connection exists), else from the
-standard AWS environment (``AWS_ACCESS_KEY_ID`` ..., profiles, instance roles) through boto's
+Credentials for ``s3://`` come, in this order, from the registered credentials provider (inside
+Airflow: the AWS connection named by ``MLOPS_AWS_CONN_ID`` when it exists, see
+:mod:`mlops_pipeline.orchestration`), else from the standard AWS environment (``AWS_ACCESS_KEY_ID`` ..., profiles, instance roles) through boto's
 own chain. ``MLOPS_S3_ENDPOINT_URL`` (or the connection's ``endpoint_url`` extra) points at an
 S3-compatible server such as MinIO.
 """
@@ -10,6 +10,7 @@ S3-compatible server such as MinIO.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -19,31 +20,23 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _airflow_aws_options(conn_id: str) -> dict[str, Any] | None:
-    """Credentials and endpoint from an Airflow AWS connection, or None outside Airflow / without it."""
-    try:
-        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
-    except ImportError:
-        return None
-    try:
-        hook = AwsBaseHook(aws_conn_id=conn_id, client_type="s3")
-        credentials = hook.get_credentials()
-        endpoint = hook.conn_config.endpoint_url
-    except Exception as exc:  # a missing connection is normal on a laptop: fall back to the environment
-        log.debug("AWS connection %r not usable (%s); using the environment's AWS credentials", conn_id, exc)
-        return None
-    options: dict[str, Any] = {"key": credentials.access_key, "secret": credentials.secret_key}
-    if credentials.token:
-        options["token"] = credentials.token
-    if endpoint:
-        options["client_kwargs"] = {"endpoint_url": endpoint}
-    return options
+CredentialsProvider = Callable[[str], "dict[str, Any] | None"]
+_credentials_provider: CredentialsProvider | None = None
+
+
+def set_credentials_provider(provider: CredentialsProvider | None) -> None:
+    """Where ``s3://`` credentials come from before the environment's chain: a function of the
+    connection id that returns fsspec options (or None). The orchestration layer sets one that reads
+    Airflow connections; outside Airflow there is none."""
+    global _credentials_provider
+    _credentials_provider = provider
 
 
 def storage_options_for(uri: str, settings: Settings, conn_id: str | None = None) -> dict[str, Any]:
     if not uri.startswith(("s3://", "s3a://")):
         return {}
-    options = _airflow_aws_options(conn_id or settings.aws_conn_id) or {}
+    provider = _credentials_provider
+    options = (provider(conn_id or settings.aws_conn_id) if provider else None) or {}
     if settings.s3_endpoint_url:
         options.setdefault("client_kwargs", {})["endpoint_url"] = settings.s3_endpoint_url
     return options

@@ -203,11 +203,11 @@ def run_monitor(work: Path) -> dict:
     started = time.perf_counter()
     import pandas as pd
 
+    from mlops_pipeline.config import MonitorSettings
     from mlops_pipeline.ingest import Window
     from mlops_pipeline.monitoring.pipeline import collect_window, drift_report
-    from mlops_pipeline.monitoring.settings import MonitorSettings
 
-    monitor = MonitorSettings(prediction_log_dir=work / "predictions")
+    monitor = MonitorSettings()
     reference = pd.read_parquet(work / "reference.parquet")
     start = datetime.fromisoformat(f"{WINDOW_DAY}T00:00:00+00:00")
     window = Window(start, start + timedelta(days=1))

@@ -67,8 +67,9 @@ def bench_parse(env: dict[str, str], repeats: int) -> dict:
 
 
 def bench_backfill(days: int) -> dict:
-    from mlops_pipeline import services
-    from mlops_pipeline.airflow_api import AirflowAPI
+    from mlops_dev import services
+    from mlops_dev.airflow_api import AirflowAPI
+
     from mlops_pipeline.config import get_settings
 
     get_settings.cache_clear()
@@ -122,7 +123,7 @@ def main() -> int:
             "MLOPS_AIRFLOW_PORT": os.environ.get("MLOPS_BENCH_AIRFLOW_PORT", "28080"),
         }
     )
-    from mlops_pipeline.services import airflow_environment
+    from mlops_dev.services import airflow_environment
 
     result: dict = {
         "machine": {

@@ -98,7 +98,7 @@ def test_compose_renders_the_whole_stack(rendered):
         assert environment["MLOPS_LAKE_URI"].startswith("s3://") and environment["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     mlflow_command = " ".join(services["mlflow"]["command"])
     assert "--backend-store-uri=postgresql://" in mlflow_command and "--artifacts-destination=s3://" in mlflow_command
-    assert services["airflow-init"]["command"][-1].count("mlops_pipeline.airflow_settings apply") == 1
+    assert services["airflow-init"]["command"][-1].count("mlops_pipeline.orchestration.airflow_settings apply") == 1
     # The deployer drives the host's engine; Prometheus finds the serving containers through it.
     for name in ("airflow-worker", "prometheus"):
         volumes = [str(v if isinstance(v, str) else f"{v.get('source')}:{v.get('target')}") for v in services[name]["volumes"]]

@@ -39,7 +39,7 @@ def test_dag_file_imports_nothing_heavy():
 def test_dag_shape():
     from airflow.dag_processing.dagbag import DagBag
 
-    from mlops_pipeline.timetables import DailyWindowTimetable
+    from mlops_pipeline.orchestration.timetables import DailyWindowTimetable
 
     bag = DagBag(dag_folder=str(DAG_FILE))
     assert bag.import_errors == {}
@@ -57,7 +57,7 @@ def test_dag_shape():
 
 def _airflow(stack, env_extra: dict[str, str], *argv: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     env = {**stack.env, **env_extra}
-    command = [sys.executable, "-m", "mlops_pipeline.services", "exec", "--", "airflow", *argv]
+    command = [sys.executable, "-m", "mlops_dev.services", "exec", "--", "airflow", *argv]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 

@@ -48,7 +48,7 @@ def test_dag_shape():
 
 def _dags_test(stack, env_extra: dict[str, str], logical_date: str, conf: dict | None = None):
     env = {**stack.env, **env_extra}
-    argv = [sys.executable, "-m", "mlops_pipeline.services", "exec", "--", "airflow", "dags", "test", "mlops_train", logical_date]
+    argv = [sys.executable, "-m", "mlops_dev.services", "exec", "--", "airflow", "dags", "test", "mlops_train", logical_date]
     if conf is not None:
         argv += ["--conf", json.dumps(conf)]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=False)

@@ -233,7 +233,7 @@ def test_too_little_traffic_is_insufficient_and_the_setting_decides() -> None:
 
 
 def test_thresholds_come_from_the_deploy_settings() -> None:
-    from mlops_pipeline.deploy.settings import DeploySettings
+    from mlops_pipeline.config import DeploySettings
 
     thresholds = Thresholds.from_settings(DeploySettings(max_psi=0.3, min_rows=10))
 

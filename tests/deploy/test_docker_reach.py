@@ -11,9 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from mlops_pipeline.config import Settings
+from mlops_pipeline.config import DeploySettings, Settings
 from mlops_pipeline.deploy.docker_backend import DockerBackend
-from mlops_pipeline.deploy.settings import DeploySettings
 
 NAMESPACE = "mlops-reach"
 

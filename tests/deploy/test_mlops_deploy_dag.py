@@ -90,7 +90,7 @@ def test_dags_test_rolls_a_challenger_out_to_promotion(airflow_stack, mlflow_ser
 
             def dags_test() -> tuple[int, str]:
                 done = subprocess.run(
-                    [sys.executable, "-m", "mlops_pipeline.services", "exec", "--",
+                    [sys.executable, "-m", "mlops_dev.services", "exec", "--",
                      "airflow", "dags", "test", "mlops_deploy", "--conf", json.dumps({"action": "deploy"})],
                     env={**airflow_stack.env, **env}, capture_output=True, text=True, timeout=900, check=False,
                 )  # fmt: skip

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from mlops_pipeline.config import DeploySettings
 from mlops_pipeline.deploy.backends import PLACEHOLDER_PORT, slot_servers
-from mlops_pipeline.deploy.settings import DeploySettings
 
 
 def test_defaults_are_the_documented_rollout() -> None:
@@ -22,12 +22,11 @@ def test_steps_and_windows_come_from_the_environment(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("MLOPS_DEPLOY_STEPS", "10, 50,100")
     monkeypatch.setenv("MLOPS_DEPLOY_BAKE_SECONDS", "2")
     monkeypatch.setenv("MLOPS_DEPLOY_EXTRA_LABELS", '{"team": "ml"}')
-    monkeypatch.setenv("MLOPS_DEPLOY_PREDICTION_LOG_DIR", "/var/log/predictions")
 
     settings = DeploySettings()
 
     assert settings.steps == [10, 50, 100] and settings.bake_seconds == 2
-    assert settings.extra_labels == {"team": "ml"} and settings.prediction_log_dir == "/var/log/predictions"
+    assert settings.extra_labels == {"team": "ml"}
 
 
 @pytest.mark.parametrize("steps", ["5,25,50", "50,25,100", "0,100", "5,5,100"])
@@ -56,13 +55,12 @@ def test_empty_slots_are_placeholders_in_maintenance() -> None:
 def test_prediction_logs_go_where_the_monitor_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mlops_pipeline.config import Settings
     from mlops_pipeline.deploy.local_backend import LocalBackend
-    MonitorSettings = pytest.importorskip("mlops_pipeline.monitoring.settings").MonitorSettings  # noqa: N806
 
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
     monkeypatch.delenv("MLOPS_PREDICTION_LOG_DIR", raising=False)
     default = LocalBackend(Settings(lake_uri=str(tmp_path / "lake")), DeploySettings())
-    assert default.prediction_log_dir() == tmp_path / ".run" / "predictions" == MonitorSettings().prediction_log_dir
+    assert default.prediction_log_dir() == tmp_path / ".run" / "predictions" == Settings().prediction_log_dir
 
     monkeypatch.setenv("MLOPS_PREDICTION_LOG_DIR", str(tmp_path / "logs"))
     configured = LocalBackend(Settings(), DeploySettings())
-    assert configured.prediction_log_dir() == tmp_path / "logs" == MonitorSettings().prediction_log_dir
+    assert configured.prediction_log_dir() == tmp_path / "logs" == Settings().prediction_log_dir

@@ -14,7 +14,7 @@ One timeline of synthetic churn data (2000 rows a day), shared by the three scen
   (``label_delay_days`` later) the monitor finds the champion's ROC AUC fell and triggers
   ``mlops_train`` with reason ``performance``.
 
-The steps are the ones ``make demo`` runs (``mlops_pipeline.loop``). Bake windows are seconds. To keep
+The steps are the ones ``make demo`` runs (``mlops_dev.loop``). Bake windows are seconds. To keep
 the file within a few minutes on two cores, days outside the drift loop's own spine (the history,
 the quiet day, the concept day, the holdout day) are ingested by the ingest steps in process; the
 drift day goes through ``mlops_ingest`` itself.
@@ -121,15 +121,13 @@ def loop(airflow_stack, mlflow_server, docker_client, tmp_path_factory: pytest.T
     """History ingested, v1 trained through mlops_train and deployed: the loop's starting point."""
     from mlops_pipeline import loop as steps
     from mlops_pipeline.config import get_settings
-    from mlops_pipeline.monitoring.settings import get_monitor_settings
-    from mlops_pipeline.training.settings import get_training_settings
 
     env = loop_environment(tmp_path_factory.mktemp("closed-loop"), mlflow_server.uri)
 
     def clear() -> None:
         get_settings.cache_clear()
-        get_training_settings.cache_clear()
-        get_monitor_settings.cache_clear()
+        get_settings.cache_clear()
+        get_settings.cache_clear()
 
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():

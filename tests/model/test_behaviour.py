@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from mlops_pipeline.config import TrainSettings
 from mlops_pipeline.data.synthetic import churn_logit
 from mlops_pipeline.datasets import load_dataset_spec
 from mlops_pipeline.storage import open_lake
 from mlops_pipeline.training.pipeline import TrainRequest, _effective, fit_candidates, prepare_data
-from mlops_pipeline.training.settings import TrainingSettings
 
 CANDIDATES = ["baseline", "xgboost"]
 # Measured on the 10 synthetic days of the fixture lake (holdout = the last 15 % by event time):
@@ -30,7 +30,7 @@ MAX_GAP_TO_MECHANISM = 0.02
 def trained(validated_lake):
     from mlops_pipeline.config import Settings
 
-    training = TrainingSettings()
+    training = TrainSettings()
     dataset = load_dataset_spec("churn")
     lake = open_lake(Settings(lake_uri=validated_lake.uri))
     _, splits = prepare_data(lake, dataset, validated_lake.day_after, 10, training)

@@ -9,9 +9,9 @@ import threading
 
 import pytest
 
-from mlops_pipeline.monitoring.alerting import Alert, finding_alert, send_alert, webhook_url
-from mlops_pipeline.monitoring.notifier import MonitorNotifier
-from mlops_pipeline.monitoring.settings import MonitorSettings
+from mlops_pipeline.config import MonitorSettings
+from mlops_pipeline.monitoring.alerting import Alert, finding_alert
+from mlops_pipeline.orchestration.notifier import MonitorNotifier, send_alert, webhook_url
 
 
 @pytest.fixture

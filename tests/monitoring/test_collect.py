@@ -7,12 +7,12 @@ from datetime import UTC, date, datetime
 import numpy as np
 import pytest
 
+from mlops_pipeline.config import MonitorSettings
 from mlops_pipeline.data.synthetic import generate_day
 from mlops_pipeline.datasets import load_dataset_spec
 from mlops_pipeline.ingest import Window
 from mlops_pipeline.monitoring.pipeline import read_window
 from mlops_pipeline.monitoring.reference import ChampionReference
-from mlops_pipeline.monitoring.settings import MonitorSettings
 from tests.monitoring.logs import log_lines, write_log
 
 SPEC = load_dataset_spec("churn")
@@ -36,7 +36,7 @@ def test_window_rows_and_labelled_rows_in_one_pass(tmp_path, reference):
     _log(tmp_path, date(2026, 1, 7), "2026-01-07", rows=300)  # the labelled day (label delay 3)
     _log(tmp_path, date(2026, 1, 9), "2026-01-09", version="5", rows=100)  # a canary's rows
     _log(tmp_path, date(2026, 1, 3), "2026-01-03")  # outside both: not read
-    data = read_window(WINDOW, SPEC, MonitorSettings(prediction_log_dir=tmp_path, report_sample_rows=200), reference, np.full(3000, 0.3))
+    data = read_window(WINDOW, SPEC, MonitorSettings(report_sample_rows=200), reference, np.full(3000, 0.3), log_dir=tmp_path)
     assert data.drift["rows"] == 700 and data.drift["model_versions"] == {"4": 600, "5": 100}
     assert data.drift["prediction"]["rows"] == 600  # only the champion's outputs
     assert len(data.labelled) == 300 and set(data.labelled.columns) == {"id", "time", "ts", "version", "probability"}
@@ -48,6 +48,6 @@ def test_window_rows_and_labelled_rows_in_one_pass(tmp_path, reference):
 @pytest.mark.parametrize(("scan", "rows"), [("auto", 600), ("window", 0), ("all", 600)])
 def test_traffic_replayed_later_is_found_by_event_time(tmp_path, reference, scan, rows):
     _log(tmp_path, date(2026, 1, 9), "2026-11-20")  # served on 2026-11-20 for events of 2026-01-09
-    data = read_window(WINDOW, SPEC, MonitorSettings(prediction_log_dir=tmp_path, log_scan=scan), reference, None)
+    data = read_window(WINDOW, SPEC, MonitorSettings(log_scan=scan), reference, None, log_dir=tmp_path)
     assert data.drift["rows"] == rows
     assert data.read["partitions_scanned"] == ("window" if scan == "window" else "all")

@@ -13,12 +13,11 @@ from urllib.parse import urlparse
 import pytest
 from mlflow import MlflowClient
 
-from mlops_pipeline.config import Settings
+from mlops_pipeline.config import MonitorSettings, Settings
 from mlops_pipeline.ingest import Window
 from mlops_pipeline.monitoring.decision import mlflow_retrains
 from mlops_pipeline.monitoring.pipeline import run_monitor
 from mlops_pipeline.monitoring.reference import REFERENCE_ARTIFACT, champion_version, load_reference
-from mlops_pipeline.monitoring.settings import MonitorSettings
 from tests.monitoring.scenario import WINDOW_DAY, copy_lake, train_champion, write_scenario_logs
 
 pytestmark = pytest.mark.integration
@@ -35,8 +34,11 @@ def champion(mlops_env_module):
 def _run(champion, tmp_path, *, drift: bool):
     lake_uri = copy_lake(champion["env"].lake.uri, tmp_path / "lake")
     write_scenario_logs(tmp_path / "predictions", lake_uri, champion, drift=drift, window_day=WINDOW_DAY)
-    settings = Settings(lake_uri=lake_uri, model_name=champion["env"].model_name, mlflow_tracking_uri=champion["env"].tracking_uri)
-    monitor = MonitorSettings(prediction_log_dir=tmp_path / "predictions", report_sample_rows=1000)
+    settings = Settings(
+        lake_uri=lake_uri, model_name=champion["env"].model_name, mlflow_tracking_uri=champion["env"].tracking_uri,
+        prediction_log_dir=tmp_path / "predictions",
+    )
+    monitor = MonitorSettings(report_sample_rows=1000)
     return run_monitor(WINDOW, settings=settings, monitor=monitor, dag_run_id="test-run"), lake_uri
 
 
@@ -91,8 +93,10 @@ def test_window_with_covariate_drift_and_its_mlflow_run(champion, tmp_path):
 
 def test_no_champion_is_a_finding_not_a_failure(champion, tmp_path):
     lake_uri = copy_lake(champion["env"].lake.uri, tmp_path / "lake")
-    settings = Settings(lake_uri=lake_uri, model_name="never-registered", mlflow_tracking_uri=champion["env"].tracking_uri)
-    summary = run_monitor(WINDOW, settings=settings, monitor=MonitorSettings(prediction_log_dir=tmp_path))
+    settings = Settings(
+        lake_uri=lake_uri, model_name="never-registered", mlflow_tracking_uri=champion["env"].tracking_uri, prediction_log_dir=tmp_path
+    )
+    summary = run_monitor(WINDOW, settings=settings, monitor=MonitorSettings())
     assert summary["status"] == "no_champion" and "no @champion" in summary["message"]
 
 

@@ -7,9 +7,10 @@ import time
 import pytest
 from mlflow import MlflowClient
 
+from mlops_pipeline.config import RegistrySettings
 from mlops_pipeline.registry import CHALLENGER, CHAMPION, promote
 from mlops_pipeline.registry.aliases import version_for_alias
-from mlops_pipeline.registry.client import RegistrySettings, RegistryUnavailable, mlflow_client, tracking_uri
+from mlops_pipeline.registry.client import RegistryUnavailable, mlflow_client, tracking_uri
 from mlops_pipeline.registry.gate import GateConfig, decide, record_decision, recorded_decision
 from tests.mlflow_fixtures import free_port
 

@@ -7,18 +7,18 @@ import pickle
 import numpy as np
 import pytest
 
+from mlops_pipeline.config import TrainSettings
 from mlops_pipeline.datasets import load_dataset_spec
 from mlops_pipeline.storage import open_lake
 from mlops_pipeline.training.pipeline import TrainRequest, _effective, fit_candidates, prepare_data
 from mlops_pipeline.training.reproducibility import UNKNOWN_COMMIT, git_commit, request_digest
-from mlops_pipeline.training.settings import TrainingSettings
 
 
 @pytest.fixture(scope="module")
 def prepared(validated_lake):
     from mlops_pipeline.config import Settings
 
-    training = TrainingSettings()
+    training = TrainSettings()
     dataset = load_dataset_spec("churn")
     lake = open_lake(Settings(lake_uri=validated_lake.uri))
     return dataset, training, lake, validated_lake

@@ -67,8 +67,7 @@ def test_canary_share_from_the_live_weights() -> None:
 
 
 def test_no_router_running_is_a_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mlops_pipeline.config import Settings
-    from mlops_pipeline.deploy.settings import DeploySettings
+    from mlops_pipeline.config import DeploySettings, Settings
 
     monkeypatch.setenv("MLOPS_RUN_DIR", str(tmp_path / "run"))
     state = router_state(Settings(deploy_backend="local"), DeploySettings(namespace="ui-none"))

@@ -173,7 +173,7 @@ def airflow_starting(
         }
     )
     stack = AirflowStack(env=env, base=base)
-    services = f"{shlex.quote(sys.executable)} -m mlops_pipeline.services"
+    services = f"{shlex.quote(sys.executable)} -m mlops_dev.services"
     with open(base / "start.log", "wb") as log:
         process = subprocess.Popen(
             ["bash", "-c", f"{services} setup && {services} start api-server"],
@@ -191,11 +191,10 @@ def airflow_starting(
 @pytest.fixture(scope="module")
 def seeded(airflow_starting: tuple[AirflowStack, subprocess.Popen[bytes]], view_setup: ViewSetup, mlflow_server: MlflowServer) -> Iterator[ViewSetup]:
     """The registry, the lake and a live router with a 75/25 split (no serving models needed)."""
-    from mlops_pipeline.config import Settings, get_settings
+    from mlops_pipeline.config import DeploySettings, Settings, get_settings
     from mlops_pipeline.deploy.backends import ROUTER_BACKEND
     from mlops_pipeline.deploy.haproxy import HAProxyRuntime
     from mlops_pipeline.deploy.local_backend import LocalBackend
-    from mlops_pipeline.deploy.settings import DeploySettings
 
     view_setup.champion_run_id = seed_registry(mlflow_server.uri, view_setup.model_name)
     seed_lake(view_setup.lake_uri, view_setup.model_name)

@@ -33,9 +33,8 @@ from typing import TYPE_CHECKING, Any
 from mlops_pipeline.deploy.haproxy import render_config
 
 if TYPE_CHECKING:
-    from mlops_pipeline.config import Settings
+    from mlops_pipeline.config import DeploySettings, Settings
     from mlops_pipeline.deploy.artifacts import VerifiedArtifact
-    from mlops_pipeline.deploy.settings import DeploySettings
 
 log = logging.getLogger(__name__)
 
@@ -253,19 +252,16 @@ class Backend(ABC):
         """Stop and remove every server, the router, and (docker) the network of the namespace."""
 
     def prediction_log_dir(self) -> Path:
-        """Host folder the servers write prediction logs to (``ds=YYYY-MM-DD/`` below it):
-        ``MLOPS_DEPLOY_PREDICTION_LOG_DIR``, else the project's ``MLOPS_PREDICTION_LOG_DIR`` setting,
-        where the monitor reads."""
-        if self.deploy.prediction_log_dir:
-            return Path(self.deploy.prediction_log_dir)
+        """Host folder the servers write prediction logs to (``ds=YYYY-MM-DD/`` below it): the
+        project's ``MLOPS_PREDICTION_LOG_DIR``, where the monitor reads."""
         return self.settings.prediction_log_dir
 
 
 def state_dir(namespace: str) -> Path:
     """``<run dir>/deploy/<namespace>``: router config, local process records, model copies."""
-    from mlops_pipeline.services import run_dir
+    from mlops_pipeline.config import get_settings
 
-    return run_dir() / "deploy" / namespace
+    return get_settings().run_dir / "deploy" / namespace
 
 
 def docker_answers(timeout: float = 5.0) -> bool:
@@ -284,10 +280,9 @@ def docker_answers(timeout: float = 5.0) -> bool:
 def get_backend(settings: Settings | None = None, deploy: DeploySettings | None = None) -> Backend:
     """The configured backend (``MLOPS_DEPLOY_BACKEND``: auto, docker or local)."""
     from mlops_pipeline.config import get_settings
-    from mlops_pipeline.deploy.settings import get_deploy_settings
 
     settings = settings or get_settings()
-    deploy = deploy or get_deploy_settings()
+    deploy = deploy or get_settings().deploy
     kind = settings.deploy_backend
     if kind == "auto":
         kind = "docker" if docker_answers() else "local"

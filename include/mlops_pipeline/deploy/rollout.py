@@ -52,9 +52,8 @@ from mlops_pipeline.deploy.state import ActionPlan, ReconcilePlan, plan_action, 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from mlops_pipeline.config import Settings
+    from mlops_pipeline.config import DeploySettings, Settings
     from mlops_pipeline.deploy.audit import AuditLog
-    from mlops_pipeline.deploy.settings import DeploySettings
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +107,11 @@ class Deployer:
         from mlops_pipeline.config import get_settings
         from mlops_pipeline.deploy.audit import AuditLog
         from mlops_pipeline.deploy.backends import get_backend
-        from mlops_pipeline.deploy.settings import get_deploy_settings
         from mlops_pipeline.registry.client import mlflow_client
         from mlops_pipeline.storage import open_lake
 
         settings = settings or get_settings()
-        deploy = deploy or get_deploy_settings()
+        deploy = deploy or get_settings().deploy
         return cls(
             settings=settings,
             deploy=deploy,

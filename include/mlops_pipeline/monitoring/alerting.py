@@ -1,28 +1,14 @@
-"""Alerts: always to the log; to a webhook and/or by e-mail when configured.
+"""Alerts as data: what the monitor's findings say, in a form every channel can deliver.
 
-* webhook: ``MLOPS_MONITOR_ALERT_WEBHOOK_CONN_ID`` names an Airflow HTTP connection whose URL
-  (schema = scheme, host with the path, port; extra = request headers) receives the alert POSTed as JSON
-  ``{"title", "severity", "message", "details"}``, e.g. a Slack or Teams incoming webhook relay.
-* e-mail: ``MLOPS_MONITOR_ALERT_EMAIL_TO`` (comma-separated) through the SMTP connection
-  ``MLOPS_MONITOR_ALERT_SMTP_CONN_ID`` (default ``smtp_default``).
-
-Credentials live in the connections, never here. A channel that fails is logged and the others
-still run: an alert never fails the task that raised it.
+Delivery (the log always; a webhook or e-mail through Airflow connections when configured) is the
+orchestration layer's job: :mod:`mlops_pipeline.orchestration.notifier`.
 """
 
 from __future__ import annotations
 
-import html
-import json
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from mlops_pipeline.monitoring.settings import MonitorSettings
-
-log = logging.getLogger("mlops_pipeline.monitoring.alerts")
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -34,61 +20,6 @@ class Alert:
 
     def to_dict(self) -> dict[str, Any]:
         return {"title": self.title, "severity": self.severity, "message": self.message, "details": dict(self.details)}
-
-
-def send_alert(alert: Alert, settings: MonitorSettings | None = None) -> list[str]:
-    """Deliver ``alert`` on every configured channel; returns the channels that took it."""
-    from mlops_pipeline.monitoring.settings import get_monitor_settings
-
-    settings = settings or get_monitor_settings()
-    level = logging.ERROR if alert.severity == "error" else logging.WARNING if alert.severity == "warning" else logging.INFO
-    log.log(level, "ALERT [%s] %s: %s", alert.severity, alert.title, alert.message)
-    delivered = ["log"]
-    if settings.alert_webhook_conn_id:
-        try:
-            post_webhook(settings.alert_webhook_conn_id, alert)
-            delivered.append(f"webhook:{settings.alert_webhook_conn_id}")
-        except Exception as exc:  # an unreachable receiver must not fail the task
-            log.error("alert webhook via connection %r failed: %s", settings.alert_webhook_conn_id, exc)
-    if settings.alert_email_to:
-        try:
-            send_email(settings.alert_smtp_conn_id, settings.alert_email_to, alert)
-            delivered.append(f"email:{settings.alert_smtp_conn_id}")
-        except Exception as exc:
-            log.error("alert e-mail via connection %r failed: %s", settings.alert_smtp_conn_id, exc)
-    return delivered
-
-
-def webhook_url(host: str, port: int | None, scheme: str | None) -> str:
-    """The URL of an HTTP connection whose host may carry a path (``hooks.example.com/services/T0``)
-    or be a whole URL (``https://hooks.example.com/services/T0``)."""
-    if "://" in host:
-        return host
-    name, _, path = host.partition("/")
-    return f"{scheme or 'https'}://{name}{f':{port}' if port else ''}/{path}"
-
-
-def post_webhook(conn_id: str, alert: Alert) -> None:
-    import urllib.request
-
-    from airflow.sdk import BaseHook
-
-    connection = BaseHook.get_connection(conn_id)
-    if not connection.host:
-        raise ValueError(f"connection {conn_id!r} has no host to post alerts to")
-    url = webhook_url(connection.host, connection.port, connection.schema)
-    headers = {"Content-Type": "application/json", **{k: str(v) for k, v in (connection.extra_dejson or {}).items()}}
-    request = urllib.request.Request(url, data=json.dumps(alert.to_dict(), default=str).encode(), headers=headers, method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        response.read()
-
-
-def send_email(conn_id: str, to: list[str], alert: Alert) -> None:
-    from airflow.providers.smtp.hooks.smtp import SmtpHook
-
-    body = f"<p>{html.escape(alert.message)}</p><pre>{html.escape(json.dumps(dict(alert.details), indent=2, default=str))}</pre>"
-    with SmtpHook(smtp_conn_id=conn_id) as hook:
-        hook.send_email_smtp(to=to, subject=f"[{alert.severity}] {alert.title}", html_content=body)
 
 
 def finding_alert(decision: Mapping[str, Any], window_ds: str, report: str | None) -> Alert | None:

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+    from mlops_pipeline.config import MonitorSettings
     from mlops_pipeline.data.lake import Lake
-    from mlops_pipeline.monitoring.settings import MonitorSettings
 
 log = logging.getLogger(__name__)
 

@@ -32,13 +32,12 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from mlflow import MlflowClient
 
-    from mlops_pipeline.config import Settings
+    from mlops_pipeline.config import MonitorSettings, Settings
     from mlops_pipeline.data.lake import Lake
     from mlops_pipeline.datasets import DatasetSpec
     from mlops_pipeline.ingest import Window
     from mlops_pipeline.monitoring.predictions import LogLayout
     from mlops_pipeline.monitoring.reference import ChampionReference
-    from mlops_pipeline.monitoring.settings import MonitorSettings
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +89,12 @@ def run_monitor(
     from mlops_pipeline.datasets import load_dataset_spec
     from mlops_pipeline.monitoring.predictions import LogLayout
     from mlops_pipeline.monitoring.reference import champion_version
-    from mlops_pipeline.monitoring.settings import get_monitor_settings
     from mlops_pipeline.registry.client import mlflow_client
     from mlops_pipeline.storage import open_lake
 
     started = time.monotonic()
     settings = settings or get_settings()
-    monitor = monitor or get_monitor_settings()
+    monitor = monitor or get_settings().monitor
     spec = load_dataset_spec(settings.dataset)
     lake = open_lake(settings)
     client = client or mlflow_client(settings)
@@ -120,7 +118,7 @@ def run_monitor(
 
     reference, reference_predictions = _reference(client, model_name, version)
     summary["reference"] = reference.describe()
-    collected = read_window(window, spec, monitor, reference, reference_predictions)
+    collected = read_window(window, spec, monitor, reference, reference_predictions, log_dir=settings.prediction_log_dir)
     summary.update(status="ok", drift=collected.drift, read=collected.read)
     summary["quality"], quality_rows = _quality(lake, spec, window, monitor, reference, collected.labelled)
 
@@ -198,7 +196,9 @@ def _reference(client: MlflowClient, model_name: str, version: str):
     return reference, predictions
 
 
-def read_window(window: Window, spec: DatasetSpec, monitor: MonitorSettings, reference: ChampionReference, reference_predictions: Any) -> WindowData:
+def read_window(
+    window: Window, spec: DatasetSpec, monitor: MonitorSettings, reference: ChampionReference, reference_predictions: Any, *, log_dir: Path
+) -> WindowData:
     """:func:`collect_window` over the log partitions that can hold the window's rows and its labelled days."""
     from mlops_pipeline.monitoring.labels import labelled_days
     from mlops_pipeline.monitoring.predictions import LogLayout, log_files
@@ -207,12 +207,12 @@ def read_window(window: Window, spec: DatasetSpec, monitor: MonitorSettings, ref
     label_start = datetime.combine(label_days[0], datetime.min.time(), tzinfo=UTC)
     label_end = min(datetime.combine(label_days[-1] + timedelta(days=1), datetime.min.time(), tzinfo=UTC), window.end)
     first_day = min(label_days[0], window.start.astimezone(UTC).date())
-    files = log_files(monitor.prediction_log_dir, log_days_to_read(window, first_day, monitor))
+    files = log_files(log_dir, log_days_to_read(window, first_day, monitor))
 
     def collect(files: list[Path]) -> WindowData:
         log.info(
             "reading %d prediction log file(s) under %s for window %s and labelled day(s) %s",
-            len(files), monitor.prediction_log_dir, window.ds, [d.isoformat() for d in label_days],
+            len(files), log_dir, window.ds, [d.isoformat() for d in label_days],
         )
         return collect_window(
             files,
@@ -228,12 +228,12 @@ def read_window(window: Window, spec: DatasetSpec, monitor: MonitorSettings, ref
     data = collect(files)
     scanned = "all" if monitor.log_scan == "all" else "window"
     if monitor.log_scan == "auto" and data.drift["rows"] == 0:
-        every = log_files(monitor.prediction_log_dir)
+        every = log_files(log_dir)
         if len(every) > len(files):
             log.info("no row of window %s in its own log partitions: reading all %d file(s)", window.ds, len(every))
             data, scanned = collect(every), "all"
     data.read.update(
-        log_dir=str(monitor.prediction_log_dir), labelled_days=[d.isoformat() for d in label_days], partitions_scanned=scanned
+        log_dir=str(log_dir), labelled_days=[d.isoformat() for d in label_days], partitions_scanned=scanned
     )
     return data
 

@@ -7,8 +7,7 @@ exponential backoff, and fails with an error that names the URI instead of letti
 retries run for minutes. MLflow's per-request retries and timeout get bounded defaults too (only
 where the environment does not set them already).
 
-Connection settings come from ``MLOPS_REGISTRY_*`` environment variables (see
-:class:`RegistrySettings`).
+Connection settings are the registry group of the settings (``MLOPS_REGISTRY_*``).
 """
 
 from __future__ import annotations
@@ -20,29 +19,16 @@ import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from mlops_pipeline.config import Settings
+    from mlops_pipeline.config import RegistrySettings, Settings
 
 log = logging.getLogger(__name__)
 
 
 class RegistryUnavailable(RuntimeError):
     """The MLflow tracking server did not answer; retrying later may help."""
-
-
-class RegistrySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MLOPS_REGISTRY_", extra="ignore")
-
-    connect_attempts: int = Field(default=4, ge=1, description="Health checks before giving up")
-    connect_backoff_seconds: float = Field(default=1.0, ge=0, description="First wait between checks; doubles each time")
-    health_timeout_seconds: float = Field(default=5.0, gt=0)
-    request_timeout_seconds: int = Field(default=60, ge=1, description="MLflow's per-request HTTP timeout")
-    request_max_retries: int = Field(default=3, ge=0, description="MLflow's per-request HTTP retries")
 
 
 def mlflow_environment_defaults(registry: RegistrySettings) -> dict[str, str]:
@@ -93,7 +79,7 @@ def wait_until_reachable(uri: str, registry: RegistrySettings) -> None:
     raise RegistryUnavailable(
         f"MLflow tracking server {uri} is not reachable after {registry.connect_attempts} attempt(s) "
         f"over {time.monotonic() - started:.0f}s (last error: {last_error}). Check MLFLOW_TRACKING_URI, "
-        "or start the embedded server with `python -m mlops_pipeline.services start mlflow`."
+        "or start the embedded server with `python -m mlops_dev.services start mlflow`."
     )
 
 
@@ -109,7 +95,9 @@ def mlflow_client(settings: Settings | None = None, registry: RegistrySettings |
     Also points MLflow's fluent API (``mlflow.start_run``, ``mlflow.<flavor>.log_model``) at the
     same server, so code that mixes both talks to one place.
     """
-    registry = registry or RegistrySettings()
+    from mlops_pipeline.config import get_settings
+
+    registry = registry or (settings or get_settings()).registry
     for key, value in mlflow_environment_defaults(registry).items():
         os.environ.setdefault(key, value)
     uri = tracking_uri(settings)

@@ -34,12 +34,11 @@ if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
 
-    from mlops_pipeline.config import Settings
+    from mlops_pipeline.config import Settings, TrainSettings
     from mlops_pipeline.data.lake import Lake
     from mlops_pipeline.datasets import DatasetSpec
     from mlops_pipeline.training.candidates import Candidate
     from mlops_pipeline.training.data import Splits, TrainingWindow
-    from mlops_pipeline.training.settings import TrainingSettings
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,7 @@ class _Evaluated:
     holdout: dict[str, float]
 
 
-def _effective(request: TrainRequest, training: TrainingSettings) -> dict[str, Any]:
+def _effective(request: TrainRequest, training: TrainSettings) -> dict[str, Any]:
     from mlops_pipeline.training.candidates import FLAVORS, HyperparameterError, merged_params
 
     names = list(dict.fromkeys(request.candidates or training.candidates))
@@ -117,7 +116,7 @@ def _auc_standard_error(auc: float, positives: int, negatives: int) -> float:
 
 
 def prepare_data(
-    lake: Lake, dataset: DatasetSpec, as_of: datetime | date, days: int, training: TrainingSettings
+    lake: Lake, dataset: DatasetSpec, as_of: datetime | date, days: int, training: TrainSettings
 ) -> tuple[TrainingWindow, Splits]:
     """Window -> frame -> time split, checked to be trainable (raises TrainingDataError otherwise)."""
     from mlops_pipeline.training.data import check_trainable, load_window, select_window, split_by_time
@@ -275,7 +274,7 @@ def train_and_register(
     request: TrainRequest,
     *,
     settings: Settings | None = None,
-    training: TrainingSettings | None = None,
+    training: TrainSettings | None = None,
 ) -> dict[str, Any]:
     """Train, log and register one new version; see the module docstring. Returns the training result."""
     from mlops_pipeline.config import get_settings
@@ -284,10 +283,9 @@ def train_and_register(
     from mlops_pipeline.storage import open_lake
     from mlops_pipeline.training.data import as_of_date, split_digest, split_partitions
     from mlops_pipeline.training.reproducibility import git_commit, git_is_dirty, request_digest
-    from mlops_pipeline.training.settings import get_training_settings
 
     settings = settings or get_settings()
-    training = training or get_training_settings()
+    training = training or get_settings().train
     config = _effective(request, training)
     client = mlflow_client(settings)  # fail fast when MLflow is down, before any work
 
@@ -316,7 +314,7 @@ def train_and_register(
             return previous
 
     evaluated = fit_candidates(splits, dataset, config, training.nthread)
-    selection_metric = training.gate_metric
+    selection_metric = settings.registry.gate_metric
     winner_name = _select(evaluated, selection_metric)
     winner = evaluated[winner_name]
     as_of = as_of_date(request.as_of).isoformat()
@@ -363,9 +361,9 @@ def train_and_register(
         "winner": winner_name,
         "threshold": winner.candidate.spec.threshold,
         "selection_metric": selection_metric,
-        "gate.metric": training.gate_metric,
-        "gate.floor": training.gate_floor,
-        "gate.max_relative_drop": training.gate_max_relative_drop,
+        "gate.metric": settings.registry.gate_metric,
+        "gate.floor": settings.registry.gate_floor,
+        "gate.max_relative_drop": settings.registry.gate_max_relative_drop,
     }
     for name, fitted in evaluated.items():
         params.update({f"{name}.{k}": v for k, v in fitted.candidate.params.items()})
@@ -468,7 +466,7 @@ def _write_environment(folder: Path) -> None:
 
 
 def _write_data_records(
-    folder: Path, window: TrainingWindow, splits: Splits, training: TrainingSettings, dataset: DatasetSpec
+    folder: Path, window: TrainingWindow, splits: Splits, training: TrainSettings, dataset: DatasetSpec
 ) -> None:
     """The window (partitions and checksums) and a reference sample of the training split for monitoring."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -507,7 +505,7 @@ def gate_candidate(
     result: dict[str, Any],
     *,
     settings: Settings | None = None,
-    training: TrainingSettings | None = None,
+    training: TrainSettings | None = None,
 ) -> dict[str, Any]:
     """Decide ``@challenger`` for the version in ``result`` (from :func:`train_and_register`); write the card."""
     from mlops_pipeline.config import get_settings
@@ -516,10 +514,9 @@ def gate_candidate(
     from mlops_pipeline.registry.gate import GateConfig, decide, record_decision, recorded_decision
     from mlops_pipeline.training.features import FeatureError
     from mlops_pipeline.training.model_card import render_model_card
-    from mlops_pipeline.training.settings import get_training_settings
 
     settings = settings or get_settings()
-    training = training or get_training_settings()
+    training = training or get_settings().train
     client = mlflow_client(settings)
     from mlops_pipeline.registry.models import load_model
 
@@ -527,7 +524,7 @@ def gate_candidate(
     decision = recorded_decision(client.get_model_version(name, version))
     if decision is None:
         config = GateConfig(
-            metric=training.gate_metric, floor=training.gate_floor, max_relative_drop=training.gate_max_relative_drop
+            metric=settings.registry.gate_metric, floor=settings.registry.gate_floor, max_relative_drop=settings.registry.gate_max_relative_drop
         )
         holdout = _holdout_for(result, settings)
         target = result["model_spec"]["target"]

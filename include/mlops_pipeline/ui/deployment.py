@@ -13,10 +13,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mlops_pipeline.config import Settings
+    from mlops_pipeline.config import DeploySettings, Settings
     from mlops_pipeline.data.lake import Lake
     from mlops_pipeline.deploy.audit import AuditEvent
-    from mlops_pipeline.deploy.settings import DeploySettings
 
 ANALYSIS_EVENTS = ("analysis_passed", "analysis_failed")
 # Events that end a deployment: after one of them no canary of that deployment takes traffic.
@@ -100,11 +99,11 @@ class RouterState:
 
 def router_state(settings: Settings, deploy: DeploySettings | None = None, timeout: float = 3.0) -> RouterState:
     """The router's slots (weights, health, which server each points at) and the serving servers."""
+    from mlops_pipeline.config import get_settings
     from mlops_pipeline.deploy.backends import ROUTER_BACKEND, get_backend
     from mlops_pipeline.deploy.haproxy import HAProxyRuntime
-    from mlops_pipeline.deploy.settings import get_deploy_settings
 
-    deploy = deploy or get_deploy_settings()
+    deploy = deploy or get_settings().deploy
     backend = get_backend(settings, deploy)
     servers = backend.servers()
     endpoint = backend.router()

@@ -101,10 +101,9 @@ def gather(
 ) -> Overview:
     """Gather every section within ``timeout`` seconds; ``sections`` replaces the collectors (tests)."""
     from mlops_pipeline.config import get_settings
-    from mlops_pipeline.monitoring.settings import get_monitor_settings
 
     settings = settings or get_settings()
-    reports_prefix = get_monitor_settings().reports_prefix
+    reports_prefix = get_settings().monitor.reports_prefix
     model_name = _model_name(settings)
     overview = Overview(
         model_name=model_name,

@@ -55,7 +55,8 @@ class VersionSummary:
 
 def registry_client(settings: Settings) -> MlflowClient:
     """A client that gives up fast: one health check, few retries, a short per-request timeout."""
-    from mlops_pipeline.registry.client import RegistrySettings, mlflow_client
+    from mlops_pipeline.config import RegistrySettings
+    from mlops_pipeline.registry.client import mlflow_client
 
     return mlflow_client(
         settings,

@@ -1,7 +1,7 @@
 """Apply ``airflow_settings.yaml`` (the Astro CLI format) to a plain Airflow, idempotently.
 
-    python -m mlops_pipeline.airflow_settings apply airflow_settings.yaml
-    python -m mlops_pipeline.airflow_settings check airflow_settings.yaml   # parse + resolve only
+    python -m mlops_pipeline.orchestration.airflow_settings apply airflow_settings.yaml
+    python -m mlops_pipeline.orchestration.airflow_settings check airflow_settings.yaml   # parse + resolve only
 
 Values may reference the environment as ``${NAME}`` or ``${NAME:-default}``, so secrets stay out of
 git. A connection or variable that references an unset variable with no default is skipped (and
@@ -156,7 +156,7 @@ def apply(path: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mlops_pipeline.airflow_settings")
+    parser = argparse.ArgumentParser(prog="python -m mlops_pipeline.orchestration.airflow_settings")
     parser.add_argument("command", choices=["apply", "check"])
     parser.add_argument("path", type=Path)
     args = parser.parse_args(argv)

@@ -4,7 +4,7 @@ Real systems have real traffic; the demo needs some, and the canary analysis nee
 compare. Every request carries ``X-Traffic-Source: demo``, so the prediction log tells demo rows
 from real ones (the monitor can leave them out)::
 
-    python -m mlops_pipeline.deploy.traffic --rate 50 --seconds 30 [--url http://127.0.0.1:8000]
+    python -m mlops_dev.traffic --rate 50 --seconds 30 [--url http://127.0.0.1:8000]
         [--days 3] [--rows 1] [--concurrency 4] [--until-deployment ID]
 
 Rows are the dataset's features plus its id and time columns (never the label), from the last
@@ -189,36 +189,6 @@ def deployment_finished(deployment_id: str, since: str) -> Callable[[], bool]:
     return finished
 
 
-def start_background_replay(deployment_id: str, *, rate: float | None = None, seconds: float | None = None) -> dict[str, Any]:
-    """Replay in a process of its own until the deployment ends (so no Airflow worker waits on it)."""
-    import subprocess
-    import sys
-    from datetime import UTC, datetime
-
-    from mlops_pipeline.deploy.backends import state_dir
-    from mlops_pipeline.deploy.settings import get_deploy_settings
-
-    deploy = get_deploy_settings()
-    seconds = seconds or len(deploy.steps) * deploy.max_bake_seconds + 900
-    logs = state_dir(deploy.namespace) / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log_file = logs / f"replay-{deployment_id}.log"
-    argv = [
-        sys.executable, "-m", "mlops_pipeline.deploy.traffic",
-        "--rate", str(rate or deploy.replay_rate),
-        "--rows", str(deploy.replay_rows),
-        "--seconds", str(seconds),
-        "--until-deployment", deployment_id,
-        "--since", datetime.now(UTC).isoformat(),
-    ]  # fmt: skip
-    with open(log_file, "ab") as output:
-        process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True
-        )
-    log.info("demo traffic replayer pid %s for %s (log %s)", process.pid, deployment_id, log_file)
-    return {"pid": process.pid, "log": str(log_file), "seconds": seconds, "deployment_id": deployment_id}
-
-
 def router_url() -> str:
     from mlops_pipeline.config import get_settings
     from mlops_pipeline.deploy.backends import client_host
@@ -228,7 +198,7 @@ def router_url() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mlops_pipeline.deploy.traffic", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mlops_dev.traffic", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default=None, help="router URL (default http://MLOPS_ROUTER_BIND:MLOPS_ROUTER_PORT)")
     parser.add_argument("--rate", type=float, default=20.0, help="requests per second (default 20)")
     parser.add_argument("--seconds", type=float, default=30.0, help="how long (default 30)")

@@ -1,7 +1,7 @@
 """Airflow glue for ``mlops_monitor``: task context in, library calls, decisions and XComs out.
 
 Thresholds are the monitor settings with Airflow Variable overrides, read inside each task at run
-time (see :mod:`mlops_pipeline.monitoring.settings`), so a changed Variable applies to the next
+time (see :mod:`mlops_pipeline.config`), so a changed Variable applies to the next
 run without a deploy. Missing inputs (no prediction log, no labels yet) are findings, not
 failures; an unreachable MLflow or lake fails the task, and Airflow's retries apply.
 """
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mlops_pipeline.monitoring.settings import MonitorSettings
+    from mlops_pipeline.config import MonitorSettings
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +28,23 @@ TRIGGER_CONF_XCOM = "trigger_conf"
 TRIGGER_RUN_ID_XCOM = "trigger_run_id"  # what TriggerDagRunOperator pushes
 
 
+def variable_overrides(get_variable: Callable[[str], str | None]) -> dict[str, str]:
+    """The monitor settings overridden through ``get_variable(name)`` (None or empty = not set)."""
+    from mlops_pipeline.config import MONITOR_VARIABLES
+
+    found = {}
+    for field_name, variable in MONITOR_VARIABLES.items():
+        value = get_variable(variable)
+        if value is not None and str(value).strip() != "":
+            found[field_name] = value
+    return found
+
+
 def effective_settings() -> MonitorSettings:
     """The monitor settings with the Airflow Variables that are set applied on top."""
     from airflow.sdk import Variable
 
-    from mlops_pipeline.monitoring.settings import get_monitor_settings, variable_overrides, with_overrides
+    from mlops_pipeline.config import get_settings
 
     def get(name: str) -> str | None:
         return Variable.get(name, default=None)
@@ -40,7 +52,7 @@ def effective_settings() -> MonitorSettings:
     overrides = variable_overrides(get)
     if overrides:
         log.info("Airflow Variables override monitor settings: %s", overrides)
-    return with_overrides(get_monitor_settings(), overrides)
+    return get_settings().monitor.with_overrides(overrides)
 
 
 def _window(start: datetime, end: datetime):
@@ -124,7 +136,7 @@ def finalize_task(context: Mapping[str, Any]) -> dict[str, Any]:
     from mlops_pipeline.config import get_settings
     from mlops_pipeline.monitoring.alerting import finding_alert
     from mlops_pipeline.monitoring.decision import decision_path
-    from mlops_pipeline.monitoring.notifier import MonitorNotifier
+    from mlops_pipeline.orchestration.notifier import MonitorNotifier
     from mlops_pipeline.storage import open_lake
 
     ti = context["ti"]
@@ -153,10 +165,10 @@ def _past_retrains(lake: Any, monitor: MonitorSettings, settings: Any, window: A
     retrains = lake_retrains(lake, monitor.reports_prefix, since=since, exclude_ds=window.ds)
     if findings.get("status") == "no_champion":
         return retrains
+    from mlops_pipeline.config import get_settings
     from mlops_pipeline.registry.client import mlflow_client
-    from mlops_pipeline.training.settings import get_training_settings
 
-    experiment = get_training_settings().experiment_name or settings.registered_model_name
+    experiment = get_settings().train.experiment_name or settings.registered_model_name
     retrains += mlflow_retrains(mlflow_client(settings), experiment, monitor.cooldown_reasons, exclude_ds=window.ds)
     return retrains
 

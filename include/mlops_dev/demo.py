@@ -12,7 +12,7 @@
 
 The champion keeps serving afterwards, and MLflow and Airflow keep running; ``make stop`` stops
 them (and ``python -m mlops_pipeline.deploy teardown`` the serving containers or processes).
-Each step is one of :mod:`mlops_pipeline.loop`'s, the ones the end-to-end test runs.
+Each step is one of :mod:`mlops_dev.loop`'s, the ones the end-to-end test runs.
 """
 
 from __future__ import annotations
@@ -82,8 +82,9 @@ def main() -> int:
     for key, value in DEMO_DEFAULTS.items():
         os.environ.setdefault(key, value)
 
-    from mlops_pipeline import loop, services
-    from mlops_pipeline.airflow_api import AirflowAPI
+    from mlops_dev import loop, services
+    from mlops_dev.airflow_api import AirflowAPI
+
     from mlops_pipeline.config import get_settings
 
     get_settings.cache_clear()
@@ -158,7 +159,8 @@ def runner_step(line: ProgressLine, function, *args, **kwargs):
 
 
 def summary(settings, decision, first, retrained, canary, deployed, seconds: float) -> None:
-    from mlops_pipeline import services
+    from mlops_dev import services
+
     from mlops_pipeline.deploy.rollout import Deployer
 
     status = Deployer.open("demo").status()
@@ -200,7 +202,7 @@ def summary(settings, decision, first, retrained, canary, deployed, seconds: flo
 def example_record() -> str:
     import json
 
-    from mlops_pipeline import loop
+    from mlops_dev import loop
 
     try:
         latest = loop.day_records([datetime.now(UTC).date() - timedelta(days=1)])[:1]

@@ -6,7 +6,7 @@ test can assert it:
 
 * :class:`AirflowRunner` runs the project's DAGs: ``airflow dags test <dag> <date> [--conf]`` (every
   task of one run, in one process, recorded in Airflow's metadata DB) or, for ingest when an
-  :class:`~mlops_pipeline.airflow_api.AirflowAPI` is given, a backfill on the running scheduler.
+  :class:`~mlops_dev.airflow_api.AirflowAPI` is given, a backfill on the running scheduler.
 * :func:`train` runs ``mlops_train`` for a date and finds the version it registered (and whether
   the gate made it ``@challenger``).
 * :func:`deploy` runs the deployment (:func:`~mlops_pipeline.deploy.rollout.run_deployment`): the
@@ -39,8 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from mlops_pipeline.airflow_api import AirflowAPI
+    from mlops_dev.airflow_api import AirflowAPI
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +80,7 @@ class AirflowRunner:
 
     def airflow(self, *argv: str, label: str | None = None, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
         """``airflow <argv>`` in the project's environment; output captured, progress shown while it runs."""
-        command = [sys.executable, "-m", "mlops_pipeline.services", "exec", "--", "airflow", *argv]
+        command = [sys.executable, "-m", "mlops_dev.services", "exec", "--", "airflow", *argv]
         started = time.monotonic()
         process = subprocess.Popen(
             command, env=self.environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL
@@ -264,9 +263,10 @@ def train(runner: AirflowRunner, as_of: date | str, conf: Mapping[str, Any] | No
 
 def day_records(days: Iterable[date | str]) -> list[dict[str, Any]]:
     """The validated rows of ``days`` as request records: features, id and event time, never the label."""
+    from mlops_dev.traffic import _json_value
+
     from mlops_pipeline.config import get_settings
     from mlops_pipeline.datasets import load_dataset_spec
-    from mlops_pipeline.deploy.traffic import _json_value
     from mlops_pipeline.storage import open_lake
 
     settings = get_settings()
@@ -282,7 +282,7 @@ def day_records(days: Iterable[date | str]) -> list[dict[str, Any]]:
 
 
 def router_url() -> str:
-    from mlops_pipeline.deploy.traffic import router_url as configured
+    from mlops_dev.traffic import router_url as configured
 
     return configured()
 
@@ -291,8 +291,7 @@ def serve_days(days: Sequence[date | str], *, url: str | None = None, rows_per_r
                settle_seconds: float = 3.0, progress: Progress | None = None) -> dict[str, Any]:
     """Every validated row of ``days`` through the router once (their own event times); waits for the log."""
     import httpx
-
-    from mlops_pipeline.deploy.traffic import DEMO_SOURCE, TRAFFIC_SOURCE_HEADER
+    from mlops_dev.traffic import DEMO_SOURCE, TRAFFIC_SOURCE_HEADER
 
     url = (url or router_url()).rstrip("/")
     records = day_records(days)
@@ -335,7 +334,7 @@ class BackgroundTraffic:
         self.stats: dict[str, Any] = {}
 
     def __enter__(self) -> BackgroundTraffic:
-        from mlops_pipeline.deploy.traffic import replay
+        from mlops_dev.traffic import replay
 
         url = self.url or router_url()
 
@@ -408,11 +407,10 @@ def monitor(runner: AirflowRunner, day: date | str) -> dict[str, Any]:
     """``mlops_monitor`` for the window of ``day``; its decision record and report paths."""
     from mlops_pipeline.config import get_settings
     from mlops_pipeline.monitoring.decision import read_decision
-    from mlops_pipeline.monitoring.settings import get_monitor_settings
     from mlops_pipeline.storage import open_lake
 
     run = runner.dags_test("mlops_monitor", day)
-    monitor_settings = get_monitor_settings()
+    monitor_settings = get_settings().monitor
     lake = open_lake(get_settings())
     decision = read_decision(lake, monitor_settings.reports_prefix, _iso(day))
     if decision is None:

@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
-from mlops_pipeline.deploy.traffic import DEMO_SOURCE, TRAFFIC_SOURCE_HEADER, batches, recent_records, replay
+from mlops_dev.traffic import DEMO_SOURCE, TRAFFIC_SOURCE_HEADER, batches, recent_records, replay
 
 
 class Recorder(ThreadingHTTPServer):
@@ -114,8 +113,9 @@ def test_recent_records_are_features_with_id_and_time_never_the_label(lake) -> N
 
 
 def test_a_background_replay_stops_when_its_deployment_ends(lake) -> None:
+    from mlops_dev.traffic import deployment_finished
+
     from mlops_pipeline.deploy.audit import AuditLog
-    from mlops_pipeline.deploy.traffic import deployment_finished
 
     since = datetime.now(UTC).isoformat()
     audit = AuditLog(lake)

@@ -30,8 +30,9 @@ class AirflowAPI:
 
     @classmethod
     def local(cls) -> AirflowAPI:
+        from mlops_dev.services import admin_password
+
         from mlops_pipeline.config import get_settings
-        from mlops_pipeline.services import admin_password
 
         password = os.environ.get("MLOPS_AIRFLOW_PASSWORD") or admin_password()
         return cls(f"http://127.0.0.1:{get_settings().airflow_port}", password=password)

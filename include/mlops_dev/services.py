@@ -1,6 +1,6 @@
 """The embedded stack on one machine: a project-local Airflow (and later MLflow) as real processes.
 
-``python -m mlops_pipeline.services`` is what ``make`` calls::
+``python -m mlops_dev.services`` is what ``make`` calls::
 
     env                      print the environment as shell exports
     exec -- CMD ...          run CMD (e.g. ``airflow dags test ...``) in the project's environment
@@ -88,9 +88,6 @@ def airflow_environment() -> dict[str, str]:
         "NO_PROXY": "*",
         "no_proxy": "*",
     }
-    if "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in env:  # our SQLite file: WAL + busy timeout (airflow_db.py)
-        defaults["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] = "mlops_pipeline.airflow_db.SQLITE_CONNECT_ARGS"
-        defaults["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC"] = "mlops_pipeline.airflow_db.SQLITE_CONNECT_ARGS_ASYNC"
     for key, value in defaults.items():
         env.setdefault(key, value)
     venv_bin = str(Path(sys.executable).parent)
@@ -178,14 +175,9 @@ def setup(settings_file: Path | None = None) -> None:
     env = airflow_environment()
     airflow_home().mkdir(parents=True, exist_ok=True)
     subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
-    sqlite_url = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
-    if sqlite_url.startswith("sqlite:///"):
-        from mlops_pipeline.airflow_db import enable_wal
-
-        enable_wal(Path(sqlite_url.removeprefix("sqlite:///")))
     settings_file = settings_file or project_home() / "airflow_settings.yaml"
     if settings_file.is_file():
-        subprocess.run([sys.executable, "-m", "mlops_pipeline.airflow_settings", "apply", str(settings_file)], env=env, check=True)
+        subprocess.run([sys.executable, "-m", "mlops_pipeline.orchestration.airflow_settings", "apply", str(settings_file)], env=env, check=True)
 
 
 def start(names: list[str], wait: float = 120.0) -> None:
@@ -200,7 +192,7 @@ def start(names: list[str], wait: float = 120.0) -> None:
         service = table[name]
         with open(log_path(name), "ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "mlops_pipeline.services", "supervise", name],
+                [sys.executable, "-m", "mlops_dev.services", "supervise", name],
                 env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
         _pidfile(name).write_text(str(process.pid))
@@ -277,7 +269,7 @@ def admin_password() -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mlops_pipeline.services", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m mlops_dev.services", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("env")

@@ -1,0 +1,90 @@
+"""What every adapter needs from an Airflow task context, and Airflow's terms for domain errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlops_pipeline.config import Settings
+    from mlops_pipeline.ingest import Window
+
+log = logging.getLogger(__name__)
+
+
+class WindowBeforeStart(ValueError):
+    """A run for a window before the configured start date: nothing may be processed for it."""
+
+
+def window_of(start: datetime, end: datetime) -> Window:
+    from mlops_pipeline.ingest import Window
+
+    return Window(start, end)
+
+
+def run_type_of(dag_run: Any) -> str | None:
+    """``scheduled``, ``manual``, ``backfill``, ``asset_triggered`` ... (the enum's value)."""
+    if dag_run is None:
+        return None
+    value = getattr(dag_run, "run_type", None)
+    return getattr(value, "value", value)
+
+
+def actor_of(dag_run: Any) -> str:
+    """Who acts, for audit logs: ``airflow:<dag>/<run>`` and the user who triggered it, if any."""
+    user = getattr(dag_run, "triggering_user_name", None)
+    return f"airflow:{dag_run.dag_id}/{dag_run.run_id}" + (f" by {user}" if user else "")
+
+
+def check_start(dag_id: str, day: datetime, settings: Settings | None = None) -> None:
+    """Fail a run whose date is before the configured start date, naming both and where to change it.
+
+    The DAGs carry no Airflow ``start_date`` on purpose: for a logical date before a DAG's start date,
+    Airflow creates the run with no task instance and marks it successful, so a user's backfill over
+    older data, or a monitor's trigger for such a date, would report success having done nothing.
+    Every run gets its tasks instead, and this check fails the ones before ``settings.start_date``."""
+    from mlops_pipeline.config import get_settings
+
+    settings = settings or get_settings()
+    if day.date() < settings.start_date:
+        raise WindowBeforeStart(
+            f"{dag_id} for {day.date().isoformat()} is before the configured start date "
+            f"{settings.start_date.isoformat()} of dataset {settings.dataset!r}: nothing is processed before it. "
+            "Set start_date in the dataset file (or MLOPS_START_DATE) to process earlier days."
+        )
+
+
+@contextmanager
+def bad_input_fails_at_once(what: str) -> Iterator[None]:
+    """Bad input stays bad on a retry: a ``ValueError`` fails the task at once, without retries, with
+    ``what`` and the reason in the message. Other errors (an unreachable server) keep Airflow's retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        yield
+    except ValueError as exc:
+        raise AirflowFailException(f"{what}: {exc}") from exc
+
+
+def airflow_aws_options(conn_id: str) -> dict[str, Any] | None:
+    """Credentials and endpoint from an Airflow AWS connection, or None outside Airflow / without it."""
+    try:
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+    except ImportError:
+        return None
+    try:
+        hook = AwsBaseHook(aws_conn_id=conn_id, client_type="s3")
+        credentials = hook.get_credentials()
+        endpoint = hook.conn_config.endpoint_url
+    except Exception as exc:  # a missing connection is normal on a laptop: fall back to the environment
+        log.debug("AWS connection %r not usable (%s); using the environment's AWS credentials", conn_id, exc)
+        return None
+    options: dict[str, Any] = {"key": credentials.access_key, "secret": credentials.secret_key}
+    if credentials.token:
+        options["token"] = credentials.token
+    if endpoint:
+        options["client_kwargs"] = {"endpoint_url": endpoint}
+    return options
