@@ -100,10 +100,12 @@ class TrainSettings(BaseSettings):
 
 
 class RegistrySettings(BaseSettings):
-    """The MLflow registry: how to reach it, and the champion/challenger gate (``MLOPS_REGISTRY_*``).
+    """The MLflow registry: how to reach it, and the champion/challenger gate (``MLOPS_REGISTRY_*``;
+    the dataset policy's ``gate:`` keys are these fields without ``gate_``).
 
-    Gate defaults: a candidate must reach ROC AUC 0.70 on the holdout (the floor), and must not
-    score more than 1 % below the current ``@champion`` on the same holdout."""
+    Gate defaults: a candidate must reach ROC AUC 0.70 on its holdout (the floor), and the 95 %
+    interval of the paired difference candidate - ``@champion`` on the same rows must lie above
+    -0.02 (non-inferiority; see :mod:`mlops_pipeline.registry.gate`)."""
 
     model_config = SettingsConfigDict(env_prefix="MLOPS_REGISTRY_", extra="ignore")
 
@@ -115,9 +117,26 @@ class RegistrySettings(BaseSettings):
 
     gate_metric: GateMetric = "roc_auc"
     gate_floor: float = Field(default=0.70, ge=0, le=1, description="Absolute minimum of the gate metric on the holdout")
-    gate_max_relative_drop: float = Field(
-        default=0.01, ge=0, lt=1, description="Candidate must reach champion * (1 - this) on the same holdout"
+    gate_margin: float = Field(
+        default=0.02, ge=0, lt=1, description="Non-inferiority margin: the interval's lower bound of candidate - champion >= -margin"
     )
+    gate_mode: Literal["non_inferiority", "superiority"] = Field(
+        default="non_inferiority", description="superiority: the lower bound must be above 0 (a retrain must be better)"
+    )
+    gate_confidence: float = Field(default=0.95, gt=0.5, lt=1, description="Two-sided confidence of the interval")
+    gate_resamples: int = Field(default=2000, ge=100, description="Paired bootstrap resamples (metrics other than ROC AUC)")
+    gate_seed: int = Field(default=42, description="Seed of the bootstrap")
+    gate_min_rows: int = Field(default=200, ge=1, description="Fewest holdout rows the gate decides on")
+    gate_min_class_rows: int = Field(default=20, ge=1, description="Fewest rows of each class the gate decides on")
+
+    def gate_config(self) -> Any:
+        from mlops_pipeline.registry.gate import GateConfig
+
+        return GateConfig(
+            metric=self.gate_metric, floor=self.gate_floor, margin=self.gate_margin, mode=self.gate_mode,
+            confidence=self.gate_confidence, resamples=self.gate_resamples, seed=self.gate_seed,
+            min_rows=self.gate_min_rows, min_class_rows=self.gate_min_class_rows,
+        )  # fmt: skip
 
 
 # --- deploy ---------------------------------------------------------------------------------------
@@ -349,6 +368,7 @@ class Settings(BaseSettings):
     # --- local services (the embedded stack that `make demo` and the tests start) -------
     airflow_port: int = 8080
     mlflow_port: int = 5000
+    postgres_port: int = 5433
     airflow_home: Path | None = Field(default=None, validation_alias="AIRFLOW_HOME")
     run_dir: Path = Field(
         default_factory=lambda: project_home() / ".run",

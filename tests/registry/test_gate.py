@@ -1,36 +1,31 @@
-"""The gate's rule (pure), and how its decision lands on a real registry."""
+"""The gate's rule (pure): the floor, a champion that cannot be scored, the decision as a record."""
 
 from __future__ import annotations
 
 import math
 
-import pytest
+import numpy as np
 
-from mlops_pipeline.registry.gate import GateConfig, GateDecision, decide
+from mlops_pipeline.registry.gate import GateConfig, GateDecision, compare, decide
 
-CONFIG = GateConfig(metric="roc_auc", floor=0.70, max_relative_drop=0.01)
+CONFIG = GateConfig(metric="roc_auc", floor=0.70, margin=0.02)
 
 
 def test_without_champion_the_floor_decides():
-    assert decide(0.75, CONFIG).passed
+    assert decide(0.75, CONFIG, n=1000, positives=250).passed
     assert "no @champion yet" in decide(0.75, CONFIG).reason
-    below = decide(0.69, CONFIG)
+    below = decide(0.69, CONFIG, n=1000, positives=250)
     assert not below.passed and below.reason == "candidate roc_auc 0.6900 is below the floor 0.7000"
 
 
 def test_floor_applies_even_when_the_champion_is_worse():
-    decision = decide(0.65, CONFIG, champion_score=0.60, champion_version="3")
-    assert not decision.passed and "below the floor" in decision.reason
-
-
-def test_relative_margin_against_the_champion():
-    # required = 0.80 * (1 - 0.01) = 0.792
-    assert decide(0.792, CONFIG, champion_score=0.80, champion_version="4").passed
-    assert decide(0.81, CONFIG, champion_score=0.80, champion_version="4").passed
-    rejected = decide(0.7919, CONFIG, champion_score=0.80, champion_version="4")
-    assert not rejected.passed
-    assert rejected.required_score == pytest.approx(0.792)
-    assert "champion v4 roc_auc 0.8000" in rejected.reason and "(1 - 0.01)" in rejected.reason
+    rng = np.random.default_rng(0)
+    y = (rng.uniform(size=2000) < 0.3).astype(int)
+    weak = y * 0.5 + rng.normal(size=2000)
+    weaker = y * 0.2 + rng.normal(size=2000)
+    comparison = compare(y, weak, weaker, CONFIG)
+    decision = decide(comparison.candidate_score, CONFIG, comparison=comparison, champion_version="3")
+    assert comparison.difference > 0 and not decision.passed and "below the floor" in decision.reason
 
 
 def test_not_a_number_never_passes():
@@ -43,7 +38,11 @@ def test_unscorable_champion_is_explained():
 
 
 def test_decision_round_trips():
-    decision = decide(0.7919, CONFIG, champion_score=0.80, champion_version="4")
+    rng = np.random.default_rng(1)
+    y = (rng.uniform(size=1500) < 0.3).astype(int)
+    scores = y + rng.normal(size=1500)
+    comparison = compare(y, scores, scores + rng.normal(scale=0.3, size=1500), CONFIG)
+    decision = decide(comparison.candidate_score, CONFIG, comparison=comparison, champion_version="4")
     data = decision.to_dict()
-    assert data["status"] == "rejected"
+    assert data["status"] == decision.status and data["method"] == "delong" and len(data["interval"]) == 2
     assert GateDecision.from_dict(data) == decision

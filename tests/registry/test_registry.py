@@ -88,7 +88,7 @@ def test_recorded_decisions(mlops_env):
     assert version_for_alias(client, name, CHALLENGER).version == good
     assert recorded_decision(client.get_model_version(name, good)).passed
 
-    rejection = decide(0.6, config, champion_score=0.8, champion_version=good)
+    rejection = decide(0.6, config, champion_version=good, n=1000, positives=300)
     record_decision(client, name, bad, rejection)
     tags = client.get_model_version(name, bad).tags
     assert tags["rejected"] == "true" and tags["rejection_reason"] == rejection.reason

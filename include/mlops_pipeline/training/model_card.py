@@ -93,8 +93,13 @@ def render_model_card(facts: dict[str, Any], decision: dict[str, Any] | None, im
     else:
         lines += [
             f"- Decision: **{decision['status']}**: {decision['reason']}",
-            f"- Rule: {decision['metric']} >= floor {decision['floor']} and, with a champion, >= champion * "
-            f"(1 - {decision['max_relative_drop']}) on the same holdout",
+            f"- Rule: {decision['metric']} >= floor {decision['floor']} and, with a champion, "
+            + (
+                f"the lower bound of the paired difference candidate - champion >= -{decision.get('margin')} (non-inferiority)"
+                if decision.get("mode", "non_inferiority") == "non_inferiority"
+                else "the lower bound of the paired difference candidate - champion > 0 (superiority)"
+            )
+            + " on the same holdout rows",
             f"- Candidate {decision['metric']}: {_fmt(decision['candidate_score'])}; champion: "
             + (
                 f"version {decision['champion_version']}, {_fmt(decision['champion_score'])}"
@@ -102,6 +107,12 @@ def render_model_card(facts: dict[str, Any], decision: dict[str, Any] | None, im
                 else "none"
             ),
         ]
+        if decision.get("interval"):
+            low, high = decision["interval"]
+            lines.append(
+                f"- Evidence: difference {decision['difference']:+.4f}, {decision['confidence']:.0%} interval "
+                f"[{low:+.4f}, {high:+.4f}] by {decision['method']} on n={decision['n']} rows"
+            )
     if importances:
         lines += ["", "## Feature importance (mean |SHAP|, XGBoost candidate)", ""]
         lines += ["| rank | feature | mean abs SHAP |", "| ---: | --- | ---: |"]

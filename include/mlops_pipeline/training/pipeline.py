@@ -363,7 +363,8 @@ def train_and_register(
         "selection_metric": selection_metric,
         "gate.metric": settings.registry.gate_metric,
         "gate.floor": settings.registry.gate_floor,
-        "gate.max_relative_drop": settings.registry.gate_max_relative_drop,
+        "gate.margin": settings.registry.gate_margin,
+        "gate.mode": settings.registry.gate_mode,
     }
     for name, fitted in evaluated.items():
         params.update({f"{name}.{k}": v for k, v in fitted.candidate.params.items()})
@@ -494,11 +495,14 @@ def _holdout_for(result: dict[str, Any], settings: Settings) -> pd.DataFrame:
     return holdout
 
 
-def _score(model, holdout: pd.DataFrame, target: str, metric: str) -> float:
-    from mlops_pipeline.training.evaluation import classification_metrics
+def _metric_of(metric: str):
+    """The gate metric as a function of (labels, probabilities)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
 
-    proba = model.predict_proba(holdout)
-    return classification_metrics(holdout[target].to_numpy(), proba, model.spec.threshold)[metric]
+    functions = {"roc_auc": roc_auc_score, "pr_auc": average_precision_score}
+    if metric not in functions:
+        raise ValueError(f"the gate cannot score {metric!r}; known: {sorted(functions)}")
+    return lambda labels, proba: float(functions[metric](labels, proba))
 
 
 def gate_candidate(
@@ -511,7 +515,7 @@ def gate_candidate(
     from mlops_pipeline.config import get_settings
     from mlops_pipeline.registry.aliases import CHAMPION, version_for_alias
     from mlops_pipeline.registry.client import mlflow_client
-    from mlops_pipeline.registry.gate import GateConfig, decide, record_decision, recorded_decision
+    from mlops_pipeline.registry.gate import compare, decide, record_decision, recorded_decision
     from mlops_pipeline.training.features import FeatureError
     from mlops_pipeline.training.model_card import render_model_card
 
@@ -523,33 +527,46 @@ def gate_candidate(
     name, version, run_id = result["model_name"], str(result["version"]), result["run_id"]
     decision = recorded_decision(client.get_model_version(name, version))
     if decision is None:
-        config = GateConfig(
-            metric=settings.registry.gate_metric, floor=settings.registry.gate_floor, max_relative_drop=settings.registry.gate_max_relative_drop
-        )
+        config = settings.registry.gate_config()
         holdout = _holdout_for(result, settings)
         target = result["model_spec"]["target"]
-        candidate_score = _score(load_model(f"models:/{name}/{version}"), holdout, target, config.metric)
+        if holdout.empty or holdout[target].nunique() < 2:
+            raise ValueError(
+                f"gate for {name} v{version} (run {run_id}): the holdout has {len(holdout)} row(s) and "
+                f"{holdout[target].nunique()} class(es); the gate needs both classes"
+            )
+        labels = holdout[target].to_numpy()
+        candidate_proba = load_model(f"models:/{name}/{version}").predict_proba(holdout)
+        candidate_score = _metric_of(config.metric)(labels, candidate_proba)
         champion = version_for_alias(client, name, CHAMPION)
-        champion_score = champion_version = note = None
+        comparison = champion_version = note = None
         if champion is not None:
             champion_version = str(champion.version)
             try:
-                champion_score = _score(load_model(f"models:/{name}/{champion_version}"), holdout, target, config.metric)
+                champion_proba = load_model(f"models:/{name}/{champion_version}").predict_proba(holdout)
             except FeatureError as exc:
                 # The data no longer carries what the champion needs: it cannot be compared, and the
                 # floor alone decides; the reason says so on the version and in the card.
                 note = f"champion v{champion_version} cannot be scored on this holdout ({exc})"
                 log.warning(note)
+            else:
+                metric = None if config.metric == "roc_auc" else _metric_of(config.metric)
+                comparison = compare(labels, candidate_proba, champion_proba, config, metric)
         decision = decide(
-            candidate_score, config, champion_score=champion_score, champion_version=champion_version, champion_note=note
-        )
+            candidate_score, config, comparison=comparison, champion_version=champion_version, champion_note=note,
+            n=len(labels), positives=int(labels.sum()),
+        )  # fmt: skip
         record_decision(client, name, version, decision)
         client.log_metric(run_id, f"gate_candidate_{config.metric}", candidate_score)
-        if champion_score is not None:
-            client.log_metric(run_id, f"gate_champion_{config.metric}", champion_score)
+        if comparison is not None:
+            client.log_metric(run_id, f"gate_champion_{config.metric}", comparison.champion_score)
+            client.log_metric(run_id, "gate_difference", comparison.difference)
+            client.log_metric(run_id, "gate_difference_low", comparison.low)
+            client.log_metric(run_id, "gate_difference_high", comparison.high)
         client.set_tag(run_id, "gate_status", decision.status)
         client.set_tag(run_id, "gate_reason", decision.reason[:5000])
-    log.info("gate for %s version %s: %s (%s)", name, version, decision.status, decision.reason)
+    log.info("gate for %s version %s: %s (%s); decision %s", name, version, decision.status, decision.reason,
+             json.dumps({k: v for k, v in decision.to_dict().items() if k in ("n", "interval", "method", "difference")}))
 
     card = render_model_card(result, decision.to_dict(), result.get("importances") or [])
     client.log_text(run_id, card, MODEL_CARD_ARTIFACT)
