@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -56,7 +57,7 @@ def lake(lake_uri: str):
 
 @dataclass
 class AirflowStack:
-    """A project-local Airflow in temp folders: its own DB, lake, run dir and ports."""
+    """A project-local Airflow in temp folders: its own metadata database, lake, run dir and ports."""
 
     env: dict[str, str]
     base: Path
@@ -64,6 +65,10 @@ class AirflowStack:
     @property
     def lake_dir(self) -> Path:
         return self.base / "lake"
+
+    @property
+    def database_url(self) -> str:
+        return self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
 
     def run(self, *argv: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -81,8 +86,68 @@ class AirflowStack:
         return AirflowAPI(f"http://127.0.0.1:{self.env['MLOPS_AIRFLOW_PORT']}", password=passwords["admin"])
 
 
+# The environment pytest started in, before any fixture changed it: where the project's embedded
+# PostgreSQL lives (its run dir and port).
+PROJECT_ENVIRON = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
+
+
+@dataclass
+class AirflowDatabases:
+    """Airflow metadata databases of this session on the project's embedded PostgreSQL (``make setup``
+    starts it; the first :meth:`create` does when it is not). Each is a copy of the migrated template:
+    no migration per database. Dropped at the end of the session."""
+
+    created: list[str]
+
+    def _services(self, *argv: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "mlops_dev.services", *argv],
+            env={**PROJECT_ENVIRON, "MLOPS_HOME": str(REPO)}, capture_output=True, text=True, timeout=timeout, check=False,
+        )
+        assert done.returncode == 0, f"services {' '.join(argv)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        return done
+
+    def create(self) -> str:
+        """A new database; its SQLAlchemy URL (for ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN``)."""
+        name = f"airflow_test_{os.getpid()}_{len(self.created) + 1}"
+        url = self._services("db", "create", name).stdout.strip().splitlines()[-1]  # starts the server if needed
+        if not self.created:
+            self.drop_abandoned()
+        self.created.append(name)
+        return url
+
+    def drop_abandoned(self) -> None:
+        """Drop the databases of test sessions that ended without dropping theirs (killed)."""
+        for line in self._services("db", "list").stdout.splitlines():
+            name = line.split("\t", 1)[0]
+            match = re.fullmatch(r"airflow_test_(\d+)_\d+", name)
+            if match and int(match.group(1)) != os.getpid() and not pid_alive(int(match.group(1))):
+                self._services("db", "drop", name)
+
+    def drop_all(self) -> None:
+        while self.created:
+            self._services("db", "drop", self.created.pop())
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @pytest.fixture(scope="session")
-def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowStack]:
+def airflow_databases() -> Iterator[AirflowDatabases]:
+    databases = AirflowDatabases(created=[])
+    yield databases
+    databases.drop_all()
+
+
+@pytest.fixture(scope="session")
+def airflow_stack(tmp_path_factory: pytest.TempPathFactory, airflow_databases: AirflowDatabases) -> Iterator[AirflowStack]:
     base = tmp_path_factory.mktemp("airflow-stack")
     env = dict(os.environ)
     for name in list(env):
@@ -92,6 +157,7 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowS
         {
             "MLOPS_HOME": str(REPO),
             "AIRFLOW_HOME": str(base / "home"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_databases.create(),
             "MLOPS_RUN_DIR": str(base / "run"),
             "MLOPS_LAKE_URI": str(base / "lake"),
             "MLOPS_AIRFLOW_PORT": str(free_port()),

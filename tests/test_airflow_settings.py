@@ -1,6 +1,4 @@
 import json
-import shutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -78,17 +76,6 @@ def test_the_project_file_holds_no_secret_and_what_the_pipeline_reads():
     assert 'pool": "training"' in (REPO / "dags" / "mlops_train.py").read_text()
 
 
-def copy_airflow_home(source: AirflowStack, target: Path) -> Path:
-    """A second Airflow home with a copy of the session's migrated DB: its own connections, no re-migration."""
-    home = target / "home"
-    home.mkdir(parents=True)
-    with sqlite3.connect(Path(source.env["AIRFLOW_HOME"]) / "airflow.db") as src, sqlite3.connect(home / "airflow.db") as dst:
-        src.backup(dst)
-    if (Path(source.env["AIRFLOW_HOME"]) / "airflow.cfg").is_file():
-        shutil.copy(Path(source.env["AIRFLOW_HOME"]) / "airflow.cfg", home / "airflow.cfg")
-    return home
-
-
 def cli_json(stack: AirflowStack, *argv: str):
     done = stack.airflow(*argv, "--output", "json")
     assert done.returncode == 0, f"airflow {' '.join(argv)} failed:\n{done.stderr[-3000:]}"
@@ -109,7 +96,7 @@ def export(stack: AirflowStack, folder: Path) -> dict:
 
 
 @pytest.mark.integration
-def test_make_setup_applies_the_file_visibly_and_idempotently(airflow_stack, tmp_path):
+def test_make_setup_applies_the_file_visibly_and_idempotently(airflow_stack, airflow_databases, tmp_path):
     """`make setup`'s code path (services setup) on a real Airflow DB, checked through the Airflow CLI."""
     from mlops_pipeline.config import MONITOR_VARIABLES, MonitorSettings
 
@@ -126,7 +113,8 @@ def test_make_setup_applies_the_file_visibly_and_idempotently(airflow_stack, tmp
         "MLOPS_ALERT_WEBHOOK_URL": "https://hooks.example.com/services/T0/B0/test",
     }
     env = {k: v for k, v in airflow_stack.env.items() if not k.startswith("MLOPS_MONITOR_")}
-    env.update(secrets, AIRFLOW_HOME=str(copy_airflow_home(airflow_stack, tmp_path)))
+    # Its own home and database (a copy of the migrated template): its connections stay its own.
+    env.update(secrets, AIRFLOW_HOME=str(tmp_path / "home"), AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=airflow_databases.create())
     stack = AirflowStack(env=env, base=tmp_path)
 
     applied = stack.run("setup", timeout=600)

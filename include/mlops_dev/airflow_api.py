@@ -61,6 +61,10 @@ class AirflowAPI:
             self._token = answer["access_token"]
         return self._token
 
+    def health(self) -> dict[str, Any]:
+        """The api-server's view of the metadata DB, scheduler, triggerer and DAG processor."""
+        return self._request("GET", "/api/v2/monitor/health", auth=False)
+
     # --- DAGs and runs ---------------------------------------------------------------------
     def wait_for_dag(self, dag_id: str, timeout: float = 180.0) -> dict[str, Any]:
         """Wait until the DAG processor has parsed ``dag_id`` into the metadata DB."""
@@ -98,39 +102,15 @@ class AirflowAPI:
             },
         )
 
-    def backfill(self, dag_id: str, from_date: str, to_date: str, *, attempts: int = 5, **options: Any) -> dict[str, Any]:
-        """Create a backfill while the DAG is paused, then unpause it.
-
-        With SQLite the scheduler can lose a write race against a backfill being created for a DAG
-        it is scheduling at that moment; pausing first keeps the two apart. Backfill runs only start
-        once the DAG is unpaused. A creation that still loses the race is retried; what it left (see
-        :meth:`cancel_orphaned_backfills`) is cancelled first.
-        """
-        known = {b["id"] for b in self.backfills(dag_id)}
-        self.set_paused(dag_id, True)
-        try:
-            for attempt in range(1, attempts + 1):
-                try:
-                    return self.create_backfill(dag_id, from_date, to_date, **options)
-                except AirflowAPIError as exc:
-                    if attempt == attempts or not any(m in str(exc) for m in ("locked", "AlreadyRunning", "already running", "HTTP 409", "HTTP 503")):
-                        raise
-                    self.cancel_orphaned_backfills(dag_id, known)
-                    time.sleep(2)
-            raise AssertionError("unreachable")
-        finally:
+    def backfill(self, dag_id: str, from_date: str, to_date: str, **options: Any) -> dict[str, Any]:
+        """Create a backfill of ``dag_id`` and make sure its runs can start: they only do while the DAG
+        is unpaused, so a paused DAG is unpaused first. ``options``: those of :meth:`create_backfill`."""
+        if self._request("GET", f"/api/v2/dags/{dag_id}").get("is_paused"):
             self.set_paused(dag_id, False)
+        return self.create_backfill(dag_id, from_date, to_date, **options)
 
-    def cancel_orphaned_backfills(self, dag_id: str, known: set[int]) -> list[int]:
-        """Cancel the open backfills of ``dag_id`` not in ``known``: what a creation that failed on a
-        locked SQLite DB leaves (Airflow commits the backfill row before creating its runs and only
-        cleans up after Postgres/MySQL lock errors; the scheduler would close it after two minutes)."""
-        cancelled = []
-        for found in self.backfills(dag_id):
-            if found["id"] not in known and found.get("completed_at") is None:
-                self._request("PUT", f"/api/v2/backfills/{found['id']}/cancel")
-                cancelled.append(found["id"])
-        return cancelled
+    def cancel_backfill(self, backfill_id: int) -> dict[str, Any]:
+        return self._request("PUT", f"/api/v2/backfills/{backfill_id}/cancel")
 
     def backfills(self, dag_id: str) -> list[dict[str, Any]]:
         query = urllib.parse.urlencode({"dag_id": dag_id, "limit": 100})
@@ -169,3 +149,44 @@ class AirflowAPI:
                 states = {r["dag_run_id"]: r["state"] for r in runs}
                 raise AirflowAPIError(f"runs of {dag_id} not finished after {timeout:.0f}s: {states}")
             time.sleep(3)
+
+    # --- one run: its state, its task instances, their XComs --------------------------------
+    def dag(self, dag_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/api/v2/dags/{dag_id}")
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}")
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances?limit=1000"
+        return self._request("GET", path)["task_instances"]
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        """A task's XCom value (deserialized), or None when it has none."""
+        path = (
+            f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/{task_id}"
+            f"/xcomEntries/{key}?deserialize=true"
+        )
+        try:
+            value = self._request("GET", path)["value"]
+        except AirflowAPIError as exc:
+            if "HTTP 404" in str(exc):
+                return None
+            raise
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                return value
+        return value
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        """One try's task log as text: one line per record (structured records as JSON)."""
+        path = (
+            f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/{task_id}"
+            f"/logs/{try_number}?full_content=true"
+        )
+        content = self._request("GET", path).get("content") or []
+        if isinstance(content, str):
+            return content
+        return "\n".join(json.dumps(record, default=str) if isinstance(record, dict) else str(record) for record in content)

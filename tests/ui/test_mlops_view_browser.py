@@ -151,7 +151,7 @@ def view_setup(tmp_path_factory: pytest.TempPathFactory) -> ViewSetup:
 
 @pytest.fixture(scope="module")
 def airflow_starting(
-    tmp_path_factory: pytest.TempPathFactory, view_setup: ViewSetup, mlflow_server: MlflowServer
+    tmp_path_factory: pytest.TempPathFactory, view_setup: ViewSetup, mlflow_server: MlflowServer, airflow_databases
 ) -> Iterator[tuple[AirflowStack, subprocess.Popen[bytes]]]:
     """Airflow's api-server alone (no scheduler needed), with this module's settings and the repo's
     plugins: its DB migration and start run in the background while the data is seeded."""
@@ -162,6 +162,7 @@ def airflow_starting(
         {
             "MLOPS_HOME": str(REPO),
             "AIRFLOW_HOME": str(base / "home"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_databases.create(),
             "MLOPS_RUN_DIR": str(view_setup.run_dir),
             "MLOPS_LAKE_URI": view_setup.lake_uri,
             "MLOPS_AIRFLOW_PORT": str(free_port()),
