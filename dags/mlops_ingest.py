@@ -7,27 +7,30 @@ is published to ``validated/ds=YYYY-MM-DD/`` and emits an event on the ``mlops_v
 failing one is moved to ``quarantine/ds=YYYY-MM-DD/`` with its validation result and the task fails
 with a message naming the failed expectations. Re-running a window replaces it atomically and gives
 byte-identical validated files, so backfills can be run as often as needed.
+
+The DAG has no Airflow ``start_date``: backfills and manual runs may name any date, also years back.
+The configured start date (the dataset file's ``start_date`` or ``MLOPS_START_DATE``) is enforced by
+``extract``: a run for an earlier window fails and says where to change it, and a day without a source
+file fails naming the file. The tasks live in :mod:`mlops_pipeline.orchestration.ingest`.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
+from mlops_pipeline.orchestration.ingest import SCENARIOS
 from mlops_pipeline.orchestration.timetables import DailyWindowTimetable
 
 # Named, not addressed by the lake's URI: moving the lake (a folder -> s3://) keeps the asset and its
 # history; each event's extra carries the partition's URI.
 VALIDATED = Asset(name="mlops_validated")
-SCENARIOS = ["schedule", "normal", "covariate_drift", "concept_drift", "bad_batch"]
 
 
 @dag(
     dag_id="mlops_ingest",
     schedule=DailyWindowTimetable("0 0 * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=4,
     default_args={"retries": 2, "retry_delay": timedelta(seconds=20), "execution_timeout": timedelta(minutes=15)},
@@ -44,20 +47,19 @@ SCENARIOS = ["schedule", "normal", "covariate_drift", "concept_drift", "bad_batc
 def mlops_ingest():
     @task
     def extract(data_interval_start=None, data_interval_end=None, params=None, run_id=None) -> dict:
-        """Copy the window's batch from the configured source into raw/ds=... with its manifest."""
-        from mlops_pipeline.orchestration.ingest import ingest_extract
+        """Refuse a window before the start date; copy the window's batch from the source into raw/ds=..."""
+        from mlops_pipeline.orchestration import ingest as adapter
 
-        scenario = params["scenario"] if params and params["scenario"] != "schedule" else None
-        return ingest_extract(data_interval_start, data_interval_end, scenario=scenario, dag_run_id=run_id)
+        return adapter.extract(data_interval_start, data_interval_end, params=params, run_id=run_id)
 
     @task(outlets=[VALIDATED])
     def validate(raw: dict, data_interval_start=None, data_interval_end=None, run_id=None, outlet_events=None) -> dict:
         """Run the expectation suite; publish to validated/ (and the asset) or quarantine and fail."""
-        from mlops_pipeline.orchestration.ingest import ingest_validate
+        from mlops_pipeline.orchestration import ingest as adapter
 
-        result = ingest_validate(data_interval_start, data_interval_end, dag_run_id=run_id)
-        outlet_events[VALIDATED].extra = {"ds": result["ds"], "rows": result["rows"], "uri": result["uri"]}
-        return {k: v for k, v in result.items() if k != "manifest"}
+        validated = adapter.validate(data_interval_start, data_interval_end, run_id=run_id)
+        outlet_events[VALIDATED].extra = adapter.asset_extra(validated)
+        return validated
 
     validate(extract())
 

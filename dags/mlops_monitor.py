@@ -11,30 +11,45 @@ so backfills over past windows work like the nights they replay.
    ``reports/drift/ds=YYYY-MM-DD/`` (``report.html``, ``quality.html``, ``report.json``) and a run
    in the ``<model>-monitoring`` MLflow experiment with the headline numbers as metrics.
 2. ``decide`` (branch): drift share / key features / ROC AUC floor and drop vs the champion's
-   holdout, minimum rows, cooldown since the last retrain; writes ``decision.json`` beside the
-   report and follows ``trigger_retrain`` or ``no_retrain``. Backfill runs record the decision
-   but do not trigger unless ``MLOPS_MONITOR_TRIGGER_ON_BACKFILL`` (or its Variable) says so.
-3. ``trigger_retrain``: ``mlops_train`` with conf ``{reason: drift|performance, report, window}``,
-   logical date = this window's end (it trains on data up to the window), one run per window.
+   holdout, minimum rows, enough post-change data, cooldown since the last retrain; writes
+   ``decision.json`` beside the report and follows ``trigger_retrain`` or ``no_retrain``. A window
+   with no prediction rows is ``no_data``, with fewer than ``min_rows`` ``not_enough_data``. A
+   drift-triggered retrain waits until ``min_post_change_days`` days of data exist since the drift
+   episode's first window (``change_start``); a performance-triggered one does not wait.
+   Backfill runs record the decision but do not trigger unless ``MLOPS_MONITOR_TRIGGER_ON_BACKFILL``
+   (or its Variable) says so, or the backfill was created with ``dag_run_conf={"retrain_on_backfill":
+   true}`` (the Param; ``false`` forbids, ``null`` follows the setting).
+3. ``trigger_retrain``: ``mlops_train`` with conf ``{reason: drift|performance, report, window,
+   change_start}``, logical date = this window's end (it trains on data up to the window), one run
+   per window.
 4. ``finalize`` (after either branch): records the triggered run in ``decision.json`` and alerts
-   on findings. Task failures alert too (log; webhook or e-mail when configured).
+   on findings and on missing data; a window with no prediction rows then fails (a model without
+   traffic, or whose prediction log stopped, is an incident). Task failures alert too (log; webhook or
+   e-mail when configured).
+
+Windows are decided in order (the drift episode and the cooldown are read from earlier windows'
+records): one run at a time, and a backfill of this DAG should be created with ``max_active_runs=1``
+(a backfill has its own limit). The DAG has no Airflow ``start_date``; ``monitor`` refuses a window
+before the configured start date (``start_date`` in the dataset file, or ``MLOPS_START_DATE``).
 
 Thresholds: ``MLOPS_MONITOR_*`` settings, overridden by Airflow Variables (``mlops_drift_share_threshold``,
 ``mlops_monitor_key_features``, ``mlops_monitor_roc_auc_floor`` ...). Prediction logs:
-``MLOPS_PREDICTION_LOG_DIR``.
+``MLOPS_PREDICTION_LOG_DIR``. The tasks live in :mod:`mlops_pipeline.orchestration.monitor`.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import TriggerRule, dag, task
+from airflow.sdk import Param, TriggerRule, dag, task
 
 from mlops_pipeline.orchestration.monitor import (
     DECIDE_TASK_ID,
+    FINALIZE_TASK_ID,
+    MONITOR_TASK_ID,
     NO_RETRAIN_TASK_ID,
+    RETRAIN_ON_BACKFILL,
     TRAIN_DAG_ID,
     TRIGGER_CONF_XCOM,
     TRIGGER_TASK_ID,
@@ -46,47 +61,61 @@ from mlops_pipeline.orchestration.timetables import DailyWindowTimetable
 @dag(
     dag_id="mlops_monitor",
     schedule=DailyWindowTimetable("0 0 * * *", timezone="UTC"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    max_active_runs=2,
+    max_active_runs=1,  # windows in order: a decision reads the previous window's record
     default_args={
         "retries": 2,
         "retry_delay": timedelta(minutes=1),
         "execution_timeout": timedelta(minutes=45),
         "on_failure_callback": MonitorNotifier(),
     },
+    params={
+        RETRAIN_ON_BACKFILL: Param(
+            None,
+            type=["null", "boolean"],
+            title="Retrain on backfill",
+            description="Backfill runs only: may a finding trigger mlops_train? Empty: the setting "
+            "MLOPS_MONITOR_TRIGGER_ON_BACKFILL (or its Variable mlops_monitor_trigger_on_backfill).",
+        ),
+    },
     tags=["mlops", "monitor"],
     doc_md=__doc__,
 )
 def mlops_monitor():
-    @task
+    @task(task_id=MONITOR_TASK_ID)
     def monitor(data_interval_start=None, data_interval_end=None, run_id=None) -> dict:
         """Drift and quality of the window against the champion's reference; reports to the lake and MLflow."""
-        from mlops_pipeline.orchestration.monitor import monitor_task
+        from mlops_pipeline.orchestration import monitor as adapter
 
-        return monitor_task(data_interval_start, data_interval_end, dag_run_id=run_id)
+        return adapter.monitor(data_interval_start, data_interval_end, run_id=run_id)
 
     @task.branch(task_id=DECIDE_TASK_ID)
-    def decide(findings: dict, data_interval_start=None, data_interval_end=None, dag_run=None, ti=None) -> str:
+    def decide(findings: dict, data_interval_start=None, data_interval_end=None, dag_run=None, params=None, ti=None) -> str:
         """Retrain or not (decision.json beside the report); follow the matching branch."""
-        from mlops_pipeline.orchestration.monitor import decide_task
+        from mlops_pipeline.orchestration import monitor as adapter
 
-        run_type = getattr(dag_run.run_type, "value", dag_run.run_type) if dag_run is not None else None
-        return decide_task(findings, start=data_interval_start, end=data_interval_end, run_type=run_type, ti=ti)
+        return adapter.decide(
+            findings,
+            data_interval_start=data_interval_start,
+            data_interval_end=data_interval_end,
+            dag_run=dag_run,
+            params=params,
+            ti=ti,
+        )
 
     @task(task_id=NO_RETRAIN_TASK_ID)
     def no_retrain(ti=None) -> str:
         """The quiet branch: the decision's reasons are in the log and in decision.json."""
-        from mlops_pipeline.orchestration.monitor import no_retrain_task
+        from mlops_pipeline.orchestration import monitor as adapter
 
-        return no_retrain_task(ti)
+        return adapter.no_retrain(ti)
 
-    @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-    def finalize(**context) -> dict:
-        """Whichever branch ran: record a triggered retrain, alert on findings."""
-        from mlops_pipeline.orchestration.monitor import finalize_task
+    @task(task_id=FINALIZE_TASK_ID, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+    def finalize(ti=None) -> dict:
+        """Whichever branch ran: record a triggered retrain, alert on findings, fail a window without data."""
+        from mlops_pipeline.orchestration import monitor as adapter
 
-        return finalize_task(context)
+        return adapter.finalize(ti)
 
     decision = decide(monitor())
     trigger = TriggerDagRunOperator(

@@ -18,25 +18,27 @@ backfill for an old date trains on exactly the data that existed before that dat
 ``train`` reuses its finished MLflow run instead of registering a second version; a re-run gate
 returns the recorded decision. Settings: ``MLOPS_TRAIN_*`` (window, split, seed, gate floor and
 margin), ``MLFLOW_TRACKING_URI``, ``MLOPS_MODEL_NAME``.
+
+The DAG has no Airflow ``start_date``: a run may be for any date, also years back (a user's history,
+or the monitor's trigger for an old window). ``train`` refuses a date before the configured start
+date (the dataset file's ``start_date`` or ``MLOPS_START_DATE``) and fails on a date without
+validated data before it, naming the date. The tasks live in :mod:`mlops_pipeline.orchestration.train`.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
-from mlops_pipeline.registry.aliases import CHALLENGER_ASSET_NAME
+from mlops_pipeline.orchestration.train import CANDIDATES, CHALLENGER_ASSET_NAME
 
 CHALLENGER = Asset(name=CHALLENGER_ASSET_NAME)
-CANDIDATES = ["baseline", "xgboost"]
 
 
 @dag(
     dag_id="mlops_train",
     schedule="0 3 * * 1",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
     default_args={
@@ -91,25 +93,24 @@ def mlops_train():
     @task
     def train(params=None, dag_run=None, data_interval_end=None, logical_date=None) -> dict:
         """Assemble the window, fit and evaluate the candidates, log to MLflow, register the best."""
-        from mlops_pipeline.orchestration.train import train_task
+        from mlops_pipeline.orchestration import train as adapter
 
-        as_of = data_interval_end or logical_date or dag_run.run_after
-        return train_task(
-            params or {}, as_of=as_of, dag_run_id=dag_run.run_id, run_type=getattr(dag_run.run_type, "value", dag_run.run_type), conf=dag_run.conf
-        )
+        return adapter.train(params, dag_run=dag_run, data_interval_end=data_interval_end, logical_date=logical_date)
 
     @task.short_circuit
     def gate(candidate: dict) -> dict | bool:
         """Candidate vs @champion on the same holdout; only a pass lets the run continue."""
-        from mlops_pipeline.orchestration.train import gate_task
+        from mlops_pipeline.orchestration import train as adapter
 
-        decision = gate_task(candidate)
+        decision = adapter.gate(candidate)
         return decision if decision["passed"] else False
 
     @task(outlets=[CHALLENGER], pool="default_pool")
     def announce_challenger(decision: dict, outlet_events=None) -> dict:
         """Tell the deploy DAG which version became @challenger (an asset event with the version)."""
-        summary = {k: decision[k] for k in ("model_name", "version", "run_id", "model_uri", "candidate_score", "metric")}
+        from mlops_pipeline.orchestration import train as adapter
+
+        summary = adapter.announce_challenger(decision)
         outlet_events[CHALLENGER].extra = summary
         return summary
 

@@ -1,12 +1,15 @@
-"""mlops_monitor: the DAG's shape, a light parse, and two real `airflow dags test` runs.
+"""mlops_monitor: the DAG's shape, a light parse, and real `airflow dags test` runs.
 
 The runs use the throwaway Airflow home (``airflow_stack``), a private copy of the session's lake,
 the session's MLflow server with a champion trained and promoted for this module, and a
-prediction log prepared for two windows:
+prediction log prepared for these windows (``min_post_change_days`` 2):
 
 * 2026-01-08: the lake's own rows -> no drift -> ``no_retrain``;
-* 2026-01-09: rows of the covariate-drift scenario -> drift -> ``trigger_retrain`` creates an
-  ``mlops_train`` run with conf ``{reason: drift, report, window}`` (``dags test`` does not run it).
+* 2026-01-09: rows of the covariate-drift scenario -> drift, the first post-change day -> the retrain
+  waits (``no_retrain``), ``change_start`` 2026-01-09;
+* 2026-01-10: drift again, the second post-change day -> ``trigger_retrain`` creates an ``mlops_train``
+  run with conf ``{reason: drift, report, window, change_start}`` (``dags test`` does not run it);
+* 2026-01-20: no prediction row -> ``no_data`` recorded, then the run fails.
 """
 
 from __future__ import annotations
@@ -53,6 +56,10 @@ def test_dag_shape():
     assert trigger.trigger_dag_id == "mlops_train" and trigger.skip_when_already_exists
     assert dag.get_task("monitor").on_failure_callback
     assert "mlops" in dag.tags and not dag.catchup
+    # No Airflow start date (a run may be for any date; the configured one is checked by the monitor
+    # task), and one window at a time (a decision reads the previous window's record).
+    assert dag.start_date is None and dag.max_active_runs == 1
+    assert dag.params.dump() == {"retrain_on_backfill": None}
 
 
 def _airflow(stack, env_extra: dict[str, str], *argv: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
@@ -61,14 +68,31 @@ def _airflow(stack, env_extra: dict[str, str], *argv: str, timeout: float = 900)
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def _dags_test(stack, env_extra: dict[str, str], logical_date: str) -> subprocess.CompletedProcess[str]:
+def _dags_test(stack, env_extra: dict[str, str], logical_date: str, *, fails: bool = False) -> subprocess.CompletedProcess[str]:
     done = _airflow(stack, env_extra, "dags", "test", "mlops_monitor", logical_date)
-    assert done.returncode == 0, f"dags test failed:\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}"
+    assert (done.returncode != 0) is fails, f"dags test {'succeeded' if fails else 'failed'}:\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}"
     return done
 
 
+def _write_drifted_window(log_dir: Path, champion: dict, day: date) -> None:
+    """The window's rows only (covariate drift), predicted by the champion."""
+    from datetime import UTC, datetime, timedelta
+
+    from mlops_pipeline.data.synthetic import Scenario, generate_day
+    from mlops_pipeline.datasets import load_dataset_spec
+    from mlops_pipeline.registry.models import load_model
+    from tests.monitoring.logs import log_lines, write_log
+
+    spec = load_dataset_spec("churn")
+    rows = generate_day(day, seed=42, rows=2000, scenarios={Scenario.COVARIATE_DRIFT}).drop(columns=[spec.target])
+    predicted_at = datetime.combine(day, datetime.min.time(), tzinfo=UTC) + timedelta(hours=23)
+    model = load_model(champion["model_uri"])
+    lines = log_lines(rows, model.predict_proba(rows), spec, model_version=champion["version"], predicted_at=predicted_at)
+    write_log(log_dir, day.isoformat(), lines)
+
+
 @pytest.mark.integration
-def test_drift_triggers_training_and_a_quiet_window_does_not(airflow_stack, mlops_env_module, tmp_path_factory):
+def test_drift_triggers_training_once_enough_post_change_days_exist(airflow_stack, mlops_env_module, tmp_path_factory):
     from mlflow import MlflowClient
 
     from tests.mlflow_fixtures import quiet_mlflow_environment
@@ -80,6 +104,7 @@ def test_drift_triggers_training_and_a_quiet_window_does_not(airflow_stack, mlop
     logs = base / "predictions"
     write_scenario_logs(logs, lake_uri, champion, drift=False, window_day=date(2026, 1, 8))
     write_scenario_logs(logs, lake_uri, champion, drift=True, window_day=date(2026, 1, 9))
+    _write_drifted_window(logs, champion, date(2026, 1, 10))
     env = {
         **quiet_mlflow_environment(),
         "MLOPS_LAKE_URI": lake_uri,
@@ -87,6 +112,7 @@ def test_drift_triggers_training_and_a_quiet_window_does_not(airflow_stack, mlop
         "MLOPS_MODEL_NAME": mlops_env_module.model_name,
         "MLOPS_PREDICTION_LOG_DIR": str(logs),
         "MLOPS_MONITOR_REPORT_SAMPLE_ROWS": "1000",
+        "MLOPS_MONITOR_MIN_POST_CHANGE_DAYS": "2",
     }
     # The trigger needs mlops_train in the metadata DB (a scheduler's DAG processor would put it there).
     reserialized = _airflow(airflow_stack, env, "dags", "reserialize")
@@ -101,24 +127,48 @@ def test_drift_triggers_training_and_a_quiet_window_does_not(airflow_stack, mlop
     assert quiet["conf"] is None
 
     done = _dags_test(airflow_stack, env, "2026-01-09")
-    assert "decision for ds=2026-01-09: retrain (drift): 8 of 14 features drifted" in done.stdout + done.stderr  # the task log
-    drifted = json.loads((reports / "ds=2026-01-09" / "decision.json").read_text())
+    waiting = json.loads((reports / "ds=2026-01-09" / "decision.json").read_text())
+    assert (waiting["action"], waiting["reason"], waiting["trigger"]) == ("retrain", "drift", False)
+    assert waiting["blocked_by"] == "waiting_for_post_change_data" and not waiting["triggered"]
+    assert (waiting["change_start"], waiting["post_change_days"], waiting["min_post_change_days"]) == ("2026-01-09", 1, 2)
+    assert "drift since 2026-01-09: 1 of 2 post-change days; retrain when 2 days exist" in done.stdout + done.stderr  # the task log
+    assert waiting["conf"] is None
+
+    done = _dags_test(airflow_stack, env, "2026-01-10")
+    assert "decision for ds=2026-01-10: retrain (drift): " in done.stdout + done.stderr  # the task log
+    assert "features drifted (share" in done.stdout + done.stderr
+    drifted = json.loads((reports / "ds=2026-01-10" / "decision.json").read_text())
     assert drifted["action"] == "retrain" and drifted["reason"] == "drift" and drifted["trigger"]
-    assert drifted["triggered"] and drifted["train_run_id"] == "mlops_monitor__2026-01-09"  # set after the trigger ran
-    assert drifted["conf"]["reason"] == "drift"
-    assert drifted["conf"]["report"] == f"{lake_uri}/reports/drift/ds=2026-01-09/report.html"
-    assert drifted["conf"]["window"] == {"ds": "2026-01-09", "start": "2026-01-09T00:00:00+00:00", "end": "2026-01-10T00:00:00+00:00"}
-    assert (reports / "ds=2026-01-09" / "report.html").is_file() and (reports / "ds=2026-01-09" / "quality.html").is_file()
+    assert (drifted["change_start"], drifted["post_change_days"]) == ("2026-01-09", 2)
+    assert drifted["previous_window"] == {"ds": "2026-01-09", "recorded": True}
+    assert drifted["triggered"] and drifted["train_run_id"] == "mlops_monitor__2026-01-10"  # set after the trigger ran
+    assert drifted["conf"] == {
+        "reason": "drift",
+        "report": f"{lake_uri}/reports/drift/ds=2026-01-10/report.html",
+        "window": {"ds": "2026-01-10", "start": "2026-01-10T00:00:00+00:00", "end": "2026-01-11T00:00:00+00:00"},
+        "change_start": "2026-01-09",
+    }
+    assert (reports / "ds=2026-01-10" / "report.html").is_file() and (reports / "ds=2026-01-10" / "quality.html").is_file()
 
     listed = _airflow(airflow_stack, env, "dags", "list-runs", "mlops_train", "--output", "json", timeout=300)
     assert listed.returncode == 0, listed.stderr[-3000:]
     table = [line for line in listed.stdout.splitlines() if line.startswith(("[{", "[]"))][-1]  # after any warnings
     runs = {run["run_id"]: run for run in json.loads(table)}
-    assert "mlops_monitor__2026-01-09" in runs
-    assert runs["mlops_monitor__2026-01-09"]["logical_date"].startswith("2026-01-10T00:00:00")
+    assert "mlops_monitor__2026-01-10" in runs and "mlops_monitor__2026-01-09" not in runs
+    assert runs["mlops_monitor__2026-01-10"]["logical_date"].startswith("2026-01-11T00:00:00")
+
+    # A window without a single prediction row: recorded, alerted, and the run fails.
+    done = _dags_test(airflow_stack, env, "2026-01-20", fails=True)
+    empty = json.loads((reports / "ds=2026-01-20" / "decision.json").read_text())
+    assert (empty["action"], empty["data_status"], empty["rows"], empty["trigger"]) == ("no_data", "no_data", 0, False)
+    output = done.stdout + done.stderr
+    assert "ALERT [error] mlops_monitor ds=2026-01-20: no prediction data" in output
+    assert "no data: 0 prediction rows in the window (min_rows 500)" in output
 
     client = MlflowClient(mlops_env_module.tracking_uri)
     experiment = client.get_experiment_by_name(f"{mlops_env_module.model_name}-monitoring")
     tags = {r.data.tags["window_ds"]: r.data.tags for r in client.search_runs([experiment.experiment_id])}
     assert tags["2026-01-08"]["decision_action"] == "none"
-    assert tags["2026-01-09"]["decision_action"] == "retrain" and tags["2026-01-09"]["decision_reason"] == "drift"
+    assert tags["2026-01-09"]["decision_blocked_by"] == "waiting_for_post_change_data"
+    assert tags["2026-01-10"]["decision_action"] == "retrain" and tags["2026-01-10"]["decision_reason"] == "drift"
+    assert tags["2026-01-10"]["decision_trigger"] == "true"

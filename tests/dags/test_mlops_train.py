@@ -41,19 +41,37 @@ def test_dag_shape():
     assert dag.get_task("train").pool == "training" and dag.get_task("gate").pool == "training"
     assert dag.get_task("gate").downstream_task_ids == {"announce_challenger"}
     assert dag.max_active_runs == 1 and not dag.catchup
+    assert dag.start_date is None  # any date may be trained for; train checks the configured start date
     params = dag.params.dump()
     assert params["reason"] == "manual" and params["days"] is None and params["hyperparameters"] == {}
     assert [o.name for o in dag.get_task("announce_challenger").outlets] == ["mlops_challenger"]
 
 
-def _dags_test(stack, env_extra: dict[str, str], logical_date: str, conf: dict | None = None):
+def _dags_test(stack, env_extra: dict[str, str], logical_date: str, conf: dict | None = None, *, fails: bool = False):
     env = {**stack.env, **env_extra}
     argv = [sys.executable, "-m", "mlops_dev.services", "exec", "--", "airflow", "dags", "test", "mlops_train", logical_date]
     if conf is not None:
         argv += ["--conf", json.dumps(conf)]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, check=False)
-    assert done.returncode == 0, f"dags test failed:\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}"
+    assert (done.returncode != 0) is fails, f"dags test {'succeeded' if fails else 'failed'}:\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}"
     return done
+
+
+@pytest.mark.integration
+def test_a_date_before_the_start_date_or_without_data_fails_naming_it(airflow_stack, validated_lake, mlflow_server):
+    from tests.mlflow_fixtures import quiet_mlflow_environment
+
+    env = {
+        **quiet_mlflow_environment(),
+        "MLOPS_LAKE_URI": validated_lake.uri,
+        "MLFLOW_TRACKING_URI": mlflow_server.uri,  # train checks that MLflow answers before it reads the lake
+        "MLOPS_START_DATE": "2026-01-01",
+    }
+    done = _dags_test(airflow_stack, env, "2013-03-01T03:00:00+00:00", fails=True)
+    assert "mlops_train for 2013-03-01 is before the configured start date 2026-01-01" in done.stdout + done.stderr
+    # On the start date itself the run may train, but no validated day precedes it.
+    done = _dags_test(airflow_stack, env, "2026-01-01T03:00:00+00:00", fails=True)
+    assert "no validated partition before ds=2026-01-01" in done.stdout + done.stderr
 
 
 @pytest.mark.integration

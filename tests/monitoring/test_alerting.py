@@ -10,8 +10,14 @@ import threading
 import pytest
 
 from mlops_pipeline.config import MonitorSettings
-from mlops_pipeline.monitoring.alerting import Alert, finding_alert
-from mlops_pipeline.orchestration.notifier import MonitorNotifier, send_alert, webhook_url
+from mlops_pipeline.monitoring.alerting import Alert, data_alert, finding_alert, window_alerts
+from mlops_pipeline.orchestration.notifier import (
+    AlertedFailure,
+    MonitorNotifier,
+    notify,
+    send_alert,
+    webhook_url,
+)
 
 
 @pytest.fixture
@@ -94,3 +100,37 @@ def test_the_notifier_describes_a_failed_task(caplog):
     with caplog.at_level(logging.ERROR, logger="mlops_pipeline.monitoring.alerts"):
         MonitorNotifier().notify({"ti": TaskInstance(), "exception": RuntimeError("MLflow is down")})
     assert "mlops_monitor.monitor failed (scheduled__2026-01-09): RuntimeError: MLflow is down" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("status", "rows", "severity", "title"),
+    [("no_data", 0, "error", "no prediction data"), ("not_enough_data", 120, "warning", "not enough prediction data")],
+)
+def test_a_window_without_enough_rows_is_an_alert(status, rows, severity, title):
+    decision = {"data_status": status, "rows": rows, "min_rows": 500, "summary": f"{status}: ...", "signals": []}
+    alert = data_alert(decision, "2026-01-09", None)
+    assert alert is not None and alert.severity == severity
+    assert alert.title == f"mlops_monitor ds=2026-01-09: {title}"
+    assert f"has {rows} prediction row" in alert.message and "min_rows 500" in alert.message
+    assert (alert.details["rows"], alert.details["min_rows"]) == (rows, 500)
+    assert data_alert({"data_status": "ok", "rows": 2000}, "2026-01-09", None) is None
+    both = window_alerts({**decision, "signals": [{"kind": "performance", "message": "ROC AUC 0.6"}]}, "2026-01-09", None)
+    assert [a.title.rsplit(": ", 1)[1] for a in both] == [title, "performance"]
+
+
+def test_an_alert_sent_from_a_task_names_the_task(caplog):
+    class TaskInstance:
+        dag_id, task_id, run_id, try_number = "mlops_monitor", "finalize", "scheduled__2026-01-09", 1
+
+    with caplog.at_level(logging.ERROR, logger="mlops_pipeline.monitoring.alerts"):
+        assert notify(Alert("no data", "0 rows", severity="error", details={"rows": 0}), TaskInstance(), MonitorSettings()) == ["log"]
+    assert "ALERT [error] no data: 0 rows" in caplog.text
+
+
+def test_the_notifier_sends_nothing_more_for_a_failure_that_alerted_itself(caplog):
+    class TaskInstance:
+        dag_id, task_id, run_id, try_number = "mlops_monitor", "finalize", "scheduled__2026-01-09", 1
+
+    with caplog.at_level(logging.INFO, logger="mlops_pipeline.monitoring.alerts"):
+        MonitorNotifier().notify({"ti": TaskInstance(), "exception": AlertedFailure("no data for ds=2026-01-09")})
+    assert "ALERT" not in caplog.text and "failed after sending its own alert" in caplog.text

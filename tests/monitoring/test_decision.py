@@ -1,27 +1,39 @@
-"""The retrain rules: drift share, key features, performance floor and drop, minimum rows, cooldown, backfill."""
+"""The retrain rules: drift share, key features, performance floor and drop, minimum rows, missing data,
+post-change data, cooldown, backfill; and the decision record written beside the report."""
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from mlops_pipeline.data.lake import Lake
+from mlops_pipeline.ingest import Window
 from mlops_pipeline.monitoring.decision import (
     DRIFT,
     NO_ACTION,
+    NO_DATA,
+    NOT_ENOUGH_DATA,
     PERFORMANCE,
     RETRAIN,
+    RULE_PARAM,
+    WAITING_FOR_POST_CHANGE_DATA,
     Retrain,
     Thresholds,
+    change_start_for,
     decide,
     decision_path,
     lake_retrains,
     latest_retrain,
+    post_change_days,
+    previous_window_ds,
 )
 
 END = datetime(2026, 1, 12, tzinfo=UTC)
+START = END - timedelta(days=1)
+# Tests of the other rules let a drift retrain trigger on its first day.
+AT_ONCE = {"min_post_change_days": 1}
 FEATURES = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]
 
 
@@ -46,7 +58,7 @@ def test_quiet_window_does_nothing_and_says_so():
 
 
 def test_drift_share_at_the_threshold_triggers_drift():
-    decision = decide(findings(drifted=["a", "b", "c"]), Thresholds(drift_share=0.3), window_end=END)
+    decision = decide(findings(drifted=["a", "b", "c"]), Thresholds(drift_share=0.3, **AT_ONCE), window_end=END)
     assert (decision.action, decision.reason, decision.trigger) == (RETRAIN, DRIFT, True)
     assert "3 of 10 features drifted (share 0.30 >= 0.30): a, b, c" in decision.summary
 
@@ -57,9 +69,26 @@ def test_a_drifted_key_feature_alone_triggers_drift():
     assert any("['zz'] are not features" in note for note in decision.notes)
 
 
-def test_too_few_rows_give_no_drift_verdict():
+def test_too_few_rows_give_no_drift_verdict_and_say_not_enough_data():
     decision = decide(findings(drifted=FEATURES, rows=100), Thresholds(min_rows=500), window_end=END)
-    assert decision.action == NO_ACTION and any("no drift verdict" in n for n in decision.notes)
+    assert (decision.action, decision.data_status, decision.trigger) == (NOT_ENOUGH_DATA, NOT_ENOUGH_DATA, False)
+    assert (decision.rows, decision.min_rows) == (100, 500)
+    assert decision.summary.startswith("not enough data: 100 prediction row(s) in the window, fewer than min_rows 500")
+    assert not decision.drift_detected and decision.change_start is None
+    assert any("no drift verdict" in n for n in decision.notes)
+
+
+def test_a_window_without_rows_is_no_data_not_a_quiet_window():
+    decision = decide(findings(rows=0, labelled=0), Thresholds(min_rows=500), window_end=END)
+    assert (decision.action, decision.data_status, decision.rows, decision.trigger) == (NO_DATA, NO_DATA, 0, False)
+    assert decision.summary.startswith("no data: 0 prediction rows in the window (min_rows 500)")
+    assert "no drift and no performance loss" not in decision.summary
+
+
+def test_labels_of_earlier_days_still_judge_performance_when_the_window_has_too_few_rows():
+    decision = decide(findings(rows=100, roc_auc=0.5), Thresholds(min_rows=500), window_end=END)
+    assert (decision.action, decision.reason, decision.trigger) == (RETRAIN, PERFORMANCE, True)
+    assert decision.data_status == NOT_ENOUGH_DATA and "not enough data: 100 prediction row(s)" in decision.summary
 
 
 @pytest.mark.parametrize(
@@ -68,8 +97,9 @@ def test_too_few_rows_give_no_drift_verdict():
 )
 def test_performance_below_the_floor_or_the_allowed_drop_triggers_performance(roc_auc, holdout, why):
     decision = decide(findings(roc_auc=roc_auc, holdout=holdout), Thresholds(), window_end=END)
-    assert (decision.reason, decision.trigger) == (PERFORMANCE, True)
+    assert (decision.reason, decision.trigger) == (PERFORMANCE, True)  # does not wait for post-change days
     assert why in decision.summary
+    assert decision.change_start is None and decision.post_change_days is None
 
 
 def test_performance_needs_enough_labelled_rows():
@@ -87,7 +117,7 @@ def test_drift_wins_over_performance_and_prediction_drift_alone_only_alerts():
 @pytest.mark.parametrize(("days_before", "blocked"), [(0, True), (1, True), (2, True), (3, False), (10, False), (-1, False)])
 def test_cooldown_blocks_a_second_retrain_within_k_days(days_before, blocked):
     last = Retrain(END - timedelta(days=days_before), DRIFT, "MLflow run r1")
-    decision = decide(findings(drifted=FEATURES), Thresholds(cooldown_days=3), window_end=END, last_retrain=last)
+    decision = decide(findings(drifted=FEATURES), Thresholds(cooldown_days=3, **AT_ONCE), window_end=END, last_retrain=last)
     assert decision.action == RETRAIN
     assert decision.trigger is not blocked
     assert (decision.blocked_by == "cooldown") is blocked
@@ -96,22 +126,96 @@ def test_cooldown_blocks_a_second_retrain_within_k_days(days_before, blocked):
 
 
 def test_backfill_records_but_does_not_trigger_unless_configured():
-    recorded = decide(findings(drifted=FEATURES), Thresholds(), window_end=END, run_type="backfill")
+    recorded = decide(findings(drifted=FEATURES), Thresholds(**AT_ONCE), window_end=END, run_type="backfill")
     assert (recorded.action, recorded.trigger, recorded.blocked_by) == (RETRAIN, False, "backfill")
-    allowed = decide(findings(drifted=FEATURES), Thresholds(trigger_on_backfill=True), window_end=END, run_type="backfill")
-    assert allowed.trigger
-    scheduled = decide(findings(drifted=FEATURES), Thresholds(), window_end=END, run_type="scheduled")
-    assert scheduled.trigger
+    assert recorded.backfill_rule == {"trigger_on_backfill": False, "source": "setting trigger_on_backfill"}
+    assert "trigger_on_backfill is off: setting trigger_on_backfill" in recorded.summary
+    allowed = decide(
+        findings(drifted=FEATURES), Thresholds(trigger_on_backfill=True, **AT_ONCE), window_end=END, run_type="backfill",
+        backfill_rule_source=RULE_PARAM,
+    )
+    assert allowed.trigger and allowed.backfill_rule == {"trigger_on_backfill": True, "source": RULE_PARAM}
+    assert "backfill run allowed to trigger by the run Param retrain_on_backfill" in allowed.summary
+    scheduled = decide(findings(drifted=FEATURES), Thresholds(**AT_ONCE), window_end=END, run_type="scheduled")
+    assert scheduled.trigger and scheduled.backfill_rule is None
 
 
 def test_a_window_that_already_triggered_does_not_trigger_again():
-    decision = decide(findings(drifted=FEATURES), Thresholds(), window_end=END, already_triggered="mlops_monitor__2026-01-11")
+    decision = decide(
+        findings(drifted=FEATURES), Thresholds(**AT_ONCE), window_end=END, already_triggered="mlops_monitor__2026-01-11"
+    )
     assert decision.blocked_by == "already_triggered" and not decision.trigger
 
 
 def test_no_champion_means_nothing_to_compare():
     decision = decide({"status": "no_champion", "message": "churn has no @champion"}, Thresholds(), window_end=END)
     assert decision.action == NO_ACTION and "no @champion" in decision.summary
+    assert decision.summary.startswith("nothing to compare") and decision.data_status == "no_champion"
+
+
+# --- a drift-triggered retrain waits for post-change data -----------------------------------------
+
+
+def drift_record(ds: str, change_start: str | None = None, drift: bool = True) -> dict:
+    """What an earlier window's decision.json holds, as far as the drift episode goes."""
+    return {"window": {"ds": ds}, "drift_detected": drift, "change_start": change_start if drift else None}
+
+
+def test_the_first_drifted_window_starts_the_episode_and_waits():
+    decision = decide(findings(drifted=FEATURES), Thresholds(min_post_change_days=3), window_start=START, window_end=END)
+    assert (decision.action, decision.reason, decision.trigger) == (RETRAIN, DRIFT, False)
+    assert decision.blocked_by == WAITING_FOR_POST_CHANGE_DATA
+    assert (decision.change_start, decision.post_change_days, decision.min_post_change_days) == ("2026-01-11", 1, 3)
+    assert "drift since 2026-01-11: 1 of 3 post-change days; retrain when 3 days exist" in decision.summary
+
+
+def test_later_drifted_windows_inherit_the_change_start_and_trigger_once_enough_days_exist():
+    thresholds = Thresholds(min_post_change_days=3)
+    second = decide(
+        findings(drifted=FEATURES), thresholds, window_start=START, window_end=END,
+        previous=drift_record("2026-01-10", "2026-01-10"),
+    )
+    assert (second.change_start, second.post_change_days, second.trigger) == ("2026-01-10", 2, False)
+    assert "2 of 3 post-change days" in second.summary
+    third = decide(
+        findings(drifted=FEATURES), thresholds, window_start=START, window_end=END,
+        previous=drift_record("2026-01-10", "2026-01-09"),
+    )
+    assert (third.change_start, third.post_change_days, third.trigger, third.blocked_by) == ("2026-01-09", 3, True, None)
+    assert "drift since 2026-01-09: 3 post-change day(s)" in third.summary
+
+
+def test_a_quiet_previous_window_ends_the_episode():
+    decision = decide(
+        findings(drifted=FEATURES), Thresholds(), window_start=START, window_end=END,
+        previous=drift_record("2026-01-10", drift=False),
+    )
+    assert decision.change_start == "2026-01-11" and decision.post_change_days == 1
+
+
+def test_a_quiet_window_has_no_change_start():
+    decision = decide(findings(), Thresholds(), window_start=START, window_end=END, previous=drift_record("2026-01-10", "2026-01-08"))
+    assert not decision.drift_detected and decision.change_start is None and decision.post_change_days is None
+
+
+@pytest.mark.parametrize(
+    ("previous", "expected"),
+    [
+        (None, "2026-01-11"),
+        ({"reason": "drift", "window": {"ds": "2026-01-10"}}, "2026-01-10"),  # a record written before change_start existed
+        ({"signals": [{"kind": "drift"}], "window": {"ds": "2026-01-10"}}, "2026-01-10"),
+        ({"reason": "performance", "window": {"ds": "2026-01-10"}}, "2026-01-11"),
+        (drift_record("2026-01-10", "2025-12-30"), "2025-12-30"),
+    ],
+)
+def test_change_start_for(previous, expected):
+    assert change_start_for(previous, START).isoformat() == expected
+
+
+def test_post_change_days_count_the_window_itself():
+    assert post_change_days(date(2026, 1, 11), END) == 1
+    assert post_change_days(date(2026, 1, 1), END) == 11
+    assert previous_window_ds(Window(START, END)) == "2026-01-10"
 
 
 def test_past_retrains_are_found_in_the_lake_decision_records(tmp_path):
@@ -125,3 +229,55 @@ def test_past_retrains_are_found_in_the_lake_decision_records(tmp_path):
     last = latest_retrain(found + [Retrain(END + timedelta(days=2), DRIFT, "later")], END)
     assert last is not None and last.window_ds == "2026-01-09"
     assert lake_retrains(Lake((tmp_path / "empty").as_uri()), "reports/drift", since=END) == []
+
+
+# --- the record: decide_window reads the earlier windows' records and writes its own --------------
+
+
+class NoRuns:
+    """An MLflow client without a training experiment: no retrain found there."""
+
+    def get_experiment_by_name(self, name):
+        return None
+
+
+def test_decide_window_records_the_episode_and_the_conf_across_windows(tmp_path):
+    from mlops_pipeline.config import MonitorSettings, Settings
+    from mlops_pipeline.monitoring.decision import decide_window, read_decision, record_triggered
+
+    settings = Settings(lake_uri=(tmp_path / "lake").as_uri(), model_name="churn-test")
+    monitor = MonitorSettings(min_post_change_days=3)
+    lake = Lake(settings.lake_uri)
+    records = {}
+    for day in (9, 10, 11):
+        window = Window(datetime(2026, 1, day, tzinfo=UTC), datetime(2026, 1, day + 1, tzinfo=UTC))
+        found = {**findings(drifted=FEATURES), "report": f"file:///reports/ds={window.ds}/report.html"}
+        records[day] = decide_window(
+            found, window, monitor=monitor, settings=settings, run_type="scheduled", dag_run_id=f"scheduled__{window.ds}",
+            lake=lake, client=NoRuns(),
+        )
+        assert read_decision(lake, monitor.reports_prefix, window.ds) == records[day]
+    assert [records[d]["post_change_days"] for d in (9, 10, 11)] == [1, 2, 3]
+    assert {records[d]["change_start"] for d in (9, 10, 11)} == {"2026-01-09"}
+    assert [records[d]["blocked_by"] for d in (9, 10)] == [WAITING_FOR_POST_CHANGE_DATA] * 2
+    assert records[9]["conf"] is None and records[9]["previous_window"] == {"ds": "2026-01-08", "recorded": False}
+    third = records[11]
+    assert third["trigger"] and third["previous_window"] == {"ds": "2026-01-10", "recorded": True}
+    assert third["conf"] == {
+        "reason": "drift",
+        "report": "file:///reports/ds=2026-01-11/report.html",
+        "window": {"ds": "2026-01-11", "start": "2026-01-11T00:00:00+00:00", "end": "2026-01-12T00:00:00+00:00"},
+        "change_start": "2026-01-09",
+    }
+    assert (third["min_post_change_days"], third["data_status"], third["rows"], third["min_rows"]) == (3, "ok", 2000, 500)
+
+    triggered = record_triggered(lake, monitor.reports_prefix, third, "mlops_monitor__2026-01-11")
+    assert read_decision(lake, monitor.reports_prefix, "2026-01-11")["train_run_id"] == "mlops_monitor__2026-01-11"
+    # A re-run of the window keeps what it triggered; the next window is in the cooldown of that retrain.
+    window = Window(datetime(2026, 1, 11, tzinfo=UTC), datetime(2026, 1, 12, tzinfo=UTC))
+    again = decide_window(findings(drifted=FEATURES), window, monitor=monitor, settings=settings, lake=lake, client=NoRuns())
+    assert again["blocked_by"] == "already_triggered" and again["triggered"] and again["train_run_id"] == triggered["train_run_id"]
+    window = Window(datetime(2026, 1, 12, tzinfo=UTC), datetime(2026, 1, 13, tzinfo=UTC))
+    after = decide_window(findings(drifted=FEATURES), window, monitor=monitor, settings=settings, lake=lake, client=NoRuns())
+    assert after["blocked_by"] == "cooldown" and after["post_change_days"] == 4
+    assert after["last_retrain"]["window_ds"] == "2026-01-11"

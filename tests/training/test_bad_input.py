@@ -32,7 +32,7 @@ def _assert_nothing_registered(client: MlflowClient, name: str) -> None:
 
 
 def test_empty_window_registers_nothing(mlops_env):
-    with pytest.raises(TrainingDataError, match=r"empty training window: no validated partitions before ds=2026-01-01"):
+    with pytest.raises(TrainingDataError, match=r"empty training window: no validated partition before ds=2026-01-01"):
         train_and_register(TrainRequest(as_of=mlops_env.lake.first_day))
     _assert_nothing_registered(MlflowClient(mlops_env.tracking_uri), mlops_env.model_name)
 

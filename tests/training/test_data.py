@@ -41,7 +41,7 @@ def test_window_is_the_last_n_days_strictly_before_the_as_of_date(tmp_path):
 
 def test_empty_window_names_the_date_and_the_lake(tmp_path):
     lake = synthetic_lake(tmp_path / "lake", date(2026, 1, 1), 2, rows=100)
-    with pytest.raises(TrainingDataError, match=r"empty training window: no validated partitions before ds=2026-01-01 in file://"):
+    with pytest.raises(TrainingDataError, match=r"empty training window: no validated partition before ds=2026-01-01 in file://"):
         select_window(lake, date(2026, 1, 1), days=7)
     with pytest.raises(TrainingDataError, match="empty training window"):
         select_window(Lake((tmp_path / "nothing").as_uri()), date(2026, 3, 1), days=7)

@@ -145,7 +145,11 @@ def test_candidate_is_compared_with_the_champion_on_the_same_holdout(scenario):
     assert decision["passed"] and decision["champion_version"] == "1"
     champion_winner = scenario["first"]["winner"]
     assert decision["champion_score"] == pytest.approx(scenario["first"]["candidates"][champion_winner]["holdout"]["roc_auc"])
-    assert decision["required_score"] == pytest.approx(decision["champion_score"] * 0.99)
+    # the paired evidence on the same rows: DeLong's interval of candidate - champion, recorded with n
+    assert decision["method"] == "delong" and decision["n"] == good["splits"]["holdout"]["rows"]
+    low, high = decision["interval"]
+    assert low <= decision["difference"] <= high and low >= -decision["margin"]
+    assert decision["difference"] == pytest.approx(decision["candidate_score"] - decision["champion_score"])
     assert scenario["aliases_after_good"] == {CHAMPION: "1", CHALLENGER: good["version"]}
 
 

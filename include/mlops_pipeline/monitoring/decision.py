@@ -1,4 +1,14 @@
-"""Retrain or not: the rules, as a pure function of a window's findings and the thresholds.
+"""Retrain or not: the rules, as a pure function of a window's findings, the thresholds and what the
+earlier windows recorded (:func:`decide`); and the record of that decision beside the window's
+report (:func:`decide_window`, ``decision.json``).
+
+First, is there anything to judge?
+
+* no ``@champion`` yet: nothing to compare (action ``none``, said in the summary);
+* no prediction row in the window: action ``no_data`` (the model got no traffic, or its prediction
+  log stopped: an incident);
+* fewer than ``min_rows`` rows: action ``not_enough_data`` (no drift verdict). Labels of earlier
+  days may still give a performance verdict, which then decides as below.
 
 A retrain is asked for when
 
@@ -10,10 +20,21 @@ A retrain is asked for when
 
 Prediction drift is reported and alerted on, but does not by itself ask for a retrain (the
 features and the labels are what a new model would learn from). A requested retrain is then
-*blocked*, and recorded as such, when this window already triggered one (a re-run), when the
-last retrain's window ended less than ``cooldown_days`` before this one's (cooldown; time is data
-time, so backfills behave like the nights they replay), or when the run is a backfill and
-``trigger_on_backfill`` is off.
+*blocked*, and recorded as such, when
+
+* this window already triggered one (a re-run): ``already_triggered``;
+* drift only: fewer than ``min_post_change_days`` days of data exist since the change started:
+  ``waiting_for_post_change_data``. The change starts with the first window of the current drift
+  episode: when the previous window's record shows drift, this window inherits its
+  ``change_start``, otherwise this window starts the episode. A retrain on the first drifted day
+  would see one post-change day, most of it taken by its holdout, and fail the champion gate;
+* the last retrain's window ended less than ``cooldown_days`` before this one's (time is data
+  time, so backfills behave like the nights they replay): ``cooldown``;
+* the run is a backfill and backfill runs may not trigger (``trigger_on_backfill``, or the run's
+  ``retrain_on_backfill`` Param): ``backfill``.
+
+Because the episode and the cooldown are read from earlier windows' records, windows must be
+decided in order: the monitor DAG runs one window at a time.
 """
 
 from __future__ import annotations
@@ -22,21 +43,39 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from mlops_pipeline.config import MonitorSettings
+    from mlops_pipeline.config import MonitorSettings, Settings
     from mlops_pipeline.data.lake import Lake
+    from mlops_pipeline.ingest import Window
 
 log = logging.getLogger(__name__)
 
+# actions
 RETRAIN = "retrain"
 NO_ACTION = "none"
+NO_DATA = "no_data"
+NOT_ENOUGH_DATA = "not_enough_data"
+# reasons
 DRIFT = "drift"
 PERFORMANCE = "performance"
+# what blocks a requested retrain
+ALREADY_TRIGGERED = "already_triggered"
+WAITING_FOR_POST_CHANGE_DATA = "waiting_for_post_change_data"
+COOLDOWN = "cooldown"
+BACKFILL = "backfill"
+# data_status: whether the window could be judged
+DATA_OK = "ok"
+NO_CHAMPION = "no_champion"
+# where the backfill rule came from
+RULE_SETTING = "setting trigger_on_backfill"
+RULE_VARIABLE = "Airflow Variable mlops_monitor_trigger_on_backfill"
+RULE_PARAM = "run Param retrain_on_backfill"
+
 DECISION_FILE = "decision.json"
 
 
@@ -50,6 +89,7 @@ class Thresholds:
     max_relative_drop: float = 0.05
     min_labelled_rows: int = 200
     cooldown_days: int = 3
+    min_post_change_days: int = 3
     trigger_on_backfill: bool = False
 
     @classmethod
@@ -63,6 +103,7 @@ class Thresholds:
             max_relative_drop=settings.max_relative_drop,
             min_labelled_rows=settings.min_labelled_rows,
             cooldown_days=settings.cooldown_days,
+            min_post_change_days=settings.min_post_change_days,
             trigger_on_backfill=settings.trigger_on_backfill,
         )
 
@@ -82,11 +123,19 @@ class Retrain:
 
 @dataclass(frozen=True)
 class Decision:
-    action: str  # retrain | none
+    action: str  # retrain | none | no_data | not_enough_data
     reason: str | None  # drift | performance: why a retrain is (or would be) asked for
     trigger: bool  # whether this run triggers the training DAG
-    blocked_by: str | None  # already_triggered | cooldown | backfill
+    blocked_by: str | None  # already_triggered | waiting_for_post_change_data | cooldown | backfill
     summary: str
+    data_status: str = DATA_OK  # ok | no_data | not_enough_data | no_champion
+    rows: int = 0  # prediction rows in the window
+    min_rows: int = 0
+    drift_detected: bool = False  # a drift signal (share or key feature), whatever the decision
+    change_start: str | None = None  # ISO day the current drift episode started (None without drift)
+    post_change_days: int | None = None  # days from change_start to this window's end
+    min_post_change_days: int = 0
+    backfill_rule: dict[str, Any] | None = None  # for backfill runs: may it trigger, and which rule said so
     signals: list[dict[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     numbers: dict[str, Any] = field(default_factory=dict)
@@ -97,62 +146,142 @@ class Decision:
         return asdict(self)
 
 
+def shows_drift(record: Mapping[str, Any] | None) -> bool:
+    """Whether a window's decision record found drift (records written before ``drift_detected`` existed
+    say so through their reason or signals)."""
+    if not record:
+        return False
+    if "drift_detected" in record:
+        return bool(record["drift_detected"])
+    return record.get("reason") == DRIFT or any(s.get("kind") == DRIFT for s in record.get("signals") or [])
+
+
+def change_start_for(previous: Mapping[str, Any] | None, window_start: datetime) -> date:
+    """The first day of the current drift episode, for a window that shows drift: the previous window's
+    ``change_start`` when that window showed drift too, else this window's first day."""
+    if previous is not None and shows_drift(previous):
+        inherited = previous.get("change_start") or (previous.get("window") or {}).get("ds")
+        if inherited:
+            return date.fromisoformat(str(inherited)[:10])
+    return window_start.astimezone(UTC).date()
+
+
+def post_change_days(change_start: date, window_end: datetime) -> int:
+    """Whole days of data from the change's first day to the window's end (the window included)."""
+    end = window_end.astimezone(UTC)
+    last_day = (end - timedelta(microseconds=1)).date()
+    return (last_day - change_start).days + 1
+
+
 def decide(
     findings: Mapping[str, Any],
     thresholds: Thresholds,
     *,
     window_end: datetime,
+    window_start: datetime | None = None,
     run_type: str | None = None,
     last_retrain: Retrain | None = None,
     already_triggered: str | None = None,
+    previous: Mapping[str, Any] | None = None,
+    backfill_rule_source: str = RULE_SETTING,
 ) -> Decision:
-    """The decision for a window from the monitor's findings (the dict :func:`run_monitor` returns)."""
-    signals: list[dict[str, str]] = []
-    notes: list[str] = []
-    numbers: dict[str, Any] = {"rows": findings.get("rows", 0)}
+    """The decision for a window from the monitor's findings (the dict :func:`run_monitor` returns).
 
-    if findings.get("status") == "no_champion":
+    ``previous`` is the previous window's decision record (None when there is none); ``window_start``
+    defaults to one day before ``window_end``."""
+    start = window_start or window_end - timedelta(days=1)
+    common: dict[str, Any] = {
+        "min_rows": thresholds.min_rows,
+        "min_post_change_days": thresholds.min_post_change_days,
+        "thresholds": thresholds.to_dict(),
+        "backfill_rule": _backfill_rule(run_type, thresholds, backfill_rule_source),
+    }
+    if findings.get("status") == NO_CHAMPION:
         return Decision(
             action=NO_ACTION, reason=None, trigger=False, blocked_by=None,
             summary=f"nothing to compare: {findings.get('message') or 'no @champion'}",
-            numbers=numbers, thresholds=thresholds.to_dict(),
+            data_status=NO_CHAMPION, numbers={"rows": 0}, **common,
         )
 
-    drift = findings.get("drift") or {}
-    _judge_drift(drift, thresholds, signals, notes, numbers)
+    signals: list[dict[str, str]] = []
+    notes: list[str] = []
+    numbers: dict[str, Any] = {"rows": findings.get("rows", 0)}
+    _judge_drift(findings.get("drift") or {}, thresholds, signals, notes, numbers)
     _judge_performance(findings.get("quality") or {}, thresholds, signals, notes, numbers)
+    rows = int(numbers["rows"] or 0)
+    data_status, data_text = _data_status(rows, thresholds.min_rows)
 
     kinds = {s["kind"] for s in signals}
-    reason = DRIFT if DRIFT in kinds else PERFORMANCE if PERFORMANCE in kinds else None
-    last = None
+    drift_detected = DRIFT in kinds
+    change: dict[str, Any] = {"drift_detected": drift_detected, "change_start": None, "post_change_days": None}
+    if drift_detected:
+        first_day = change_start_for(previous, start)
+        change.update(change_start=first_day.isoformat(), post_change_days=post_change_days(first_day, window_end))
+    common.update(change, data_status=data_status, rows=rows, signals=signals, notes=notes, numbers=numbers)
     if last_retrain is not None:
-        last = {**asdict(last_retrain), "window_end": last_retrain.window_end.isoformat()}
+        common["last_retrain"] = {**asdict(last_retrain), "window_end": last_retrain.window_end.isoformat()}
+
+    reason = DRIFT if drift_detected else PERFORMANCE if PERFORMANCE in kinds else None
     if reason is None:
+        if data_status != DATA_OK:
+            alerts = "; ".join(s["message"] for s in signals)
+            return Decision(
+                action=data_status, reason=None, trigger=False, blocked_by=None,
+                summary=data_text + (f"; also: {alerts}" if alerts else ""), **common,
+            )
         findings_text = "; ".join(s["message"] for s in signals) or "no drift and no performance loss"
         return Decision(
-            action=NO_ACTION, reason=None, trigger=False, blocked_by=None, summary=f"no retrain: {findings_text}",
-            signals=signals, notes=notes, numbers=numbers, thresholds=thresholds.to_dict(), last_retrain=last,
+            action=NO_ACTION, reason=None, trigger=False, blocked_by=None, summary=f"no retrain: {findings_text}", **common
         )
 
     why = "; ".join(s["message"] for s in signals if s["kind"] == reason)
     blocked_by, blocked_text = None, ""
     if already_triggered:
-        blocked_by, blocked_text = "already_triggered", f"this window already triggered {already_triggered}"
+        blocked_by, blocked_text = ALREADY_TRIGGERED, f"this window already triggered {already_triggered}"
+    elif reason == DRIFT and change["post_change_days"] < thresholds.min_post_change_days:
+        blocked_by = WAITING_FOR_POST_CHANGE_DATA
+        blocked_text = (
+            f"drift since {change['change_start']}: {change['post_change_days']} of {thresholds.min_post_change_days} "
+            f"post-change days; retrain when {thresholds.min_post_change_days} days exist"
+        )
     elif last_retrain is not None and _within_cooldown(last_retrain, window_end, thresholds.cooldown_days):
-        blocked_by = "cooldown"
+        blocked_by = COOLDOWN
         blocked_text = (
             f"cooldown: the last retrain ({last_retrain.reason}, window ending {last_retrain.window_end.date()}, "
             f"{last_retrain.source}) is less than {thresholds.cooldown_days} day(s) before this window's end"
         )
     elif run_type == "backfill" and not thresholds.trigger_on_backfill:
-        blocked_by, blocked_text = "backfill", "backfill runs record decisions without retraining (trigger_on_backfill is off)"
+        blocked_by = BACKFILL
+        blocked_text = f"backfill runs record decisions without retraining (trigger_on_backfill is off: {backfill_rule_source})"
     summary = f"retrain ({reason}): {why}"
     if blocked_by:
         summary += f"; not triggered: {blocked_text}"
-    return Decision(
-        action=RETRAIN, reason=reason, trigger=blocked_by is None, blocked_by=blocked_by, summary=summary,
-        signals=signals, notes=notes, numbers=numbers, thresholds=thresholds.to_dict(), last_retrain=last,
-    )
+    elif reason == DRIFT:
+        summary += f"; drift since {change['change_start']}: {change['post_change_days']} post-change day(s)"
+    if blocked_by is None and run_type == "backfill":
+        summary += f"; backfill run allowed to trigger by the {backfill_rule_source}"
+    if data_status != DATA_OK:
+        summary += f"; {data_text}"
+    return Decision(action=RETRAIN, reason=reason, trigger=blocked_by is None, blocked_by=blocked_by, summary=summary, **common)
+
+
+def _data_status(rows: int, min_rows: int) -> tuple[str, str]:
+    if rows == 0:
+        return NO_DATA, (
+            f"no data: 0 prediction rows in the window (min_rows {min_rows}); "
+            "the model got no traffic or its prediction log stopped"
+        )
+    if rows < min_rows:
+        return NOT_ENOUGH_DATA, (
+            f"not enough data: {rows} prediction row(s) in the window, fewer than min_rows {min_rows}: no drift verdict"
+        )
+    return DATA_OK, ""
+
+
+def _backfill_rule(run_type: str | None, thresholds: Thresholds, source: str) -> dict[str, Any] | None:
+    if run_type != "backfill":
+        return None
+    return {"trigger_on_backfill": thresholds.trigger_on_backfill, "source": source}
 
 
 def _judge_drift(
@@ -288,6 +417,132 @@ def latest_retrain(retrains: Sequence[Retrain], window_end: datetime) -> Retrain
     """The most recent retrain whose window ended at or before ``window_end``."""
     earlier = [r for r in retrains if r.window_end <= window_end]
     return max(earlier, key=lambda r: r.window_end) if earlier else None
+
+
+def past_retrains(
+    lake: Lake, monitor: MonitorSettings, window: Window, *, client: MlflowClient | None, experiment: str | None
+) -> list[Retrain]:
+    """Retrains that count for the cooldown of ``window``: those this monitor recorded in the lake and,
+    with a client, the training runs of ``experiment`` started for a drift or performance reason."""
+    if monitor.cooldown_days <= 0:
+        return []
+    since = window.end - timedelta(days=monitor.cooldown_days)
+    retrains = lake_retrains(lake, monitor.reports_prefix, since=since, exclude_ds=window.ds)
+    if client is not None and experiment:
+        retrains += mlflow_retrains(client, experiment, monitor.cooldown_reasons, exclude_ds=window.ds)
+    return retrains
+
+
+# --- a window's decision record -------------------------------------------------------------------
+
+
+def previous_window_ds(window: Window) -> str:
+    """The ``ds`` of the window just before ``window`` (of the same length)."""
+    return (window.start - (window.end - window.start)).astimezone(UTC).date().isoformat()
+
+
+def decision_record(
+    decision: Decision,
+    window: Window,
+    *,
+    findings: Mapping[str, Any],
+    run_type: str | None,
+    dag_run_id: str | None,
+    already_triggered: str | None,
+    previous: Mapping[str, Any] | None,
+    decided_at: datetime,
+) -> dict[str, Any]:
+    """``decision.json``: the decision, the window, and the conf a triggered ``mlops_train`` run gets."""
+    window_info = {"ds": window.ds, "start": window.start.isoformat(), "end": window.end.isoformat()}
+    conf = None
+    if decision.trigger:
+        conf = {
+            "reason": decision.reason,
+            "report": findings.get("report"),
+            "window": window_info,
+            "change_start": decision.change_start,
+        }
+    return {
+        **decision.to_dict(),
+        "window": window_info,
+        "report": findings.get("report"),
+        "champion_version": (findings.get("reference") or {}).get("version"),
+        # Whether the previous window's record was there to read: the drift episode depends on it.
+        "previous_window": {"ds": previous_window_ds(window), "recorded": previous is not None},
+        "run_type": run_type,
+        "dag_run_id": dag_run_id,
+        "decided_at": decided_at.isoformat(timespec="seconds"),
+        "conf": conf,
+        "triggered": bool(already_triggered),
+        "train_run_id": already_triggered,
+    }
+
+
+def decide_window(
+    findings: Mapping[str, Any],
+    window: Window,
+    *,
+    monitor: MonitorSettings,
+    settings: Settings,
+    run_type: str | None = None,
+    dag_run_id: str | None = None,
+    backfill_rule_source: str = RULE_SETTING,
+    lake: Lake | None = None,
+    client: MlflowClient | None = None,
+) -> dict[str, Any]:
+    """Decide ``window`` and record it; returns the record (see :func:`decision_record`).
+
+    Reads this window's own earlier record (a re-run keeps the retrain it triggered), the previous
+    window's record (the drift episode) and the past retrains (the cooldown); writes
+    ``decision.json`` beside the window's report and tags the window's MLflow monitoring run."""
+    from mlops_pipeline.registry.client import mlflow_client
+    from mlops_pipeline.storage import open_lake
+
+    lake = lake or open_lake(settings)
+    prefix = monitor.reports_prefix
+    own = read_decision(lake, prefix, window.ds) or {}
+    already = own.get("train_run_id") if own.get("triggered") else None
+    previous = read_decision(lake, prefix, previous_window_ds(window))
+    uses_mlflow = findings.get("status") != NO_CHAMPION and (monitor.cooldown_days > 0 or findings.get("mlflow_run_id"))
+    if uses_mlflow and client is None:
+        client = mlflow_client(settings)
+    retrains = past_retrains(
+        lake, monitor, window, client=client if findings.get("status") != NO_CHAMPION else None,
+        experiment=settings.training_experiment,
+    )
+    decision = decide(
+        findings,
+        Thresholds.from_settings(monitor),
+        window_start=window.start,
+        window_end=window.end,
+        run_type=run_type,
+        last_retrain=latest_retrain(retrains, window.end),
+        already_triggered=already,
+        previous=previous,
+        backfill_rule_source=backfill_rule_source,
+    )
+    record = decision_record(
+        decision, window, findings=findings, run_type=run_type, dag_run_id=dag_run_id,
+        already_triggered=already, previous=previous, decided_at=datetime.now(UTC),
+    )
+    lake.write_json_atomic(decision_path(lake, prefix, window.ds), record)
+    if findings.get("mlflow_run_id") and client is not None:
+        from mlops_pipeline.monitoring.tracking import tag_decision
+
+        tag_decision(client, str(findings["mlflow_run_id"]), record)
+    return record
+
+
+def record_triggered(lake: Lake, reports_prefix: str, record: Mapping[str, Any], train_run_id: str) -> dict[str, Any]:
+    """The window's record with the training run its trigger created, written back to ``decision.json``."""
+    updated = {
+        **record,
+        "triggered": True,
+        "train_run_id": train_run_id,
+        "triggered_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    lake.write_json_atomic(decision_path(lake, reports_prefix, str(updated["window"]["ds"])), updated)
+    return updated
 
 
 def _json_object(text: str | None) -> dict[str, Any]:

@@ -163,6 +163,8 @@ def headline(summary: Mapping[str, Any]) -> str:
     if summary.get("status") != "ok":
         return str(summary.get("message") or summary.get("status"))
     drift = summary.get("drift") or {}
+    if not drift.get("rows"):
+        return "no prediction rows in the window (no traffic, or the prediction log stopped)"
     share = drift.get("drift_share")
     parts = [
         f"{drift.get('rows', 0)} rows",

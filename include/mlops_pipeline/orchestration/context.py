@@ -57,6 +57,17 @@ def check_start(dag_id: str, day: datetime, settings: Settings | None = None) ->
         )
 
 
+def refuse_before_start(dag_id: str, day: datetime, settings: Settings | None = None) -> None:
+    """:func:`check_start` in Airflow's terms: a run before the start date fails at once, without retries
+    (a retry would meet the same date)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        check_start(dag_id, day, settings)
+    except WindowBeforeStart as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
 @contextmanager
 def bad_input_fails_at_once(what: str) -> Iterator[None]:
     """Bad input stays bad on a retry: a ``ValueError`` fails the task at once, without retries, with
@@ -88,3 +99,16 @@ def airflow_aws_options(conn_id: str) -> dict[str, Any] | None:
     if endpoint:
         options["client_kwargs"] = {"endpoint_url": endpoint}
     return options
+
+
+@contextmanager
+def fails_at_once(what: str, *errors: type[Exception]) -> Iterator[None]:
+    """``errors`` raised inside describe a state a retry would meet again (a failed check, a missing
+    server, bad input): each fails the task at once, without retries, with ``what`` and the reason in
+    the message. Other errors (an unreachable server) keep Airflow's retries."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        yield
+    except errors as exc:
+        raise AirflowFailException(f"{what}: {exc}") from exc

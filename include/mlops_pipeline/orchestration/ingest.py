@@ -1,50 +1,92 @@
-"""The thin layer between Airflow tasks and the library: settings, lake, and Airflow's exceptions.
+"""The adapter of ``mlops_ingest``: one function per task, context values in, XCom-able dicts out.
 
-DAG files import this module at parse time, so it imports nothing heavy at module level.
+* :func:`extract`  the window's batch from the source into ``raw/ds=...``
+  (:func:`mlops_pipeline.ingest.extract`); the run's first task, so it refuses a window before the
+  configured start date;
+* :func:`validate` the expectation suite, then ``validated/`` or ``quarantine/``
+  (:func:`mlops_pipeline.ingest.validate`).
+
+Bad input fails at once, without retries: a window before the start date, a missing source file, a
+scenario the source cannot play, a batch that fails its checks (quarantined first). A lake that
+cannot be written raises as it is, so Airflow's retries apply.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from mlops_pipeline.orchestration.context import bad_input_fails_at_once, refuse_before_start, window_of
+
 log = logging.getLogger(__name__)
 
-
-def _window(start: datetime, end: datetime):
-    from mlops_pipeline.ingest import Window
-
-    return Window(start, end)
+DAG_ID = "mlops_ingest"
+SCHEDULED_SCENARIO = "schedule"  # the scenario Param's default: follow the dataset's own schedule
+SCENARIOS = [SCHEDULED_SCENARIO, "normal", "covariate_drift", "concept_drift", "bad_batch"]
 
 
-def ingest_extract(start: datetime, end: datetime, *, scenario: str | None, dag_run_id: str | None) -> dict[str, Any]:
-    from mlops_pipeline.config import get_settings
-    from mlops_pipeline.datasets import load_dataset_spec
-    from mlops_pipeline.ingest import extract
-    from mlops_pipeline.storage import open_lake
-
-    settings = get_settings()
-    spec = load_dataset_spec(settings.dataset)
-    lake = open_lake(settings)
-    window = _window(start, end)
-    manifest = extract(lake, spec, window, settings, scenario=scenario, dag_run_id=dag_run_id)
-    log.info("raw ds=%s: %s file(s) from %s -> %s", window.ds, len(manifest["files"]), manifest["source"], lake.partition_uri("raw", window.ds))
-    return {"ds": window.ds, "uri": lake.partition_uri("raw", window.ds), "files": [f["sha256"] for f in manifest["files"]]}
+def scenario_of(params: Mapping[str, Any] | None) -> str | None:
+    """The scenario forced for this run by the ``scenario`` Param, or None to follow the schedule."""
+    scenario = (params or {}).get("scenario") or SCHEDULED_SCENARIO
+    return None if scenario == SCHEDULED_SCENARIO else str(scenario)
 
 
-def ingest_validate(start: datetime, end: datetime, *, dag_run_id: str | None) -> dict[str, Any]:
+def extract(
+    data_interval_start: datetime, data_interval_end: datetime, *, params: Mapping[str, Any] | None, run_id: str | None
+) -> dict[str, Any]:
+    """Copy the window's batch from the configured source into ``raw/ds=...`` with its manifest."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from mlops_pipeline.config import get_settings
     from mlops_pipeline.datasets import load_dataset_spec
-    from mlops_pipeline.ingest import BatchRejected, validate
+    from mlops_pipeline.ingest import SourceMissing
+    from mlops_pipeline.ingest import extract as extract_window
+    from mlops_pipeline.storage import open_lake
+
+    settings = get_settings()
+    refuse_before_start(DAG_ID, data_interval_start, settings)
+    window = window_of(data_interval_start, data_interval_end)
+    spec = load_dataset_spec(settings.dataset)
+    lake = open_lake(settings)
+    with bad_input_fails_at_once(f"{DAG_ID} cannot extract ds={window.ds}"):
+        try:
+            manifest = extract_window(lake, spec, window, settings, scenario=scenario_of(params), dag_run_id=run_id)
+        except SourceMissing as exc:
+            # A day without a source file is a gap in the data, not a hiccup: name the file now.
+            raise AirflowFailException(f"{DAG_ID} ds={window.ds}: {exc}") from exc
+    uri = lake.partition_uri("raw", window.ds)
+    log.info("raw ds=%s: %d file(s) from %s -> %s", window.ds, len(manifest["files"]), manifest["source"], uri)
+    return {
+        "ds": window.ds,
+        "uri": uri,
+        "files": [entry["sha256"] for entry in manifest["files"]],
+        "source": manifest["source"],
+    }
+
+
+def validate(data_interval_start: datetime, data_interval_end: datetime, *, run_id: str | None) -> dict[str, Any]:
+    """Run the expectation suite on the raw batch; publish it to ``validated/`` or quarantine it and fail
+    naming every failed check. Returns the validated partition (``ds``, ``rows``, ``uri``, ``data_docs``)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from mlops_pipeline.config import get_settings
+    from mlops_pipeline.datasets import load_dataset_spec
+    from mlops_pipeline.ingest import BatchRejected
+    from mlops_pipeline.ingest import validate as validate_window
     from mlops_pipeline.storage import open_lake
 
     settings = get_settings()
     spec = load_dataset_spec(settings.dataset)
     try:
-        return validate(open_lake(settings), spec, _window(start, end), dag_run_id=dag_run_id)
+        result = validate_window(open_lake(settings), spec, window_of(data_interval_start, data_interval_end), dag_run_id=run_id)
     except BatchRejected as exc:
         # Bad data stays bad on a retry: fail now, without retries, with the reasons in the message.
         raise AirflowFailException(str(exc)) from exc
+    return {key: value for key, value in result.items() if key != "manifest"}
+
+
+def asset_extra(validated: Mapping[str, Any]) -> dict[str, Any]:
+    """What the ``mlops_validated`` asset event carries: the partition that became valid."""
+    return {key: validated[key] for key in ("ds", "rows", "uri")}

@@ -9,7 +9,10 @@
 Credentials live in the connections, never here. A channel that fails is logged and the others
 still run: an alert never fails the task that raised it. :class:`MonitorNotifier` is the Airflow
 notifier: a callback (``on_failure_callback=MonitorNotifier()``), or called with a task's context
-and a ready message. Imports only ``airflow.sdk`` at module level, so DAG files may use it.
+and a ready message; :func:`notify` sends a ready :class:`~mlops_pipeline.monitoring.alerting.Alert`
+from inside a task. A task that fails on purpose after alerting raises :class:`AlertedFailure`, so
+the failure callback does not send the same incident twice. Imports only ``airflow.sdk`` at module
+level, so DAG files may use it.
 """
 
 from __future__ import annotations
@@ -21,12 +24,38 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseNotifier
+from airflow.sdk.exceptions import AirflowFailException
 
 if TYPE_CHECKING:
     from mlops_pipeline.config import MonitorSettings
     from mlops_pipeline.monitoring.alerting import Alert
 
 log = logging.getLogger("mlops_pipeline.monitoring.alerts")
+
+
+class AlertedFailure(AirflowFailException):
+    """Fails the task without retries after its alert was sent (with the details only the task knows):
+    :class:`MonitorNotifier` as the failure callback does not send a second one."""
+
+    alert_sent = True
+
+
+def task_details(ti: Any) -> dict[str, Any]:
+    """Where an alert comes from: the task instance's DAG, task, run and try."""
+    return {
+        "dag_id": getattr(ti, "dag_id", None),
+        "task_id": getattr(ti, "task_id", None),
+        "run_id": getattr(ti, "run_id", None),
+        "try_number": getattr(ti, "try_number", None),
+    }
+
+
+def notify(alert: Alert, ti: Any = None, settings: MonitorSettings | None = None) -> list[str]:
+    """Deliver ``alert`` from inside a task, with where it comes from added to its details."""
+    from mlops_pipeline.monitoring.alerting import Alert
+
+    details = {**task_details(ti), **alert.details} if ti is not None else dict(alert.details)
+    return send_alert(Alert(title=alert.title, message=alert.message, severity=alert.severity, details=details), settings)
 
 
 class MonitorNotifier(BaseNotifier):
@@ -55,13 +84,11 @@ class MonitorNotifier(BaseNotifier):
         from mlops_pipeline.monitoring.alerting import Alert
 
         ti = context.get("ti")
-        where = {
-            "dag_id": getattr(ti, "dag_id", None),
-            "task_id": getattr(ti, "task_id", None),
-            "run_id": getattr(ti, "run_id", None),
-            "try_number": getattr(ti, "try_number", None),
-        }
+        where = task_details(ti)
         exception = context.get("exception")
+        if getattr(exception, "alert_sent", False):
+            log.info("%s.%s failed after sending its own alert: %s", where["dag_id"], where["task_id"], exception)
+            return
         title = self.title or f"{where['dag_id']}.{where['task_id']} failed ({where['run_id']})"
         if self.message:
             message = self.message

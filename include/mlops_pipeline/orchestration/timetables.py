@@ -7,6 +7,11 @@ would process 2026-01-04. :class:`DailyWindowTimetable` keeps everything else an
 a manual run whose logical date sits exactly on a period boundary processes the period that
 *starts* there (the day you named); a manual run at any other moment ("trigger now" in the UI)
 still gets the last complete period.
+
+The DAGs that use it carry no Airflow ``start_date`` (with ``catchup=False`` their first scheduled run
+is the last complete period), so a backfill or a manual run may name any date, however old; the
+configured start date is enforced by each run's first task
+(:func:`mlops_pipeline.orchestration.context.check_start`).
 """
 
 from __future__ import annotations

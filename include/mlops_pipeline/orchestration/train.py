@@ -1,9 +1,15 @@
-"""Airflow glue for ``mlops_train``: task context -> :class:`TrainRequest`, errors -> Airflow's terms.
+"""The adapter of ``mlops_train``: one function per task, context values in, XCom-able dicts out.
 
-Bad input (an empty or one-class window, a missing column, unknown hyperparameters: every
-``ValueError``) fails the task at once with :class:`AirflowFailException`, because a retry would
-meet the same data. Infrastructure errors (MLflow unreachable, a lake read failing) are raised as
-they are, so Airflow's retries apply.
+* :func:`train` the run's context -> :class:`~mlops_pipeline.training.pipeline.TrainRequest` ->
+  :func:`~mlops_pipeline.training.pipeline.train_and_register`; the run's first task, so it refuses a
+  date before the configured start date;
+* :func:`gate` the candidate vs ``@champion`` (:func:`~mlops_pipeline.training.pipeline.gate_candidate`);
+* :func:`announce_challenger` what the ``mlops_challenger`` asset event carries.
+
+Bad input (a date before the start, an empty or one-class window, a missing column, unknown
+hyperparameters: every ``ValueError``) fails the task at once, because a retry would meet the same
+data. Infrastructure errors (MLflow unreachable, a lake read failing) are raised as they are, so
+Airflow's retries apply.
 """
 
 from __future__ import annotations
@@ -14,11 +20,19 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from mlops_pipeline.orchestration.context import bad_input_fails_at_once, refuse_before_start, run_type_of
+from mlops_pipeline.registry.aliases import CHALLENGER_ASSET_NAME
+
 log = logging.getLogger(__name__)
 
+__all__ = ["CANDIDATES", "CHALLENGER_ASSET_NAME", "announce_challenger", "gate", "train", "trigger_reason"]
+
+DAG_ID = "mlops_train"
+CANDIDATES = ["baseline", "xgboost"]  # the candidates Param's choices (config.CandidateName, without importing config)
 PARAM_NAMES = ("reason", "days", "candidates", "hyperparameters", "seed")
 DEFAULT_REASON = "manual"
 RUN_TYPE_REASONS = {"scheduled": "schedule", "backfill": "backfill", "asset_triggered": "asset"}
+CHALLENGER_KEYS = ("model_name", "version", "run_id", "model_uri", "candidate_score", "metric")
 
 
 def trigger_reason(params: Mapping[str, Any], run_type: str | None) -> str:
@@ -31,8 +45,9 @@ def trigger_reason(params: Mapping[str, Any], run_type: str | None) -> str:
     return reason or DEFAULT_REASON
 
 
-def _extra_tags(conf: Mapping[str, Any] | None) -> dict[str, str]:
-    """Conf keys beyond the Params (e.g. the monitor's ``report``) become ``trigger_<key>`` run tags."""
+def extra_tags(conf: Mapping[str, Any] | None) -> dict[str, str]:
+    """Conf keys beyond the Params (the monitor's ``report``, ``window``, ``change_start``) become
+    ``trigger_<key>`` run tags."""
     tags = {}
     for key, value in (conf or {}).items():
         if key in PARAM_NAMES:
@@ -42,41 +57,51 @@ def _extra_tags(conf: Mapping[str, Any] | None) -> dict[str, str]:
     return tags
 
 
-def train_task(
-    params: Mapping[str, Any],
-    *,
-    as_of: datetime,
-    dag_run_id: str | None,
-    run_type: str | None,
-    conf: Mapping[str, Any] | None,
-) -> dict[str, Any]:
-    from airflow.sdk.exceptions import AirflowFailException
+def as_of_of(data_interval_end: datetime | None, logical_date: datetime | None, run_after: datetime | None) -> datetime:
+    """The moment a run trains as of: its data interval's end, else its logical date, else when it ran
+    (a run without a logical date)."""
+    moment = data_interval_end or logical_date or run_after
+    if moment is None:
+        raise ValueError("the run has no data interval, logical date or run_after to train as of")
+    return moment
 
+
+def train(
+    params: Mapping[str, Any] | None,
+    *,
+    dag_run: Any,
+    data_interval_end: datetime | None,
+    logical_date: datetime | None,
+) -> dict[str, Any]:
+    """Assemble the window, fit and evaluate the candidates, log to MLflow, register the best."""
     from mlops_pipeline.training.pipeline import TrainRequest, train_and_register
 
+    params = params or {}
+    as_of = as_of_of(data_interval_end, logical_date, getattr(dag_run, "run_after", None))
+    refuse_before_start(DAG_ID, as_of)
     request = TrainRequest(
         as_of=as_of,
-        reason=trigger_reason(params, run_type),
-        dag_run_id=dag_run_id,
+        reason=trigger_reason(params, run_type_of(dag_run)),
+        dag_run_id=getattr(dag_run, "run_id", None),
         days=params.get("days"),
         seed=params.get("seed"),
         candidates=list(params.get("candidates") or []) or None,
         hyperparameters=dict(params.get("hyperparameters") or {}) or None,
-        extra_tags=_extra_tags(conf),
+        extra_tags=extra_tags(getattr(dag_run, "conf", None)),
     )
-    log.info("training as of %s (reason %s, run %s)", as_of.isoformat(), request.reason, dag_run_id)
-    try:
+    log.info("training as of %s (reason %s, run %s)", as_of.isoformat(), request.reason, request.dag_run_id)
+    with bad_input_fails_at_once(f"{DAG_ID} cannot train as of {as_of.date()}"):
         return train_and_register(request)
-    except ValueError as exc:
-        raise AirflowFailException(f"mlops_train cannot train as of {as_of.date()}: {exc}") from exc
 
 
-def gate_task(result: Mapping[str, Any]) -> dict[str, Any]:
-    from airflow.sdk.exceptions import AirflowFailException
-
+def gate(candidate: Mapping[str, Any]) -> dict[str, Any]:
+    """Candidate vs ``@champion`` on the same holdout; the recorded decision (``passed`` says which way)."""
     from mlops_pipeline.training.pipeline import gate_candidate
 
-    try:
-        return gate_candidate(dict(result))
-    except ValueError as exc:
-        raise AirflowFailException(f"gate for {result.get('model_name')} v{result.get('version')}: {exc}") from exc
+    with bad_input_fails_at_once(f"gate for {candidate.get('model_name')} v{candidate.get('version')}"):
+        return gate_candidate(dict(candidate))
+
+
+def announce_challenger(decision: Mapping[str, Any]) -> dict[str, Any]:
+    """What the ``mlops_challenger`` asset event carries: the version that became ``@challenger``."""
+    return {key: decision[key] for key in CHALLENGER_KEYS}

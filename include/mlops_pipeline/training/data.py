@@ -131,7 +131,7 @@ def select_window(lake: Lake, as_of: datetime | date, days: int) -> TrainingWind
     chosen = eligible[-days:]
     if not chosen:
         raise TrainingDataError(
-            f"empty training window: no validated partitions before ds={cutoff} in {lake.uri}/{ZONE} "
+            f"empty training window: no validated partition before ds={cutoff} in {lake.uri}/{ZONE} "
             f"(asked for the last {days} day(s)); run mlops_ingest for earlier days first"
         )
     if len(chosen) < days:
