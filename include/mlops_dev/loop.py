@@ -1,488 +1,469 @@
-"""The closed loop, step by step: ingest -> train -> deploy -> serve -> monitor -> retrain -> canary -> promote.
+"""The closed loop on the scheduler: start it, then watch it through Airflow's REST API.
 
-Plain functions shared by ``make demo`` and the end-to-end test (``tests/e2e/test_closed_loop.py``).
-Each drives the real pieces and returns a dict of what happened, so the demo can print it and the
-test can assert it:
+What ``make demo`` and ``tests/e2e/test_scheduler_loop.py`` share. Nothing here runs a step of the
+loop: the scheduler does, started by a backfill, the one first trigger of ``mlops_train``, asset
+events and the monitor's ``TriggerDagRunOperator``. This module creates the backfills and the first
+trigger, starts a client process standing in for the model's users, and then only observes:
 
-* :class:`AirflowRunner` runs the project's DAGs: ``airflow dags test <dag> <date> [--conf]`` (every
-  task of one run, in one process, recorded in Airflow's metadata DB) or, for ingest when an
-  :class:`~mlops_dev.airflow_api.AirflowAPI` is given, a backfill on the running scheduler.
-* :func:`train` runs ``mlops_train`` for a date and finds the version it registered (and whether
-  the gate made it ``@challenger``).
-* :func:`deploy` runs the deployment (:func:`~mlops_pipeline.deploy.rollout.run_deployment`): the
-  first version straight to stable, a challenger through the canary steps while demo traffic of
-  the given days flows through the router.
-* :func:`serve_days` sends the validated rows of some days through the router, with their own
-  event times, so the monitor's window for those days sees them (the prediction log is judged by
-  event time).
-* :func:`monitor` runs ``mlops_monitor`` for a day and reads back its ``decision.json``.
-* :func:`retrain_from_decision` runs the ``mlops_train`` run the monitor asked for, with the
-  monitor's own conf (``reason``, ``report``, ``window``) and logical date.
+1. unpause ``mlops_ingest``, ``mlops_train`` and ``mlops_deploy``; backfill ``mlops_ingest`` over the
+   history and the days since the change (one of the history days is a bad batch: a quarantine);
+2. trigger ``mlops_train`` as of the change day (it trains on the days before it) -> the gate ->
+   ``@challenger`` -> the ``mlops_challenger`` asset event -> ``mlops_deploy`` (first deployment);
+3. the client sends each row of the post-change days once (their own event times), then steady
+   traffic stamped "now";
+4. unpause ``mlops_monitor`` and backfill its windows over the post-change days, with
+   ``retrain_on_backfill`` so the replayed history may trigger: drift, then a retrain that waits
+   until ``min_post_change_days`` of post-change data exist, then the monitor's trigger of
+   ``mlops_train`` -> gate -> ``@challenger`` -> asset event -> ``mlops_deploy`` through every canary
+   step under the client's traffic -> promoted.
 
-Every step is idempotent: ingest replaces a window, training reuses nothing but registers a new
-version, a deployment reconciles first, the monitor rewrites its window's report.
+Every wait names the DAG run and the task running now in its progress line. :class:`Observer` is
+the REST side; :func:`run_loop` the scenario; :class:`Timeline` its dates.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
+import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import pandas as pd
     from mlops_dev.airflow_api import AirflowAPI
 
-log = logging.getLogger(__name__)
-
 Progress = Callable[[str], None]
-TRAFFIC_ROWS_PER_REQUEST = 50
+FINISHED = frozenset({"success", "failed"})
+DAGS = ("mlops_ingest", "mlops_train", "mlops_deploy", "mlops_monitor")
 
 
 class LoopError(RuntimeError):
-    """A step of the loop did not do what it must (the message says which step and why)."""
+    """A step of the loop did not do what it must (the message says which run and why)."""
 
 
-def _iso(day: date | str) -> str:
-    return day if isinstance(day, str) else day.isoformat()
+# --- the scenario's dates --------------------------------------------------------------------------
 
 
-def days_between(first: date, last: date) -> list[date]:
-    return [first + timedelta(days=offset) for offset in range((last - first).days + 1)]
+@dataclass(frozen=True)
+class Timeline:
+    """History before the change day, then the post-change days up to yesterday (complete days)."""
+
+    today: date
+    change_day: date
+    history: tuple[date, ...]
+    post_change: tuple[date, ...]
+    bad_batch_day: date | None
+
+    @classmethod
+    def ending(cls, today: date, *, history_days: int = 7, post_change_days: int = 3, bad_batch: bool = True) -> Timeline:
+        change_day = today - timedelta(days=post_change_days)
+        history = tuple(change_day - timedelta(days=offset) for offset in range(history_days, 0, -1))
+        post = tuple(change_day + timedelta(days=offset) for offset in range(post_change_days))
+        return cls(today, change_day, history, post, history[2] if bad_batch and len(history) > 3 else None)
+
+    @property
+    def days(self) -> tuple[date, ...]:
+        return self.history + self.post_change
+
+    def environment(self) -> dict[str, str]:
+        """The synthetic source's schedule for these dates (covariate drift from the change day)."""
+        env = {"MLOPS_COVARIATE_DRIFT_FROM": self.change_day.isoformat()}
+        if self.bad_batch_day is not None:
+            env["MLOPS_BAD_BATCH_DAYS"] = self.bad_batch_day.isoformat()
+        return env
 
 
-# --- running DAGs ---------------------------------------------------------------------------------
+def midnight(day: date) -> str:
+    return f"{day.isoformat()}T00:00:00Z"
+
+
+# --- watching Airflow ------------------------------------------------------------------------------
 
 
 @dataclass
-class AirflowRunner:
-    """Runs the project's DAGs with ``env`` on top of this process's environment.
+class Observer:
+    """Run states, task states and XComs through the REST API; progress lines while waiting."""
 
-    ``api``: a running scheduler's REST API; ingest then goes through a backfill (the way a person
-    would backfill), everything else through ``airflow dags test``.
-    """
-
-    env: Mapping[str, str] = field(default_factory=dict)
-    api: AirflowAPI | None = None
-    timeout: float = 1200.0
+    api: AirflowAPI
     progress: Progress | None = None
+    ui_base: str = ""
+    poll_seconds: float = 2.0
+    on_poll: Callable[[str, dict[str, Any], list[dict[str, Any]]], None] | None = None  # (dag_id, run, tasks)
 
-    def environment(self) -> dict[str, str]:
-        return {**os.environ, **self.env}
+    def get(self, path: str) -> Any:
+        return self.api._request("GET", path)
 
-    def airflow(self, *argv: str, label: str | None = None, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
-        """``airflow <argv>`` in the project's environment; output captured, progress shown while it runs."""
-        command = [sys.executable, "-m", "mlops_dev.services", "exec", "--", "airflow", *argv]
-        started = time.monotonic()
-        process = subprocess.Popen(
-            command, env=self.environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL
-        )
-        lines: list[str] = []
+    def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{_quote(run_id)}")
 
-        def read() -> None:
-            assert process.stdout is not None
-            for line in process.stdout:
-                lines.append(line)
+    def runs(self, dag_id: str, **filters: Any) -> list[dict[str, Any]]:
+        return self.api.dag_runs(dag_id, **filters)
 
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        deadline = started + (timeout or self.timeout)
-        while process.poll() is None:
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{_quote(run_id)}/taskInstances?limit=1000")["task_instances"]
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        from mlops_dev.airflow_api import AirflowAPIError
+
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{_quote(run_id)}/taskInstances/{task_id}/xcomEntries/{key}?deserialize=true"
+        try:
+            value = self.get(path)["value"]
+        except AirflowAPIError as exc:
+            if "404" in str(exc):
+                return None
+            raise
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                return value
+        return value
+
+    def link(self, dag_id: str, run_id: str) -> str:
+        return f"{self.ui_base}/dags/{dag_id}/runs/{_quote(run_id)}"
+
+    def now_running(self, dag_id: str, run: Mapping[str, Any], tasks: Sequence[Mapping[str, Any]]) -> str:
+        """``<dag> <run>: <task> (<state>)`` for the task(s) in flight."""
+        active = [t for t in tasks if t.get("state") in ("running", "queued", "scheduled", "up_for_reschedule", "up_for_retry", "deferred")]
+        done = sum(1 for t in tasks if t.get("state") in ("success", "skipped", "failed", "upstream_failed"))
+        what = ", ".join(f"{t['task_id']} ({t['state']})" for t in active[:3]) or run.get("state", "?")
+        return f"{dag_id} {run['dag_run_id']}: {what}; {done}/{len(tasks)} tasks done"
+
+    def wait_run(self, dag_id: str, run_id: str, *, timeout: float, started: float | None = None) -> dict[str, Any]:
+        """Wait until the run is finished; returns it with ``tasks`` (its task instances)."""
+        started = started or time.monotonic()
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.run(dag_id, run_id)
+            tasks = self.task_instances(dag_id, run_id)
+            if self.on_poll is not None:
+                self.on_poll(dag_id, run, tasks)
+            if run["state"] in FINISHED:
+                return {**run, "tasks": tasks}
+            self._say(f"{self.now_running(dag_id, run, tasks)} ({time.monotonic() - started:.0f}s)")
             if time.monotonic() > deadline:
-                process.kill()
-                process.wait()
-                raise LoopError(f"`airflow {' '.join(argv)}` did not finish in {timeout or self.timeout:.0f}s")
-            if self.progress and label:
-                self.progress(f"{label}: {time.monotonic() - started:4.0f}s {_last_task_line(lines)}")
-            time.sleep(1.0)
-        reader.join(timeout=10)
-        return subprocess.CompletedProcess(command, process.returncode, "".join(lines), "")
+                raise LoopError(f"{dag_id} run {run_id} not finished after {timeout:.0f}s: {self.now_running(dag_id, run, tasks)}")
+            time.sleep(self.poll_seconds)
 
-    def dags_test(self, dag_id: str, logical_date: date | str, conf: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """One run of ``dag_id`` for ``logical_date`` with every task; raises with the log tail if it fails."""
-        argv = ["dags", "test", dag_id, _iso(logical_date)]
-        if conf:
-            argv += ["--conf", json.dumps(dict(conf), default=str)]
-        started = time.monotonic()
-        done = self.airflow(*argv, label=f"{dag_id} {_iso(logical_date)}")
-        seconds = round(time.monotonic() - started, 1)
-        tasks = _tasks_run(done.stdout)
-        if done.returncode != 0:  # `dags test` exits non-zero when the run failed
-            raise LoopError(f"{dag_id} for {_iso(logical_date)} failed (tasks run: {tasks}):\n{done.stdout[-5000:]}")
-        return {"dag_id": dag_id, "logical_date": _iso(logical_date), "seconds": seconds, "tasks": tasks, "log": done.stdout}
+    def wait_for_new_run(
+        self, dag_id: str, *, run_type: str, after: str, timeout: float, what: str, run_id: str | None = None
+    ) -> dict[str, Any]:
+        """The first run of ``dag_id`` of ``run_type`` queued at or after ``after`` (ISO time), once it exists."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [r for r in self.runs(dag_id, run_type=run_type) if (r.get("queued_at") or r.get("run_after") or "") >= after]
+            if run_id is not None:
+                found = [r for r in self.runs(dag_id) if r["dag_run_id"] == run_id]
+            if found:
+                return sorted(found, key=lambda r: r.get("queued_at") or "")[0]
+            self._say(f"waiting for {what}")
+            if time.monotonic() > deadline:
+                raise LoopError(f"no {run_type} run of {dag_id} ({what}) after {timeout:.0f}s")
+            time.sleep(self.poll_seconds)
 
-    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
-        """The runs of ``dag_id`` in the metadata DB (``airflow dags list-runs``)."""
-        done = self.airflow("dags", "list-runs", dag_id, "--output", "json", timeout=300)
-        if done.returncode != 0:
-            raise LoopError(f"listing the runs of {dag_id} failed:\n{done.stdout[-3000:]}")
-        tables = [line for line in done.stdout.splitlines() if line.startswith(("[{", "[]"))]
-        return json.loads(tables[-1]) if tables else []
+    def wait_backfill(self, dag_id: str, days: Sequence[date], *, timeout: float, started: float | None = None) -> list[dict[str, Any]]:
+        """Wait until the backfill's runs of ``days`` are all finished; returns them (oldest first)."""
+        started = started or time.monotonic()
+        deadline = time.monotonic() + timeout
+        first, last = midnight(min(days)), midnight(max(days))
+        while True:
+            runs = [r for r in self.runs(dag_id, logical_date_gte=first, logical_date_lte=last)]
+            wanted = {d.isoformat() for d in days}
+            runs = [r for r in runs if (r.get("logical_date") or "")[:10] in wanted]
+            finished = [r for r in runs if r["state"] in FINISHED]
+            if len(finished) >= len(days):
+                return sorted(runs, key=lambda r: r["logical_date"])
+            active = [r for r in runs if r["state"] not in FINISHED]
+            now = ""
+            if active:
+                current = sorted(active, key=lambda r: r["logical_date"])[0]
+                now = "; " + self.now_running(dag_id, current, self.task_instances(dag_id, current["dag_run_id"]))
+            self._say(f"{dag_id} backfill {min(days)}..{max(days)}: {len(finished)}/{len(days)} runs finished{now} "
+                      f"({time.monotonic() - started:.0f}s)")
+            if time.monotonic() > deadline:
+                raise LoopError(f"backfill of {dag_id} not finished after {timeout:.0f}s: "
+                                f"{ {r['dag_run_id']: r['state'] for r in runs} }")
+            time.sleep(self.poll_seconds)
 
-    def ingest(self, days: Sequence[date], *, scenario: str | None = None) -> dict[str, Any]:
-        """``mlops_ingest`` for each day: a backfill on the scheduler (with ``api``), else one
-        ``dags test`` per day. A rejected batch is reported, not raised (its run fails by design)."""
-        started = time.monotonic()
-        if self.api is not None and scenario is None:
-            return self._backfill(days, started)
-        results: dict[str, str] = {}
-        errors: dict[str, str] = {}
-        for day in days:
-            conf = {"scenario": scenario} if scenario else None
-            try:
-                self.dags_test("mlops_ingest", day, conf)
-                results[day.isoformat()] = "success"
-            except LoopError as exc:
-                results[day.isoformat()] = "failed"
-                errors[day.isoformat()] = _error_lines(str(exc))
-                log.warning("ingest of %s failed: %s", day, errors[day.isoformat()])
-        return {"days": results, "errors": errors, "seconds": round(time.monotonic() - started, 1), "via": "airflow dags test"}
-
-    def _backfill(self, days: Sequence[date], started: float) -> dict[str, Any]:
-        assert self.api is not None
-        first, last = min(days).isoformat(), max(days).isoformat()
-        self.api.wait_for_backfills_completed("mlops_ingest", timeout=600)
-        self.api.backfill("mlops_ingest", first, last, reprocess="completed")
-
-        def show(runs: list[dict]) -> None:
-            if self.progress:
-                states = [r["state"] for r in runs]
-                self.progress(
-                    f"mlops_ingest backfill {first}..{last}: {sum(s in ('success', 'failed') for s in states)}/{len(days)} "
-                    f"runs finished, {time.monotonic() - started:4.0f}s"
-                )
-
-        runs = self.api.wait_for_runs(
-            "mlops_ingest", run_type="backfill", expected=len(days), timeout=1800, progress=show,
-            logical_date_gte=f"{first}T00:00:00Z", logical_date_lte=f"{last}T00:00:00Z",
-        )
-        results = {r["logical_date"][:10]: r["state"] for r in runs if first <= r["logical_date"][:10] <= last}
-        return {"days": results, "seconds": round(time.monotonic() - started, 1), "via": "backfill on the scheduler"}
+    def _say(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress(message)
 
 
-_TASK_STARTED = "[DAG TEST] starting task_id="
+def _quote(run_id: str) -> str:
+    from urllib.parse import quote
+
+    return quote(run_id, safe="")
 
 
-def _last_task_line(lines: Sequence[str]) -> str:
-    """The task ``dags test`` runs now, for the progress line."""
-    for line in reversed(lines[-500:]):
-        if _TASK_STARTED in line:
-            return "task " + line.split(_TASK_STARTED, 1)[1].split()[0]
-    return ""
+# --- the client ------------------------------------------------------------------------------------
 
 
-def _error_lines(output: str, limit: int = 2000) -> str:
-    """What says why a run failed: its exception and error lines (the run's log is long)."""
-    wanted = [line for line in output.splitlines() if "Error" in line or "Exception" in line or "failed" in line]
-    return "\n".join(wanted)[-limit:] or output[-limit:]
+@dataclass
+class ClientProcess:
+    """``python -m mlops_dev.traffic client`` in a process of its own, and its status file."""
 
+    days: Sequence[date]
+    status_file: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    rate: float = 40.0
+    rows: int = 10
+    process: subprocess.Popen[bytes] | None = None
 
-def _tasks_run(output: str) -> list[str]:
-    """The tasks ``dags test`` ran, in order (skipped ones never start)."""
-    tasks: list[str] = []
-    for line in output.splitlines():
-        if _TASK_STARTED in line:
-            task_id = line.split(_TASK_STARTED, 1)[1].split()[0]
-            if task_id not in tasks:
-                tasks.append(task_id)
-    return tasks
-
-
-# --- ingest without Airflow (the same steps the DAG's tasks call) ------------------------------------
-
-
-def ingest_in_process(days: Iterable[date], *, scenario: str | None = None) -> dict[str, Any]:
-    """extract + validate for each day in this process (history a scenario starts from)."""
-    from mlops_pipeline.config import get_settings
-    from mlops_pipeline.datasets import load_dataset_spec
-    from mlops_pipeline.ingest import Window, extract, validate
-    from mlops_pipeline.storage import open_lake
-
-    settings = get_settings()
-    spec = load_dataset_spec(settings.dataset)
-    lake = open_lake(settings)
-    started = time.monotonic()
-    done = {}
-    for day in days:
-        start = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
-        window = Window(start, start + timedelta(days=1))
-        extract(lake, spec, window, settings, scenario=scenario, dag_run_id="loop")
-        result = validate(lake, spec, window, dag_run_id="loop", build_docs=False)
-        done[window.ds] = int(result.get("rows", 0))
-    return {"days": done, "seconds": round(time.monotonic() - started, 1), "via": "in process"}
-
-
-# --- training -------------------------------------------------------------------------------------
-
-
-def train(runner: AirflowRunner, as_of: date | str, conf: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """``mlops_train`` for ``as_of`` (trains on the validated days before it); the version it registered."""
-    from mlops_pipeline.config import get_settings
-    from mlops_pipeline.registry.aliases import CHALLENGER, version_for_alias
-    from mlops_pipeline.registry.client import mlflow_client
-
-    settings = get_settings()
-    client = mlflow_client(settings)
-    name = settings.registered_model_name
-    before = {str(v.version) for v in client.search_model_versions(f"name='{name}'")}
-    run = runner.dags_test("mlops_train", as_of, conf)
-    new = sorted((v for v in client.search_model_versions(f"name='{name}'") if str(v.version) not in before), key=lambda v: int(v.version))
-    if not new:
-        raise LoopError(f"mlops_train for {_iso(as_of)} registered no version of {name} (tasks {run['tasks']})")
-    version = new[-1]
-    mlflow_run = client.get_run(str(version.run_id))
-    challenger = version_for_alias(client, name, CHALLENGER)
-    tags = dict(version.tags or {})
-    return {
-        "model_name": name,
-        "version": str(version.version),
-        "run_id": version.run_id,
-        "model_uri": f"models:/{name}/{version.version}",
-        "trigger_reason": mlflow_run.data.tags.get("trigger_reason"),
-        "trigger_report": mlflow_run.data.tags.get("trigger_report"),
-        "window": {k.removeprefix("window."): v for k, v in mlflow_run.data.params.items() if k.startswith("window.")},
-        "holdout_roc_auc": mlflow_run.data.metrics.get("holdout_roc_auc"),
-        "gate_status": tags.get("gate_status"),
-        "rejection_reason": tags.get("rejection_reason"),
-        "challenger": challenger is not None and str(challenger.version) == str(version.version),
-        "tasks": run["tasks"],
-        "seconds": run["seconds"],
-    }
-
-
-# --- serving --------------------------------------------------------------------------------------
-
-
-def day_records(days: Iterable[date | str]) -> list[dict[str, Any]]:
-    """The validated rows of ``days`` as request records: features, id and event time, never the label."""
-    from mlops_dev.traffic import _json_value
-
-    from mlops_pipeline.config import get_settings
-    from mlops_pipeline.datasets import load_dataset_spec
-    from mlops_pipeline.storage import open_lake
-
-    settings = get_settings()
-    spec = load_dataset_spec(settings.dataset)
-    lake = open_lake(settings)
-    columns = [*spec.feature_columns, spec.id_column, spec.time_column]
-    records: list[dict[str, Any]] = []
-    for day in days:
-        frame = lake.read_frame("validated", _iso(day))
-        for row in frame[[c for c in columns if c in frame.columns]].to_dict(orient="records"):
-            records.append({key: _json_value(value) for key, value in row.items()})
-    return records
-
-
-def router_url() -> str:
-    from mlops_dev.traffic import router_url as configured
-
-    return configured()
-
-
-def serve_days(days: Sequence[date | str], *, url: str | None = None, rows_per_request: int = TRAFFIC_ROWS_PER_REQUEST,
-               settle_seconds: float = 3.0, progress: Progress | None = None) -> dict[str, Any]:
-    """Every validated row of ``days`` through the router once (their own event times); waits for the log."""
-    import httpx
-    from mlops_dev.traffic import DEMO_SOURCE, TRAFFIC_SOURCE_HEADER
-
-    url = (url or router_url()).rstrip("/")
-    records = day_records(days)
-    started = time.monotonic()
-    stats: dict[str, Any] = {"rows": len(records), "ok_rows": 0, "failed_requests": 0, "versions": {}, "errors": []}
-    headers = {TRAFFIC_SOURCE_HEADER: DEMO_SOURCE}
-    with httpx.Client(timeout=60, headers=headers) as http:
-        for index in range(0, len(records), rows_per_request):
-            batch = records[index : index + rows_per_request]
-            try:
-                response = http.post(f"{url}/predict", json={"records": batch})
-            except httpx.HTTPError as exc:
-                stats["failed_requests"] += 1
-                stats["errors"].append(f"{type(exc).__name__}: {exc}"[:200])
-                continue
-            if response.status_code != 200:
-                stats["failed_requests"] += 1
-                stats["errors"].append(f"HTTP {response.status_code}: {response.text[:200]}")
-                continue
-            stats["ok_rows"] += len(batch)
-            version = str(response.json().get("model_version"))
-            stats["versions"][version] = stats["versions"].get(version, 0) + len(batch)
-            if progress and (index // rows_per_request) % 10 == 0:
-                progress(f"serving {', '.join(_iso(d) for d in days)}: {stats['ok_rows']}/{len(records)} rows")
-    time.sleep(settle_seconds)  # the servers flush their prediction logs every second
-    stats["errors"] = stats["errors"][:5]
-    stats["seconds"] = round(time.monotonic() - started, 1)
-    stats["days"] = [_iso(d) for d in days]
-    stats["url"] = url
-    return stats
-
-
-class BackgroundTraffic:
-    """Demo traffic of some days through the router from a thread, until stopped (for the canary's checks)."""
-
-    def __init__(self, records: Sequence[dict[str, Any]], *, url: str | None = None, rate: float = 10.0, rows: int = 20) -> None:
-        self.records, self.url, self.rate, self.rows = records, url, rate, rows
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.stats: dict[str, Any] = {}
-
-    def __enter__(self) -> BackgroundTraffic:
-        from mlops_dev.traffic import replay
-
-        url = self.url or router_url()
-
-        def run() -> None:
-            result = replay(url, self.records, rate=self.rate, seconds=3600, rows=self.rows, until=self._stop.is_set)
-            self.stats = result.to_dict()
-
-        self._thread = threading.Thread(target=run, name="loop-traffic", daemon=True)
-        self._thread.start()
+    def start(self) -> ClientProcess:
+        self.status_file.parent.mkdir(parents=True, exist_ok=True)
+        self.status_file.unlink(missing_ok=True)
+        log = open(self.status_file.with_suffix(".log"), "ab")  # noqa: SIM115 - the child keeps it
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mlops_dev.traffic", "client", "--days", ",".join(d.isoformat() for d in self.days),
+             "--status", str(self.status_file), "--rate", str(self.rate), "--rows", str(self.rows)],
+            env={**os.environ, **self.env}, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+    def status(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.status_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def wait_replayed(self, timeout: float, progress: Progress | None = None) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status()
+            if status.get("phase") in ("steady", "stopped"):
+                return status
+            if self.process is not None and self.process.poll() is not None:
+                tail = self.status_file.with_suffix(".log").read_text(errors="replace")[-3000:]
+                raise LoopError(f"the client process exited ({self.process.returncode}):\n{tail}")
+            if progress is not None:
+                replayed = status.get("replayed") or {}
+                progress(f"client: {status.get('phase', 'starting')}, {replayed.get('rows', 0)} rows served")
+            if time.monotonic() > deadline:
+                raise LoopError(f"the client did not finish sending the days' rows in {timeout:.0f}s: {status}")
+            time.sleep(1)
+
+    def stop(self) -> dict[str, Any]:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.status()
 
 
-# --- deploying ------------------------------------------------------------------------------------
+# --- the scenario ----------------------------------------------------------------------------------
 
 
-def deploy(*, traffic_days: Sequence[date | str] = (), actor: str = "loop", progress: Progress | None = None) -> dict[str, Any]:
-    """Deploy ``@challenger``: the first one straight to stable, later ones through the canary steps
-    with demo traffic of ``traffic_days`` flowing (the canary's checks need requests)."""
-    from mlops_pipeline.deploy.rollout import Deployer, run_deployment
+@dataclass
+class LoopResult:
+    timeline: Timeline
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # step -> the DAG run (with its tasks)
+    decisions: list[dict[str, Any]] = field(default_factory=list)  # the monitor's decision per window
+    ingested: dict[str, str] = field(default_factory=dict)  # ds -> run state
+    first_version: str | None = None
+    retrained_version: str | None = None
+    outcome: dict[str, Any] = field(default_factory=dict)  # what the last deployment returned
+    client: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
 
-    deployer = Deployer.open(actor)
-    steps: list[dict[str, Any]] = []
+
+def run_loop(
+    observer: Observer,
+    timeline: Timeline,
+    client: ClientProcess,
+    *,
+    say: Callable[[str], None] = print,
+    done: Callable[[], None] = lambda: None,
+    timeout: float = 1800.0,
+) -> LoopResult:
+    """The whole loop on the scheduler; see the module docstring. ``done()`` ends a progress line."""
+    api = observer.api
+    result = LoopResult(timeline)
+    for dag_id in DAGS:
+        api.wait_for_dag(dag_id, timeout=300)
+
+    # 1. history through mlops_ingest: a backfill on the scheduler
     started = time.monotonic()
+    say(f"ingest: backfill of mlops_ingest {timeline.days[0]} .. {timeline.days[-1]}"
+        + (f" (bad batch scheduled on {timeline.bad_batch_day})" if timeline.bad_batch_day else ""))
+    backfill = api.create_backfill("mlops_ingest", midnight(timeline.days[0]), midnight(timeline.days[-1]), max_active_runs=4)
+    for dag_id in ("mlops_ingest", "mlops_train", "mlops_deploy"):
+        api.set_paused(dag_id, False)
+    runs = observer.wait_backfill("mlops_ingest", timeline.days, timeout=timeout, started=started)
+    done()
+    result.ingested = {r["logical_date"][:10]: r["state"] for r in runs}
+    result.seconds["ingest"] = round(time.monotonic() - started, 1)
+    failed = sorted(day for day, state in result.ingested.items() if state != "success")
+    say(f"    backfill {backfill.get('id')}: {len(result.ingested) - len(failed)} day(s) validated, "
+        f"{len(failed)} quarantined {failed or ''} ({result.seconds['ingest']:.0f}s)")
+    missing = [d.isoformat() for d in timeline.post_change if result.ingested.get(d.isoformat()) != "success"]
+    if missing:
+        raise LoopError(f"post-change days {missing} were not validated: {result.ingested}")
 
-    def on_step(name: str, info: dict[str, Any]) -> None:
-        entry = {"step": name, "at": round(time.monotonic() - started, 1)}
-        if name == "shifted":
-            entry["percent"] = info.get("percent")
-        if name == "analysed":
-            entry.update(percent=info.get("percent"), passed=info.get("passed"))
-        steps.append(entry)
-        if progress:
-            detail = f" {entry.get('percent')}%" if entry.get("percent") is not None else ""
-            progress(f"deploy: {name}{detail} ({entry['at']:.0f}s)")
+    # 2. the first trigger: mlops_train as of the change day -> gate -> @challenger -> asset -> deploy
+    started = time.monotonic()
+    first = trigger_training(observer, timeline.change_day)
+    say(f"train: mlops_train {first['dag_run_id']} (first trigger), on the validated days before {timeline.change_day}")
+    train_run = observer.wait_run("mlops_train", first["dag_run_id"], timeout=timeout)
+    done()
+    result.runs["first_train"] = train_run
+    result.first_version = _trained_version(observer, train_run)
+    say(f"    {describe_training(observer, train_run)} ({time.monotonic() - started:.0f}s)")
+    deploy_run = _deploy_after(observer, train_run, "the first deployment", timeout)
+    result.runs["first_deploy"] = deploy_run
+    result.seconds["first_train_and_deploy"] = round(time.monotonic() - started, 1)
+    outcome = _deploy_outcome(observer, deploy_run)
+    say(f"    mlops_deploy {deploy_run['dag_run_id']} ({deploy_run['run_type']}): {outcome.get('outcome')} "
+        f"v{outcome.get('version')} ({time.monotonic() - started:.0f}s)")
 
-    records = day_records(traffic_days) if traffic_days else []
-    if records and deployer.backend.router() is not None and deployer.champion() is not None:
-        with BackgroundTraffic(records) as traffic:
-            result = run_deployment("deploy", deployer=deployer, on_step=on_step)
-        traffic_stats = traffic.stats
+    # 3. the model's users: each post-change row once, then steady traffic
+    started = time.monotonic()
+    say(f"serve: a client sends every row of {', '.join(d.isoformat() for d in timeline.post_change)} through the router, "
+        "then steady traffic")
+    client.start()
+    status = client.wait_replayed(timeout=600, progress=observer.progress)
+    done()
+    time.sleep(3)  # the servers flush their prediction logs every second
+    replayed = status.get("replayed") or {}
+    say(f"    {replayed.get('rows', 0)} rows served, {replayed.get('failed', 0)} failed requests, "
+        f"versions {replayed.get('versions')} ({time.monotonic() - started:.0f}s)")
+    if replayed.get("failed"):
+        raise LoopError(f"the client's requests failed: {replayed}")
+
+    # 4. the monitor's windows since the change, replayed as a backfill that may trigger a retrain
+    started = time.monotonic()
+    windows = list(timeline.post_change)
+    say(f"monitor: backfill of mlops_monitor {windows[0]} .. {windows[-1]} (retrain_on_backfill)")
+    monitor_after = _now_iso()
+    api.create_backfill("mlops_monitor", midnight(windows[0]), midnight(windows[-1]), max_active_runs=1,
+                        reprocess="completed", conf={"retrain_on_backfill": True})
+    api.set_paused("mlops_monitor", False)
+    monitor_runs = observer.wait_backfill("mlops_monitor", windows, timeout=timeout, started=started)
+    done()
+    for run in monitor_runs:
+        decision = observer.xcom("mlops_monitor", run["dag_run_id"], "decide", "decision") or {}
+        result.decisions.append({**decision, "dag_run_id": run["dag_run_id"], "state": run["state"]})
+        say(f"    {run['logical_date'][:10]}: {decision.get('summary', run['state'])}")
+    result.runs["monitor"] = monitor_runs[-1]
+    result.seconds["monitor"] = round(time.monotonic() - started, 1)
+    triggering = [d for d in result.decisions if d.get("trigger")]
+    if not triggering:
+        raise LoopError("no monitor window triggered a retrain: " + "; ".join(str(d.get("summary")) for d in result.decisions))
+
+    # 5. the retrain the monitor triggered -> gate -> @challenger -> asset -> canary -> promote
+    started = time.monotonic()
+    ds = (triggering[-1].get("window") or {}).get("ds")
+    retrain = observer.wait_for_new_run("mlops_train", run_type="manual", after=monitor_after, timeout=600,
+                                        what="the mlops_train run the monitor triggered", run_id=f"mlops_monitor__{ds}")
+    say(f"retrain: mlops_train {retrain['dag_run_id']} (triggered_by {retrain.get('triggered_by')}, "
+        f"conf {json.dumps(retrain.get('conf') or {}, default=str)[:160]})")
+    retrain_run = observer.wait_run("mlops_train", retrain["dag_run_id"], timeout=timeout)
+    done()
+    result.runs["retrain"] = retrain_run
+    result.retrained_version = _trained_version(observer, retrain_run)
+    say(f"    {describe_training(observer, retrain_run)} ({time.monotonic() - started:.0f}s)")
+    if retrain_run["state"] != "success" or not _passed_gate(retrain_run):
+        raise LoopError(f"the retrain {retrain_run['dag_run_id']} did not produce a challenger: {describe_training(observer, retrain_run)}")
+    canary = _deploy_after(observer, retrain_run, "the canary of the retrained version", timeout)
+    done()
+    result.runs["canary"] = canary
+    result.outcome = _deploy_outcome(observer, canary)
+    result.seconds["retrain_and_canary"] = round(time.monotonic() - started, 1)
+    steps = [t["task_id"].split(".")[0] for t in canary["tasks"] if t["task_id"].endswith(".analyse") and t["state"] == "success"]
+    say(f"    mlops_deploy {canary['dag_run_id']} ({canary['run_type']}): {', '.join(steps) or 'no step'} passed -> "
+        f"{result.outcome.get('outcome')} v{result.outcome.get('version')}")
+    result.client = client.stop()
+    return result
+
+
+def trigger_training(observer: Observer, as_of: date) -> dict[str, Any]:
+    """The one first trigger: ``mlops_train`` with logical date ``as_of`` (it trains on the days before).
+    A demo run again on the same day takes the next free minute of that day as its logical date."""
+    taken = {r.get("logical_date") for r in observer.runs("mlops_train", logical_date_gte=midnight(as_of),
+                                                          logical_date_lte=f"{as_of.isoformat()}T23:59:59Z")}
+    moment = datetime(as_of.year, as_of.month, as_of.day, tzinfo=UTC)
+    while any(t and t.startswith(moment.strftime("%Y-%m-%dT%H:%M:%S")) for t in taken):
+        moment += timedelta(minutes=1)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    return observer.api._request("POST", "/api/v2/dags/mlops_train/dagRuns", {
+        "dag_run_id": f"first_training__{as_of.isoformat()}__{stamp}",
+        "logical_date": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "conf": {"reason": "initial"},
+    })  # fmt: skip
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _trained_version(observer: Observer, run: Mapping[str, Any]) -> str | None:
+    trained = observer.xcom("mlops_train", run["dag_run_id"], "train") or {}
+    version = trained.get("version") if isinstance(trained, dict) else None
+    return None if version is None else str(version)
+
+
+def _passed_gate(run: Mapping[str, Any]) -> bool:
+    states = {t["task_id"]: t["state"] for t in run.get("tasks", [])}
+    return states.get("announce_challenger") == "success"
+
+
+def describe_training(observer: Observer, run: Mapping[str, Any]) -> str:
+    trained = observer.xcom("mlops_train", run["dag_run_id"], "train") or {}
+    gate = observer.xcom("mlops_train", run["dag_run_id"], "gate") or {}
+    if not isinstance(trained, dict):
+        return f"run {run['state']}"
+    metric = holdout_score(trained)
+    first_ds, last_ds = trained_days(trained)
+    text = f"v{trained.get('version')} trained on {first_ds} .. {last_ds}"
+    if metric is not None:
+        text += f", holdout ROC AUC {metric:.4f}"
+    if _passed_gate(run):
+        text += ", gate passed -> @challenger"
+    elif isinstance(gate, dict) and gate.get("reason"):
+        text += f", gate: {gate.get('reason')}"
     else:
-        result = run_deployment("deploy", deployer=deployer, on_step=on_step)
-        traffic_stats = {}
-    endpoint = deployer.backend.router()
-    return {
-        "outcome": result["outcome"],
-        "version": result.get("version"),
-        "previous": result.get("previous"),
-        "reason": result.get("reason"),
-        "mode": (result.get("plan") or {}).get("mode"),
-        "deployment_id": (result.get("plan") or {}).get("deployment_id"),
-        "champion": deployer.champion(),
-        "backend": deployer.backend.kind,
-        "router_url": endpoint.url if endpoint else None,
-        "steps": steps,
-        "traffic": traffic_stats,
-        "seconds": round(time.monotonic() - started, 1),
-    }
+        text += f" (run {run['state']})"
+    return text
 
 
-# --- monitoring -----------------------------------------------------------------------------------
+def trained_days(trained: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """The first and last day (ds) of the partitions the train task trained on."""
+    partitions = (trained.get("window") or {}).get("partitions") or []
+    return (partitions[0]["ds"], partitions[-1]["ds"]) if partitions else (None, None)
 
 
-def monitor(runner: AirflowRunner, day: date | str) -> dict[str, Any]:
-    """``mlops_monitor`` for the window of ``day``; its decision record and report paths."""
-    from mlops_pipeline.config import get_settings
-    from mlops_pipeline.monitoring.decision import read_decision
-    from mlops_pipeline.storage import open_lake
-
-    run = runner.dags_test("mlops_monitor", day)
-    monitor_settings = get_settings().monitor
-    lake = open_lake(get_settings())
-    decision = read_decision(lake, monitor_settings.reports_prefix, _iso(day))
-    if decision is None:
-        raise LoopError(f"mlops_monitor for {_iso(day)} wrote no decision.json under {lake.uri}/{monitor_settings.reports_prefix}")
-    folder = lake.uri_of(monitor_settings.reports_prefix, f"ds={_iso(day)}")
-    return {
-        "ds": _iso(day),
-        "action": decision.get("action"),
-        "reason": decision.get("reason"),
-        "trigger": decision.get("trigger"),
-        "triggered": decision.get("triggered"),
-        "train_run_id": decision.get("train_run_id"),
-        "blocked_by": decision.get("blocked_by"),
-        "summary": decision.get("summary"),
-        "numbers": decision.get("numbers") or {},
-        "conf": decision.get("conf"),
-        "report": decision.get("report"),
-        "report_html": _local_path(f"{folder}/report.html"),
-        "quality_html": _local_path(f"{folder}/quality.html"),
-        "decision_file": _local_path(f"{folder}/decision.json"),
-        "tasks": run["tasks"],
-        "seconds": run["seconds"],
-    }
+def holdout_score(trained: Mapping[str, Any], metric: str = "roc_auc") -> float | None:
+    """The winning candidate's holdout score from the train task's result."""
+    candidate = (trained.get("candidates") or {}).get(trained.get("winner")) or {}
+    value = (candidate.get("holdout") or {}).get(metric)
+    return None if value is None else float(value)
 
 
-def _local_path(uri: str) -> str:
-    """A ``file://`` URI as a path a person can open (other URIs as they are)."""
-    from urllib.parse import unquote, urlparse
-
-    parsed = urlparse(uri)
-    return unquote(parsed.path) if parsed.scheme == "file" else uri
-
-
-def retrain_from_decision(runner: AirflowRunner, decision: Mapping[str, Any]) -> dict[str, Any]:
-    """Run the ``mlops_train`` run the monitor triggered: its conf and its logical date (the window's end).
-
-    The monitor's trigger created the run in the metadata DB; ``dags test`` for the same logical date
-    replaces it with a run that executes here, with the same conf."""
-    conf = decision.get("conf")
-    if not decision.get("triggered") or not conf:
-        raise LoopError(f"the monitor for {decision.get('ds')} did not trigger a retrain: {decision.get('summary')}")
-    logical = datetime.fromisoformat(conf["window"]["end"]).date()
-    return {**train(runner, logical, conf), "logical_date": logical.isoformat(), "conf": conf}
+def _deploy_after(observer: Observer, train_run: Mapping[str, Any], what: str, timeout: float) -> dict[str, Any]:
+    """The asset-triggered ``mlops_deploy`` run that the training run's ``@challenger`` asset event started."""
+    ended = train_run.get("end_date") or _now_iso()
+    after = (datetime.fromisoformat(ended.replace("Z", "+00:00")) - timedelta(seconds=30)).isoformat()
+    found = observer.wait_for_new_run("mlops_deploy", run_type="asset_triggered", after=after, timeout=300, what=what)
+    run = observer.wait_run("mlops_deploy", found["dag_run_id"], timeout=timeout)
+    if run["state"] != "success":
+        failed = [t["task_id"] for t in run["tasks"] if t["state"] == "failed"]
+        raise LoopError(f"mlops_deploy {run['dag_run_id']} ({what}) ended {run['state']}; failed tasks {failed}")
+    return run
 
 
-def triggered_run(runner: AirflowRunner, run_id: str) -> dict[str, Any] | None:
-    """The ``mlops_train`` run with ``run_id`` in the metadata DB (what the monitor's trigger created)."""
-    return next((r for r in runner.dag_runs("mlops_train") if r.get("run_id") == run_id), None)
-
-
-# --- quality --------------------------------------------------------------------------------------
-
-
-def roc_auc_on(model_uri: str, frame: pd.DataFrame) -> float:
-    """ROC AUC of a registered model on a labelled frame."""
-    from sklearn.metrics import roc_auc_score
-
-    from mlops_pipeline.config import get_settings
-    from mlops_pipeline.datasets import load_dataset_spec
-    from mlops_pipeline.registry.models import load_model
-
-    spec = load_dataset_spec(get_settings().dataset)
-    model = load_model(model_uri)
-    return float(roc_auc_score(frame[spec.target].astype(int), model.predict_proba(frame)))
-
-
-def labelled_frame(days: Iterable[date | str]) -> pd.DataFrame:
-    """The validated rows of ``days`` (with their labels)."""
-    import pandas as pd
-
-    from mlops_pipeline.config import get_settings
-    from mlops_pipeline.storage import open_lake
-
-    lake = open_lake(get_settings())
-    return pd.concat([lake.read_frame("validated", _iso(day)) for day in days], ignore_index=True)
+def _deploy_outcome(observer: Observer, run: Mapping[str, Any]) -> dict[str, Any]:
+    """What the deploy run's last effective task returned (promote, deploy_direct or rollback)."""
+    for task_id in ("promote", "deploy_direct", "rollback"):
+        value = observer.xcom("mlops_deploy", run["dag_run_id"], task_id)
+        if isinstance(value, dict) and value.get("outcome"):
+            return value
+    return {}

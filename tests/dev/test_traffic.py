@@ -26,12 +26,17 @@ class Recorder(ThreadingHTTPServer):
             def log_message(self, *args: object) -> None:
                 pass
 
+            def do_GET(self) -> None:  # /ready
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with recorder.lock:
                     recorder.received.append((self.path, body, self.headers.get(TRAFFIC_SOURCE_HEADER, "")))
                 reply = b'{"predictions": []}'
-                self.send_response(200 if body["records"][0]["n"] % 10 else 503)
+                self.send_response(200 if body["records"][0].get("n", 1) % 10 else 503)
                 self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
                 self.wfile.write(reply)
@@ -112,17 +117,39 @@ def test_recent_records_are_features_with_id_and_time_never_the_label(lake) -> N
     json.dumps(records)
 
 
-def test_a_background_replay_stops_when_its_deployment_ends(lake) -> None:
-    from mlops_dev.traffic import deployment_finished
+def test_the_client_sends_each_row_once_then_steady_traffic_stamped_now(lake, recorder, tmp_path) -> None:
+    from mlops_dev.traffic import run_client
 
-    from mlops_pipeline.deploy.audit import AuditLog
+    from mlops_pipeline.config import get_settings
+    from mlops_pipeline.data.lake import DataFile, frame_to_parquet_bytes
+    from mlops_pipeline.datasets import load_dataset_spec
 
-    since = datetime.now(UTC).isoformat()
-    audit = AuditLog(lake)
-    finished = deployment_finished("churn-v3-x", since)
-    audit.append("traffic_shifted", actor="a", reason="5%", deployment_id="churn-v3-x")
-    audit.append("rolled_back", actor="a", reason="other", deployment_id="churn-v2-y")
-    assert not finished()
+    spec = load_dataset_spec(get_settings().dataset)
+    import pandas as pd
 
-    audit.append("rolled_back", actor="a", reason="PSI", deployment_id="churn-v3-x")
-    assert finished()
+    rows = 120
+    frame = pd.DataFrame(
+        {
+            spec.id_column: [f"c{i}" for i in range(rows)],
+            spec.time_column: pd.to_datetime(["2026-01-02T12:00:00Z"] * rows),
+            **{name: list(range(1, rows + 1)) for name in spec.numeric_features},
+            **{name: ["a"] * rows for name in spec.categorical_features},
+            spec.target: [1] * rows,
+        }
+    )
+    lake.write_partition("validated", "2026-01-02", [DataFile("part", ".parquet", frame_to_parquet_bytes(frame), rows)], {})
+
+    stop = threading.Event()
+    threading.Timer(2.0, stop.set).start()
+    status = tmp_path / "client.json"
+    result = run_client(f"http://127.0.0.1:{recorder.server_port}", ["2026-01-02"], rate=20, rows=5, seconds=30,
+                        status_file=status, stop=stop)
+
+    replayed = [r for r in recorder.received if r[1]["records"][0][spec.time_column].startswith("2026-01-02")]
+    assert sum(len(body["records"]) for _, body, _ in replayed) == rows  # each row once, with its own time
+    assert result["replayed"]["sent"] == rows // 50 + 1 and result["phase"] == "stopped"
+    steady = [r for r in recorder.received if not r[1]["records"][0][spec.time_column].startswith("2026-01-02")]
+    assert steady and all(len(body["records"]) == 5 for _, body, _ in steady)
+    assert result["steady"]["sent"] == len(steady)
+    assert {source for _, _, source in recorder.received} == {DEMO_SOURCE}
+    assert json.loads(status.read_text())["phase"] == "stopped"

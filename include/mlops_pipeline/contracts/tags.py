@@ -1,0 +1,27 @@
+"""Names of the MLflow tags, aliases and assets the pipeline writes and reads: one place for each."""
+
+from __future__ import annotations
+
+# aliases and the asset the deploy DAG listens to
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+CHALLENGER_ASSET_NAME = "mlops_challenger"
+
+# training runs
+TRIGGER_REASON = "trigger_reason"
+DAG_RUN_ID = "dag_run_id"
+REGISTERED_VERSION = "registered_version"
+
+# model versions: registration and the gate
+ARTIFACT_SHA256 = "artifact_sha256"
+GATE_STATUS = "gate_status"
+GATE_DECISION = "gate_decision"
+GATE_REASON = "gate_reason"
+REJECTED = "rejected"
+REJECTION_REASON = "rejection_reason"
+
+# model versions: deployment
+DEPLOY_STATUS = "deploy_status"
+DEPLOY_REASON = "deploy_reason"
+DEPLOYMENT_ID = "deployment_id"
+PREVIOUS_CHAMPION = "previous_champion"
