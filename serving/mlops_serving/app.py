@@ -58,16 +58,17 @@ def _is_json_content_type(value: bytes | None) -> bool:
     return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
 
 
-def _parse_json(body: bytes) -> Any:
+def _parse_json(body: bytes) -> tuple[Any, bool]:
+    """The parsed body, and whether it is strict JSON (then the prediction log keeps it as is)."""
     try:
-        return orjson.loads(body)
+        return orjson.loads(body), True
     except orjson.JSONDecodeError as exc:
         error = str(exc)
     # orjson is strict JSON. MLflow clients sometimes send NaN/Infinity tokens:
     # parse those leniently so validation can say where they are not allowed.
     if b"NaN" in body or b"Infinity" in body:
         try:
-            return json.loads(body)
+            return json.loads(body), False
         except RecursionError:
             raise RequestError(400, "malformed JSON: nesting too deep", "bad_request") from None
         except (ValueError, UnicodeDecodeError) as exc2:
@@ -226,9 +227,6 @@ class ServingState:
                 s.prediction_log_dir,
                 model_name=model.info.model_name,
                 model_version=model.info.model_version,
-                feature_names=model.spec.feature_names,
-                id_column=model.spec.id_column,
-                time_column=model.spec.time_column,
                 flush_seconds=s.prediction_log_flush_seconds,
                 flush_rows=s.prediction_log_flush_rows,
                 max_queue_rows=s.prediction_log_max_queue_rows,
@@ -278,7 +276,7 @@ class ServingState:
             raise RequestError(413, f"request body too large (max {self.max_body} bytes)", "too_large")
         if not body:
             raise RequestError(400, "empty request body", "bad_request")
-        obj = _parse_json(body)
+        obj, strict_json = _parse_json(body)
         if endpoint == PREDICT:
             records = _records_from_predict(obj)
         else:
@@ -318,7 +316,13 @@ class ServingState:
         if encoded.unseen:
             m.unseen(encoded.unseen)
         if self.predlog is not None:
-            self.predlog.log(endpoint, request_id, time.time(), source, records, probs, labels)
+            # /predict: the log keeps the request and response bodies as they are (nothing is
+            # formatted per row); other payloads are logged as their records and outputs.
+            if endpoint == PREDICT:
+                raw = body if strict_json else None
+                self.predlog.log(endpoint, request_id, time.time(), source, records, probs, labels, raw, out)
+            else:
+                self.predlog.log(endpoint, request_id, time.time(), source, records, probs, labels)
         return 200, out
 
 

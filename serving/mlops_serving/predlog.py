@@ -1,53 +1,170 @@
-"""Prediction log: JSON lines written off the request path.
+"""Prediction log: each scored request as received and its response as sent, written off the request path.
 
-Requests append one tuple per request to an in-process queue (a deque append,
-no I/O, no serialisation). A background thread wakes every ``flush_seconds``
-(or as soon as ``flush_rows`` rows are pending), serialises the rows and
-appends them to
+One JSON line per *request*, appended by a background thread to
 
-    <dir>/ds=YYYY-MM-DD/predictions-<hostname>-<pid>-<starttime>.jsonl
+    <dir>/ds=YYYY-MM-DD/predictions-<hostname>-<pid>-<starttime>.requests.jsonl
 
-partitioned by the UTC day of the prediction. One line per predicted row::
+partitioned by the UTC day of the prediction::
 
-    {"request_id": "...", "ts": "2024-05-01T12:00:00.123Z", "model_name": "...",
-     "model_version": "3", "traffic_source": "client", "endpoint": "predict",
-     "row": 0, "customer_id": "c-1", "event_time": "...", "features": {...},
-     "probability": 0.1234, "label": 0}
+    {"request_id": "4f1c...-1a", "ts": "2024-05-01T12:00:00.123Z", "model_name": "churn-model",
+     "model_version": "3", "traffic_source": "demo", "endpoint": "predict",
+     "input": {"records": [{"customer_id": "c-1", "event_time": "...", "tenure_months": 12, ...}, ...]},
+     "output": {"model_name": ..., "request_id": ..., "predictions": [{"probability": 0.8312, "label": 1}, ...]}}
 
-Failures (unwritable directory, full disk, queue overflow) never reach the
-request: rows are dropped, ``on_dropped(rows, reason)`` is called (a metric)
-and a warning is logged at most once a minute. :meth:`close` drains the queue.
+Record ``i`` of ``input.records`` was predicted ``output.predictions[i]``. For ``/predict``,
+``input`` is the request body byte for byte (line breaks, which JSON allows only between tokens,
+become spaces) and ``output`` the response body the client got. Other requests (``/invocations``
+payloads, bodies that needed the lenient NaN parser) are logged as ``{"records": [...]}`` of their
+validated records and ``{"predictions": [...]}`` of their outputs, each serialised by one orjson call.
+The monitor's reader (``mlops_pipeline.monitoring.predictions``) flattens lines into one row per
+record (request fields, the id/time columns, the features, probability, label) in batches, with
+Arrow.
+
+Why this shape: a ``/predict`` request already holds its body and its response as bytes, so it
+hands the writer references to them (a deque append: no copy, no I/O, no serialisation). The
+writer's work is the same for 1 row or 10,000: a timestamp and a small header per request (the
+model's fields are serialised once), and ``writev`` of header, body and response, which the kernel
+copies without the GIL. Flattening costs per row, so it happens in the monitor, with Arrow's
+multi-threaded JSON parser, rather than in a process whose event loop shares the GIL with the
+writer. JSON lines rather than Arrow files keep the serving image free of pyarrow and its start-up
+cost, keep the files readable with ``head`` and ``jq``, and make a torn write easy to contain: a
+line is a whole request or nothing.
+
+Writes go to a file opened with ``O_APPEND``. A write that fails (full disk, I/O error) is cut back
+to the last whole line, so a file only ever holds whole lines, plus at most one unterminated line
+if the process dies in the middle of a write; the reader leaves that one aside and reads everything
+before it. Failures never reach the request: rows are dropped, ``on_dropped(rows, reason)`` is
+called (a metric) and a warning is logged at most once a minute. :meth:`PredictionLogger.close`
+(on shutdown, after the last request) writes everything queued so far.
 """
 
 from __future__ import annotations
 
 import atexit
 import collections
+import errno
 import logging
 import os
 import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 log = logging.getLogger("mlops_serving.predlog")
 
+# Read by mlops_pipeline.monitoring.predictions, which tells this format from the older one (one
+# line per row, plain ``.jsonl``) by it.
+FILE_SUFFIX = ".requests.jsonl"
 
-# The writer gives the GIL back to the event loop after this many rows (~0.5 ms of work). At 256
-# rows, the request thread could wait several ms for it: the serving p99 at 32 concurrent 1-row
-# requests was about 1.4x higher.
-YIELD_EVERY_ROWS = 16
+# The writer formats at most this many requests (a few microseconds each) before it sleeps for
+# YIELD_SECONDS without the GIL, so the event loop never waits for it longer than one such chunk
+# (a bare ``time.sleep(0)`` releases the GIL, but the writer usually takes it straight back: the
+# event loop thread is still waking up). Even so the writer keeps up with tens of thousands of
+# requests a second. It writes to disk (without the GIL) once this many bytes are formatted.
+YIELD_EVERY_REQUESTS = 32
+YIELD_SECONDS = 0.0005
+WRITE_CHUNK_BYTES = 4 << 20
+
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+try:
+    _IOV_MAX = max(16, min(1024, os.sysconf("SC_IOV_MAX")))
+except (ValueError, OSError):  # pragma: no cover
+    _IOV_MAX = 1024
 
 
 def _safe_hostname() -> str:
     host = socket.gethostname() or "host"
     return re.sub(r"[^A-Za-z0-9._-]", "_", host)[:64]
+
+
+class LineFormat:
+    """Lines of one server's log. The fields every line of it shares are serialised once; a line
+    is then a few small ``orjson.dumps`` and one bytes template, whatever its number of rows."""
+
+    def __init__(self, model_name: str, model_version: str) -> None:
+        self._model = orjson.dumps({"model_name": model_name, "model_version": model_version})[1:-1]
+
+    def parts(
+        self,
+        request_id: str,
+        ts_json: bytes,
+        traffic_source: str,
+        endpoint: str,
+        input_json: bytes,
+        output_json: bytes,
+    ) -> tuple[bytes, ...]:
+        """The buffers of one line, to write one after the other: the input and the output are
+        not copied. ``ts_json``: the timestamp as a JSON string (quotes included)."""
+        dumps = orjson.dumps
+        head = b'{"request_id":%b,"ts":%b,%b,"traffic_source":%b,"endpoint":%b,"input":' % (
+            dumps(request_id),
+            ts_json,
+            self._model,
+            dumps(traffic_source),
+            dumps(endpoint),
+        )
+        return (head, input_json, b',"output":', output_json, b"}\n")
+
+
+def line_parts(
+    *,
+    request_id: str,
+    ts: str,
+    model_name: str,
+    model_version: str,
+    traffic_source: str,
+    endpoint: str,
+    input_json: bytes,
+    output_json: bytes,
+) -> tuple[bytes, ...]:
+    """One line of the log as buffers (see :meth:`LineFormat.parts`); ``input_json`` and
+    ``output_json``: see :func:`input_json` and :func:`output_json`."""
+    return LineFormat(model_name, model_version).parts(
+        request_id, orjson.dumps(ts), traffic_source, endpoint, input_json, output_json
+    )
+
+
+def request_line(**fields: Any) -> bytes:
+    """One line of the log, joined (see :func:`line_parts` for the fields)."""
+    return b"".join(line_parts(**fields))
+
+
+def input_json(body: bytes | None, records: list[dict[str, Any]] | None) -> bytes:
+    """The ``input`` of a line: ``body`` as received (a JSON object ``{"records": [...]}``), or
+    ``records`` serialised when there is no such body."""
+    if body is None:
+        return orjson.dumps({"records": records})
+    if b"\n" in body or b"\r" in body:
+        # Valid JSON has raw line breaks only between tokens (inside strings they are escaped).
+        body = body.replace(b"\n", b" ").replace(b"\r", b" ")
+    return body
+
+
+def output_json(response: bytes | None, probabilities: Any, labels: Any) -> bytes:
+    """The ``output`` of a line: the ``/predict`` response as sent (a JSON object with
+    ``"predictions": [{"probability": p, "label": l}, ...]``), or that list built from the outputs
+    when the response had another shape: by C-level iteration over the serialised vectors, so no
+    Python runs per row. A float32 probability is written as the shortest decimal that reads back
+    as that float32, as in the response."""
+    if response is not None:
+        return response
+    if not len(labels):
+        return b'{"predictions":[]}'
+    # orjson serialises C-contiguous arrays only (a column of a 2-D array is not).
+    probability = orjson.dumps(np.ascontiguousarray(probabilities), option=_NUMPY)[1:-1].split(b",")
+    label = orjson.dumps(np.ascontiguousarray(labels), option=_NUMPY)[1:-1].split(b",")
+    if len(probability) != len(label):
+        raise ValueError(f"{len(probability)} probabilities but {len(label)} labels")
+    pairs = zip(repeat(b'{"probability":'), probability, repeat(b',"label":'), label, repeat(b"}"))
+    return b"".join((b'{"predictions":[', b",".join(map(b"".join, pairs)), b"]}"))
 
 
 class PredictionLogger:
@@ -57,9 +174,6 @@ class PredictionLogger:
         *,
         model_name: str,
         model_version: str,
-        feature_names: Sequence[str],
-        id_column: str | None = None,
-        time_column: str | None = None,
         flush_seconds: float = 1.0,
         flush_rows: int = 2000,
         max_queue_rows: int = 200_000,
@@ -69,9 +183,6 @@ class PredictionLogger:
         self.directory = Path(directory)
         self.model_name = model_name
         self.model_version = model_version
-        self.feature_names = tuple(feature_names)
-        self.id_column = id_column
-        self.time_column = time_column
         self.flush_seconds = flush_seconds
         self.flush_rows = flush_rows
         self.max_queue_rows = max_queue_rows
@@ -79,10 +190,10 @@ class PredictionLogger:
         self._on_written = on_written
         started = datetime.now(UTC)
         stamp = started.strftime("%Y%m%dT%H%M%S") + f"{started.microsecond // 1000:03d}Z"
-        self.filename = f"predictions-{_safe_hostname()}-{os.getpid()}-{stamp}.jsonl"
+        self.filename = f"predictions-{_safe_hostname()}-{os.getpid()}-{stamp}{FILE_SUFFIX}"
         self._queue: collections.deque[tuple[Any, ...]] = collections.deque()
-        # Each counter has a single writer: enqueued/dropped_full by the request
-        # thread, consumed by the writer thread.
+        # Each counter has a single writer: enqueued by the request thread, consumed by the
+        # writer thread (or by close() once that thread has stopped).
         self._enqueued = 0
         self._consumed = 0
         self.written_rows = 0
@@ -90,9 +201,12 @@ class PredictionLogger:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._files: dict[str, Any] = {}
+        self._files: dict[str, int] = {}  # day -> file descriptor
         self._last_warning = 0.0
-        self._ts_cache: tuple[int, str, str] = (-1, "", "")
+        self._format = LineFormat(model_name, model_version)
+        self._ts_second = -1
+        self._ts_day = ""
+        self._ts_prefix = b""
         self._closed = False
         self._close_lock = threading.Lock()
 
@@ -140,16 +254,38 @@ class PredictionLogger:
         source: str,
         records: list[dict[str, Any]],
         probs: Any,
-        labels: list[int],
+        labels: Any,
+        body: bytes | None = None,
+        response: bytes | None = None,
     ) -> None:
+        """Queue one scored request: references to what the request already holds, no copy.
+
+        ``body``: the raw request body when it is exactly ``{"records": records}`` as the client
+        sent it (``/predict``), else the writer serialises ``records``. ``response``: the response
+        body when it holds ``"predictions": [{"probability", "label"}, ...]`` (``/predict``), else
+        the writer builds that list from ``probs`` and ``labels``.
+        """
         n = len(records)
         if self._closed or self._enqueued - self._consumed + n > self.max_queue_rows:
             self._drop(n, "closed" if self._closed else "queue_full")
             return
-        self._queue.append((endpoint, request_id, ts, source, records, probs, labels))
+        self._queue.append(
+            (
+                endpoint,
+                request_id,
+                ts,
+                source,
+                n,
+                # Checked here, where the body is still in the CPU cache, not by the writer.
+                None if body is None else input_json(body, None),
+                None if body is not None else records,  # the body holds them: let them go
+                response,
+                None if response is not None else (probs, labels),
+            )
+        )
         self._enqueued += n
-        if self._enqueued - self._consumed >= self.flush_rows:
-            self._wake.set()
+        if self._enqueued - self._consumed >= self.flush_rows and not self._wake.is_set():
+            self._wake.set()  # a lock and a notify: once per flush, not once per request
 
     # ------------------------------------------------------------------ writer
     def _run(self) -> None:
@@ -167,127 +303,101 @@ class PredictionLogger:
                     self._close_files()
                 return
 
-    def _timestamp(self, ts: float) -> tuple[str, str]:
+    def _timestamp(self, ts: float) -> tuple[str, bytes]:
+        """The UTC day and the JSON string of ``ts`` (milliseconds, ``Z``); formatted once a second."""
         sec = int(ts)
-        cached_sec, day, prefix = self._ts_cache
-        if sec != cached_sec:
+        if sec != self._ts_second:
             dt = datetime.fromtimestamp(sec, tz=UTC)
-            day = dt.strftime("%Y-%m-%d")
-            prefix = dt.strftime("%Y-%m-%dT%H:%M:%S")
-            self._ts_cache = (sec, day, prefix)
-        ms = min(999, round((ts - sec) * 1000))
-        return day, f"{prefix}.{ms:03d}Z"
+            self._ts_day = dt.strftime("%Y-%m-%d")
+            self._ts_prefix = dt.strftime('"%Y-%m-%dT%H:%M:%S').encode()
+            self._ts_second = sec
+        return self._ts_day, b'%b.%03dZ"' % (self._ts_prefix, min(999, round((ts - sec) * 1000)))
 
     def _drain(self) -> None:
         queue = self._queue
-        by_day: dict[str, tuple[list[Any], list[int]]] = {}
-        consumed = 0
+        line = self._format.parts
+        pending: dict[str, _Pending] = {}
+        pending_bytes = 0
         since_yield = 0
         while True:
             try:
                 item = queue.popleft()
             except IndexError:
                 break
-            n = len(item[4])
-            consumed += n
+            endpoint, request_id, ts, source, n, body, records, response, outputs = item
             try:
-                day, parts = self._format(item)
+                day, ts_json = self._timestamp(ts)
+                parts = line(
+                    request_id,
+                    ts_json,
+                    source,
+                    endpoint,
+                    body if body is not None else input_json(None, records),
+                    output_json(response, *(outputs or ((), ()))),
+                )
             except Exception as exc:
+                self._consumed += n
                 self._drop(n, "serialize_error")
                 self._warn(f"cannot serialise prediction log rows: {exc!r}")
                 continue
-            chunks, rows = by_day.setdefault(day, ([], [0]))
-            chunks.extend(parts)
-            rows[0] += n
-            since_yield += n
-            if since_yield >= YIELD_EVERY_ROWS:
-                # Hand the GIL to the request thread between chunks of work, instead of
-                # making it wait for the interpreter's switch interval (tail latency).
-                time.sleep(0)
+            batch = pending.get(day)
+            if batch is None:
+                batch = pending[day] = _Pending()
+            batch.parts.extend(parts)
+            batch.rows += n
+            pending_bytes += len(parts[1]) + len(parts[3])
+            if pending_bytes >= WRITE_CHUNK_BYTES:
+                self._write_pending(pending)
+                pending_bytes = 0
+            since_yield += 1
+            if since_yield >= YIELD_EVERY_REQUESTS and not self._stopping.is_set():
+                # Let the event loop run between chunks of work rather than make it wait for the
+                # interpreter's switch interval (tail latency). On shutdown: as fast as possible.
+                time.sleep(YIELD_SECONDS)
                 since_yield = 0
-        if consumed:
-            for day, (chunks, rows) in by_day.items():
-                if rows[0]:
-                    self._write(day, b"".join(chunks), rows[0])
-            self._consumed += consumed
+        self._write_pending(pending)
 
-    def _format(self, item: tuple[Any, ...]) -> tuple[str, list[Any]]:
-        """JSON lines for one request, as byte chunks to concatenate: the fields shared by
-        its rows are serialised once, then one ``orjson.dumps`` per row."""
-        endpoint, request_id, ts, source, records, probs, labels = item
-        day, iso = self._timestamp(ts)
-        dumps = orjson.dumps
-        head = (
-            dumps(
-                {
-                    "request_id": request_id,
-                    "ts": iso,
-                    "model_name": self.model_name,
-                    "model_version": self.model_version,
-                    "traffic_source": source,
-                    "endpoint": endpoint,
-                }
-            )[:-1]
-            + b","
-        )
-        features = self.feature_names
-        n_features = len(features)
-        id_col, time_col = self.id_column, self.time_column
-        opts = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS | orjson.OPT_APPEND_NEWLINE
-        parts: list[Any] = []
-        append = parts.append
-        for i, (rec, prob, label) in enumerate(zip(records, probs, labels, strict=True)):
-            # Validated records hold the features (optional ones may be omitted) plus,
-            # optionally, the id/time columns.
-            has_id = id_col in rec
-            has_time = time_col in rec
-            if len(rec) - has_id - has_time == n_features:
-                feats = rec
-                if has_id or has_time:
-                    feats = rec.copy()
-                    if has_id:
-                        del feats[id_col]
-                    if has_time:
-                        del feats[time_col]
-            else:
-                feats = {name: rec.get(name) for name in features}
-            row: dict[str, Any] = {"row": i}
-            if id_col:
-                row[id_col] = rec.get(id_col)
-            if time_col:
-                row[time_col] = rec.get(time_col)
-            row["features"] = feats
-            row["probability"] = prob  # numpy scalar: shortest repr of the float32 value
-            row["label"] = label
-            append(head)
-            append(memoryview(dumps(row, option=opts))[1:])  # drop the row's "{"
-        return day, parts
+    def _write_pending(self, pending: dict[str, _Pending]) -> None:
+        for day, batch in pending.items():
+            if batch.rows:
+                self._write(day, batch.parts, batch.rows)
+            self._consumed += batch.rows
+        pending.clear()
 
-    def _open(self, day: str) -> Any:
-        fh = self._files.get(day)
-        if fh is not None:
-            return fh
+    def _open(self, day: str) -> int:
+        fd = self._files.get(day)
+        if fd is not None:
+            return fd
         part = self.directory / f"ds={day}"
         part.mkdir(parents=True, exist_ok=True)
         path = part / self.filename
-        fh = open(path, "ab")  # noqa: SIM115 - kept open across flushes
-        if fh.tell() > 0:
-            # A previous failed write may have left a partial line: start a fresh one.
-            with open(path, "rb") as check:
-                check.seek(-1, os.SEEK_END)
-                if check.read(1) != b"\n":
-                    fh.write(b"\n")
-        self._files[day] = fh
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                # Only after a failed write that could not be cut back: end that line, so the
+                # next one stays readable (the reader reports the broken one).
+                _write_all(fd, [b"\n"])
+        except OSError:
+            os.close(fd)
+            raise
+        self._files[day] = fd
         for old in sorted(self._files)[:-2]:  # keep today's and yesterday's open
             self._close_one(old)
-        return fh
+        return fd
 
-    def _write(self, day: str, data: bytes, rows: int) -> None:
+    def _write(self, day: str, parts: list[bytes], rows: int) -> None:
+        fd = end = None
         try:
-            fh = self._open(day)
-            fh.write(data)
-            fh.flush()
+            fd = self._open(day)
+            end = os.lseek(fd, 0, os.SEEK_END)
+            _write_all(fd, parts)
         except OSError as exc:
+            if fd is not None and end is not None:
+                try:
+                    os.ftruncate(fd, end)  # no torn line: the file ends with its last whole line
+                except OSError:
+                    pass
             self._close_one(day)
             self._drop(rows, "write_error")
             self._warn(f"cannot write prediction log under {self.directory}: {exc}; dropped {rows} rows")
@@ -297,10 +407,10 @@ class PredictionLogger:
             self._on_written(rows)
 
     def _close_one(self, day: str) -> None:
-        fh = self._files.pop(day, None)
-        if fh is not None:
+        fd = self._files.pop(day, None)
+        if fd is not None:
             try:
-                fh.close()
+                os.close(fd)
             except OSError:
                 pass
 
@@ -324,3 +434,31 @@ class PredictionLogger:
         if now - self._last_warning >= 60.0 or self._last_warning == 0.0:
             self._last_warning = now
             log.warning(message)
+
+
+class _Pending:
+    """Lines formatted for one day's file, not written yet."""
+
+    __slots__ = ("parts", "rows")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.rows = 0
+
+
+def _write_all(fd: int, buffers: list[bytes]) -> None:
+    """Write ``buffers`` one after the other with as few ``writev`` calls as the system allows."""
+    parts: list[bytes | memoryview] = list(buffers)
+    start = 0
+    while start < len(parts):
+        batch = parts[start : start + _IOV_MAX]
+        written = os.writev(fd, batch)
+        if written == 0 and any(batch):
+            raise OSError(errno.EIO, "writev wrote nothing")
+        for buf in batch:
+            size = len(buf)
+            if written < size:
+                parts[start] = memoryview(buf)[written:]
+                break
+            written -= size
+            start += 1

@@ -19,9 +19,17 @@ requests carry the category index instead of the string: same booster file,
 same predictions (checked before measuring).
 
 Cells: rows in {1, 100} x concurrency in {1, 8, 32}; each variant runs back to
-back within a cell so all see the same background load. Writes
-tests/benchmarks/results/serving.json (list of {name, rows, concurrency, rps,
-rows_per_s, p50_ms, p99_ms, errors}) and prints a table and the goal ratios.
+back within a cell so all see the same background load, and a ratio between two
+variants is the median of the per-round ratios. Writes
+tests/benchmarks/results/serving.json: the date, git commit, machine and its load
+average during the run; ``goals`` (each with its value, target and ``met``); and
+``results`` (per variant and cell: medians of rps, rows_per_s, p50_ms, p99_ms,
+cpu_us_per_request, the error count, and every round). Prints a table and the goals.
+
+Goals: ours >= 20x mlflow and >= 0.8x bare (1 and 100 rows, c=32); batched >= 1.8x
+bare (1 row, c=32); HAProxy in front keeps >= 0.85x; ours' p99 <= 25 ms at c=32; and
+what the prediction log costs at 100 rows (c=8 and c=32): >= 0.9x the throughput of
+``ours_nolog`` and <= 1.5x its p99.
 
 Run: ``.venv/bin/python tests/benchmarks/bench_serving.py`` (needs ``wrk`` and
 ``haproxy`` on PATH: ``apt-get install -y wrk haproxy``).
@@ -31,7 +39,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -41,6 +51,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -351,80 +362,118 @@ def start_all(
     return variants
 
 
-def fmt_table(results: list[dict[str, Any]], cpu: dict[tuple[str, int, int], float]) -> str:
+def fmt_table(results: list[dict[str, Any]]) -> str:
     head = (
         f"{'name':<14}{'rows':>5}{'conc':>6}{'req/s':>10}{'rows/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
         f"{'cpu us/req':>12}"
     )
     lines = [head, "-" * len(head)]
     for r in results:
-        c = cpu.get((r["name"], r["rows"], r["concurrency"]), float("nan"))
         lines.append(
             f"{r['name']:<14}{r['rows']:>5}{r['concurrency']:>6}{r['rps']:>10.0f}{r['rows_per_s']:>11.0f}"
-            f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['errors']:>8}{c:>12.0f}"
+            f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['errors']:>8}{r['cpu_us_per_request']:>12.0f}"
         )
     return "\n".join(lines)
 
 
-def goals(
-    results: list[dict[str, Any]], cpu: dict[tuple[str, int, int], float]
-) -> list[tuple[str, float, float, bool]]:
+Samples = dict[tuple[str, int, int], list[dict[str, Any]]]
+
+
+def paired_ratio(samples: Samples, a: str, b: str, rows: int, conc: int, key: str = "rps") -> float:
+    """Median over rounds of ``a / b``, each ratio from one round, where the two ran back to back
+    (on a shared machine, background load changes between rounds more than within one)."""
+    runs_a, runs_b = samples.get((a, rows, conc), []), samples.get((b, rows, conc), [])
+    ratios = [x[key] / y[key] for x, y in zip(runs_a, runs_b, strict=False) if y[key]]
+    return statistics.median(ratios) if ratios else float("nan")
+
+
+def goals(results: list[dict[str, Any]], samples: Samples) -> list[dict[str, Any]]:
+    """Every goal with its value, its target and whether it is met; ``(info)`` lines have no target."""
+
     def get(name: str, rows: int, conc: int, key: str = "rps") -> float:
         for r in results:
             if (r["name"], r["rows"], r["concurrency"]) == (name, rows, conc):
                 return float(r[key])
         return float("nan")
 
-    out = []
+    def ratio(a: str, b: str, rows: int, conc: int, key: str = "rps") -> float:
+        return paired_ratio(samples, a, b, rows, conc, key)
+
+    out: list[tuple[str, float, float | None, str]] = []  # label, value, target, ">=" or "<="
+    for rows in (1, 100):
+        out.append((f"ours / mlflow rps rows={rows} c=32", ratio("ours", "mlflow", rows, 32), 20, ">="))
+        out.append((f"ours / bare rps rows={rows} c=32", ratio("ours", "bare", rows, 32), 0.8, ">="))
+    out.append(("ours_batched / bare rps rows=1 c=32", ratio("ours_batched", "bare", 1, 32), 1.8, ">="))
+    for rows in (1, 100):
+        out.append((f"ours_haproxy / ours rps rows={rows} c=32", ratio("ours_haproxy", "ours", rows, 32), 0.85, ">="))
+    out.append(("ours p99 ms rows=1 c=32", get("ours", 1, 32, "p99_ms"), 25, "<="))
+    out.append(("ours p99 ms rows=100 c=32", get("ours", 100, 32, "p99_ms"), 25, "<="))
+    # What the prediction log costs: at most 10 % of the throughput, at most 1.5x the p99.
+    for conc in (8, 32):
+        out.append((f"ours / ours_nolog rps rows=100 c={conc}", ratio("ours", "ours_nolog", 100, conc), 0.9, ">="))
+        out.append(
+            (f"ours / ours_nolog p99 rows=100 c={conc}", ratio("ours", "ours_nolog", 100, conc, "p99_ms"), 1.5, "<=")
+        )
+    out.append(("(info) ours / ours_nolog rps rows=1 c=32", ratio("ours", "ours_nolog", 1, 32), None, ""))
+    out.append(("(info) ours_nolog p99 ms rows=1 c=32", get("ours_nolog", 1, 32, "p99_ms"), None, ""))
     for rows in (1, 100):
         out.append(
-            (
-                f"ours / mlflow  rps   rows={rows} c=32 (>= 20)",
-                get("ours", rows, 32) / get("mlflow", rows, 32),
-                20,
-            )
+            (f"(info) cpu/req ours / ours_nolog rows={rows} c=32", ratio("ours", "ours_nolog", rows, 32, "cpu_us_per_request"), None, "")
         )
-        out.append(
-            (
-                f"ours / bare    rps   rows={rows} c=32 (>= 0.8)",
-                get("ours", rows, 32) / get("bare", rows, 32),
-                0.8,
-            )
-        )
-    out.append(
-        ("ours_batched / bare  rows=1 c=32 (>= 1.8)", get("ours_batched", 1, 32) / get("bare", 1, 32), 1.8)
-    )
-    for rows in (1, 100):
-        out.append(
-            (
-                f"ours_haproxy / ours  rows={rows} c=32 (>= 0.85)",
-                get("ours_haproxy", rows, 32) / get("ours", rows, 32),
-                0.85,
-            )
-        )
-    out.append(("ours p99 ms rows=1 c=32 (<= 25)", get("ours", 1, 32, "p99_ms"), 25))
-    out.append(("ours p99 ms rows=100 c=32 (<= 25)", get("ours", 100, 32, "p99_ms"), 25))
-    if any(r["name"] == "bare_1t" for r in results):
-        out.append(("(info) ours / bare_1t rows=1 c=32", get("ours", 1, 32) / get("bare_1t", 1, 32), 0))
-        out.append(
-            (
-                "(info) ours_batched / bare_1t rows=1 c=32",
-                get("ours_batched", 1, 32) / get("bare_1t", 1, 32),
-                0,
-            )
-        )
-    if any(r["name"] == "ours_nolog" for r in results):
-        out.append(("(info) ours_nolog p99 ms rows=1 c=32", get("ours_nolog", 1, 32, "p99_ms"), 0))
-        out.append(("(info) ours / ours_nolog rps rows=1 c=32", get("ours", 1, 32) / get("ours_nolog", 1, 32), 0))
-    nan = float("nan")
+    out.append(("(info) ours / bare_1t rps rows=1 c=32", ratio("ours", "bare_1t", 1, 32), None, ""))
+    out.append(("(info) ours_batched / bare_1t rps rows=1 c=32", ratio("ours_batched", "bare_1t", 1, 32), None, ""))
     for other in ("mlflow", "bare", "bare_1t"):
         for rows in (1, 100):
-            ratio = cpu.get((other, rows, 32), nan) / cpu.get(("ours", rows, 32), nan)
-            out.append((f"(info) cpu/req {other} / ours rows={rows} c=32", ratio, 0))
-    return [
-        (label, value, target, value <= target if "p99" in label else value >= target)
-        for label, value, target in out
-    ]
+            out.append(
+                (f"(info) cpu/req {other} / ours rows={rows} c=32", ratio(other, "ours", rows, 32, "cpu_us_per_request"), None, "")
+            )
+    report = []
+    for label, value, target, sense in out:
+        if target is not None and math.isnan(value):
+            met: bool | None = None  # a variant of it was not run
+        elif target is not None:
+            met = value >= target if sense == ">=" else value <= target
+        else:
+            met = None
+        entry = {"goal": label, "value": None if math.isnan(value) else round(value, 3)}
+        if target is not None:
+            entry.update(target=f"{sense} {target}", met=met)
+        report.append(entry)
+    return report
+
+
+def _git(*args: str) -> str:
+    try:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return ""
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "host": socket.gethostname(),
+        "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "wrk": (subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False).stdout.split("\n")[0]).strip(),
+    }
+
+
+def load_average() -> float:
+    return round(os.getloadavg()[0], 2)
 
 
 def main() -> int:
@@ -452,6 +501,27 @@ def main() -> int:
     conc_set = [int(x) for x in args.concurrency.split(",")]
 
     started = time.monotonic()
+    meta: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "machine": machine(),
+        "settings": {
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "rounds": args.rounds,
+            "server_workers": WORKERS,
+            "haproxy_mode": args.haproxy_mode,
+            "variants": names,
+            "rows": row_set,
+            "concurrency": conc_set,
+        },
+        "load_average_1m": {"start": load_average()},
+        "method": (
+            "req/s, p50, p99 and cpu: medians over rounds; ratios: median over rounds of the ratio of two "
+            "variants measured back to back in the same round; cpu: the server processes' CPU time per request"
+        ),
+    }
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     variants: dict[str, Variant] = {}
     try:
@@ -477,8 +547,8 @@ def main() -> int:
         for v in variants.values():  # global warm-up
             run_wrk(v.url, body[(v.body_kind, 1)], 8, 2, lua)
 
-        samples: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
-        cpu_samples: dict[tuple[str, int, int], list[float]] = {}
+        samples: Samples = {}
+        loads: list[float] = []
         for rnd in range(args.rounds):
             for rows in row_set:
                 for conc in conc_set:
@@ -496,7 +566,7 @@ def main() -> int:
                         cpu0 = tree_cpu_seconds(roots)
                         res = run_wrk(v.url, b, conc, args.duration, lua)
                         cpu_us = (tree_cpu_seconds(roots) - cpu0) * 1e6 / max(res["requests"], 1)
-                        cpu_samples.setdefault((name, rows, conc), []).append(cpu_us)
+                        loads.append(load_average())
                         secs = res["duration_us"] / 1e6
                         errors = (
                             res["status_errors"]
@@ -514,12 +584,13 @@ def main() -> int:
                             "p50_ms": round(res["p50_us"] / 1000, 3),
                             "p99_ms": round(res["p99_us"] / 1000, 3),
                             "errors": int(errors),
+                            "cpu_us_per_request": round(cpu_us, 1),
                         }
                         samples.setdefault((name, rows, conc), []).append(entry)
                         print(
                             f"[{time.monotonic() - started:5.0f}s] {name:<13} rows={rows:<3} c={conc:<2} "
                             f"{entry['rps']:>8.0f} req/s  p50 {entry['p50_ms']:.2f} ms  p99 {entry['p99_ms']:.2f} ms"
-                            f"  errors {entry['errors']}  server cpu {cpu_us:.0f} us/req",
+                            f"  errors {entry['errors']}  server cpu {cpu_us:.0f} us/req  load {loads[-1]}",
                             flush=True,
                         )
         results = []
@@ -534,20 +605,35 @@ def main() -> int:
                     "p50_ms": round(statistics.median(r["p50_ms"] for r in runs), 3),
                     "p99_ms": round(statistics.median(r["p99_ms"] for r in runs), 3),
                     "errors": sum(r["errors"] for r in runs),
+                    "cpu_us_per_request": round(statistics.median(r["cpu_us_per_request"] for r in runs), 1),
+                    "rounds": runs,
                 }
             )
         order_key = {n: i for i, n in enumerate(names)}
         results.sort(key=lambda r: (r["rows"], r["concurrency"], order_key.get(r["name"], 99)))
+        meta["load_average_1m"].update(
+            end=load_average(),
+            median_during=round(statistics.median(loads), 2) if loads else None,
+            max_during=max(loads, default=None),
+        )
+        meta["seconds"] = round(time.monotonic() - started)
+        # Other tenants' work competes for the same cores: say so next to the numbers.
+        meta["machine_busy"] = bool(loads) and statistics.median(loads) > (os.cpu_count() or 1)
+        goal_report = goals(results, samples)
         args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(results, indent=2) + "\n")
+        payload = {**meta, "goals": goal_report, "results": results}
+        args.output.write_text(json.dumps(payload, indent=2) + "\n")
         print()
-        cpu = {k: statistics.median(v) for k, v in cpu_samples.items()}
-        print(fmt_table(results, cpu))
-        print("(req/s, latencies: medians over rounds; cpu: server processes' CPU time per request)")
+        print(fmt_table(results))
+        print("(req/s, latencies, cpu: medians over rounds; cpu: server processes' CPU time per request)")
+        print(f"load average (1 min) during the run: median {meta['load_average_1m']['median_during']}, "
+              f"max {meta['load_average_1m']['max_during']} on {os.cpu_count()} cores")
         print()
-        for label, value, _target, ok in goals(results, cpu):
-            mark = "" if label.startswith("(info)") else ("  ok" if ok else "  MISSED")
-            print(f"{label:<48} {value:8.2f}{mark}")
+        for g in goal_report:
+            value = "nan" if g["value"] is None else f"{g['value']:8.2f}"
+            mark = "" if "met" not in g else ("  ok" if g["met"] else ("  MISSED" if g["met"] is False else "  (not run)"))
+            target = f"({g['target']})" if "target" in g else ""
+            print(f"{g['goal']:<48} {target:>9} {value:>8}{mark}")
         print(f"\nwrote {args.output} in {time.monotonic() - started:.0f}s")
         return 0
     finally:

@@ -1,6 +1,7 @@
 """Security limits and a full disk, against real ``python -m mlops_serving`` processes and a real
 HAProxy: the API key on the scoring endpoints, the request size limit, the router's per-client rate
-limit, and a prediction log on a full filesystem (requests still served, a metric, a warning).
+limit, and a prediction log on a full filesystem (requests still served, a metric, a warning, no torn
+line left in the log).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mlops_pipeline.monitoring.predictions import LogLayout, ReadReport, iter_log_rows, log_files
 from tests.serving.conftest import ServerProcess, free_port, start_server, wait_for
-from tests.serving.model_fixture import build_model_dir, make_records
+from tests.serving.model_fixture import ID_COLUMN, TIME_COLUMN, build_model_dir, make_records
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -213,16 +215,25 @@ def test_full_disk_for_the_prediction_log(tmp_path: Path, model_dir: Path, full_
             for seed in range(5):
                 statuses[http.post("/predict", json={"records": make_records(20, seed=seed)}).status_code] += 1
             assert wait_for(lambda: written_rows(http.get("/metrics").text) >= written + 100, timeout=10)
+            dropped = dropped_rows(http.get("/metrics").text)  # final: nothing is dropped once space is back
     finally:
         server.stop()
     output = server.output()
+    # What the failed writes left behind: nothing the reader trips over, and no row both logged and dropped.
+    report = ReadReport()
+    logged = list(iter_log_rows(log_files(full_filesystem / "predictions"), LogLayout(ID_COLUMN, TIME_COLUMN, (), ()), report))
     reliability.record(
         "faults",
         "disk full under the prediction log",
-        "every request served; dropped-rows metric and a warning; logging resumes when space returns",
+        "every request served; dropped-rows metric and a warning; logging resumes when space returns; "
+        "the log holds whole requests only",
         served=statuses[200],
         dropped_rows=dropped,
+        logged_rows=len(logged),
+        unreadable_lines=report.bad_lines + len(report.incomplete_tails),
     )
     assert statuses == {200: 45}, statuses
     assert dropped >= 20
     assert "cannot write prediction log" in output and "No space left on device" in output, output[-2000:]
+    assert report.bad_lines == 0 and report.incomplete_tails == [], report
+    assert len(logged) + dropped == 45 * 20  # every row is either in the log, whole, or counted as dropped

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from mlops_pipeline.monitoring.predictions import LogLayout, iter_log_rows, log_files
 from mlops_serving.app import create_app
 from mlops_serving.model import load_model
 from mlops_serving.settings import Settings
@@ -233,7 +234,8 @@ def test_prediction_log_in_process(settings: Settings, tmp_path: Path) -> None:
             records = make_records(3, seed=400 + i, with_ids=True)
             c.post("/predict", json={"records": records}, headers={"X-Traffic-Source": "demo"})
         c.post("/predict", json={"records": make_records(1)}, headers={"X-Traffic-Source": "bad source!"})
-    lines = [json.loads(line) for f in log_dir.glob("ds=*/*.jsonl") for line in f.read_text().splitlines()]
+    layout = LogLayout("customer_id", "event_time", (), ())
+    lines = list(iter_log_rows(log_files(log_dir), layout))  # one row per record, as the monitor reads them
     assert len(lines) == 16
     assert sorted({r["traffic_source"] for r in lines}) == ["demo", "invalid"]
     assert all(r["customer_id"].startswith("c-") for r in lines if r["traffic_source"] == "demo")

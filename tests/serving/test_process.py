@@ -1,19 +1,29 @@
-"""Real `python -m mlops_serving` processes: endpoints, SIGTERM flush, unwritable log dir."""
+"""Real `python -m mlops_serving` processes: endpoints, SIGTERM flush, SIGKILL mid-write, unwritable log dir."""
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import socket
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import orjson
 
-from .conftest import ServerPool, wait_for
-from .model_fixture import FEATURE_ORDER, make_records
+from mlops_pipeline.monitoring.predictions import LogLayout, ReadReport, iter_log_rows, log_files
+
+from .conftest import ServerPool, start_server, wait_for
+from .model_fixture import (
+    CATEGORICAL_FEATURES,
+    FEATURE_ORDER,
+    ID_COLUMN,
+    NUMERIC_FEATURES,
+    TIME_COLUMN,
+    make_records,
+)
 
 
 def _metric(text: str, name: str, labels: str = "") -> float:
@@ -22,10 +32,14 @@ def _metric(text: str, name: str, labels: str = "") -> float:
     return float(match.group(1)) if match else 0.0
 
 
+LAYOUT = LogLayout(ID_COLUMN, TIME_COLUMN, tuple(NUMERIC_FEATURES), tuple(CATEGORICAL_FEATURES))
+
+
 def _log_lines(directory: Path) -> list[dict]:
-    rows = []
-    for path in sorted(directory.glob("ds=*/predictions-*.jsonl")):
-        rows.extend(json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    """Every logged row, through the monitor's reader; every line must be whole."""
+    report = ReadReport()
+    rows = list(iter_log_rows(log_files(directory), LAYOUT, report))
+    assert report.bad_lines == 0 and report.incomplete_tails == [], report
     return rows
 
 
@@ -87,11 +101,11 @@ def test_sigterm_flushes_every_prediction(server_pool: ServerPool) -> None:
     assert len(rows) == expected_rows, server.output()
     assert ids <= {r["request_id"] for r in rows}
     day = datetime.now(UTC).strftime("%Y-%m-%d")
-    files = list(server_pool.sigterm_log_dir.glob("ds=*/predictions-*.jsonl"))
+    files = list(server_pool.sigterm_log_dir.glob("ds=*/predictions-*"))
     host = re.escape(socket.gethostname()[:10])
-    assert all(re.fullmatch(rf"predictions-{host}.*-\d+-\d{{8}}T\d{{9}}Z\.jsonl", f.name) for f in files), (
-        files
-    )
+    assert all(
+        re.fullmatch(rf"predictions-{host}.*-\d+-\d{{8}}T\d{{9}}Z\.requests\.jsonl", f.name) for f in files
+    ), files
     assert {f.parent.name for f in files} <= {f"ds={day}"} | {f"ds={d}" for d in [r["ts"][:10] for r in rows]}
     first = next(r for r in rows if r["endpoint"] == "predict")
     assert set(first) >= {
@@ -131,3 +145,44 @@ def test_unwritable_log_dir_never_fails_requests(server_pool: ServerPool) -> Non
         assert wait_for(lambda: dropped() >= 20, timeout=10)
         assert client.get("/ready").status_code == 200
     assert "cannot write prediction log" in server.output() or "not usable" in server.output()
+
+
+def test_a_killed_server_leaves_a_log_readable_to_its_last_whole_request(
+    tmp_path: Path, xgb_model_dir: Path
+) -> None:
+    """SIGKILL while the writer is busy (a flush every 20 ms under load): whatever was on disk reads
+    back as whole requests, at most the line being written is left aside."""
+    log_dir = tmp_path / "log"
+    server = start_server(tmp_path, xgb_model_dir, log_dir, {"MLOPS_PREDICTION_LOG_FLUSH_SECONDS": "0.02"})
+    body = orjson.dumps({"records": make_records(50, seed=3, with_ids=True)})
+    stop = threading.Event()
+    served: list[int] = []
+
+    def client() -> None:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            while not stop.is_set():
+                try:
+                    response = http.post(
+                        "/predict", content=body, headers={"content-type": "application/json"}
+                    )
+                except httpx.HTTPError:
+                    return
+                served.append(response.status_code)
+
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for thread in clients:
+        thread.start()
+    try:
+        assert wait_for(lambda: len(served) >= 200, timeout=60), "the server did not serve 200 requests"
+        server.proc.kill()
+        server.proc.wait(10)
+    finally:
+        stop.set()
+        for thread in clients:
+            thread.join(15)
+    time.sleep(0.1)
+    report = ReadReport()
+    rows = list(iter_log_rows(log_files(log_dir), LAYOUT, report))
+    assert report.bad_lines == 0 and len(report.incomplete_tails) <= 1, report
+    assert rows and len(rows) % 50 == 0 and len(rows) <= 50 * (len(served) + len(clients))
+    assert set(served) == {200}

@@ -1,21 +1,31 @@
 """Reading the prediction log that the serving app writes, in bounded memory.
 
-The log is JSON lines under ``<log dir>/ds=YYYY-MM-DD/predictions-<host>-<pid>-<start>.jsonl``,
-partitioned by the UTC day of the prediction, one line per predicted row::
+The serving app (``serving/mlops_serving/predlog.py``) writes one JSON line per *request* under
+``<log dir>/ds=YYYY-MM-DD/predictions-<host>-<pid>-<start>.requests.jsonl``, partitioned by the
+UTC day of the prediction::
 
-    {"request_id", "ts", "model_name", "model_version", "traffic_source", "endpoint", "row",
-     "<id column>", "<time column>", "features": {...}, "probability", "label"}
+    {"request_id", "ts", "model_name", "model_version", "traffic_source", "endpoint",
+     "input": {"records": [{<features>, "<id column>", "<time column>"}, ...]},
+     "output": {"predictions": [{"probability", "label"}, ...], ...}}
+
+For ``/predict``, ``input`` is the request body as the client sent it and ``output`` the response
+(other keys of either are ignored); other endpoints log their records and outputs in the same
+shape. Record ``i`` was predicted ``output.predictions[i]``. Files written before that
+format (plain ``*.jsonl``, one line per row: the request fields, ``row``, the id and time columns,
+``features``, ``probability``, ``label``) are read too. Every reader goes through this module:
+:func:`iter_log_tables` flattens either format into the same Arrow tables (one row per record,
+the dataset's columns), :func:`iter_log_rows` gives the per-row records themselves.
 
 A row belongs to a monitoring window by its *event time* (the dataset's time column, as the
 client sent it), or by its prediction time ``ts`` when it carries none: replayed or late traffic
 is then judged by when the event happened, like the labels it is joined with.
 
 Files are read in blocks of whole lines (``block_bytes``), each parsed by Arrow's JSON reader
-against the schema the dataset implies, so memory stays bounded whatever the window's size. A
-block Arrow rejects (a torn line from a crashed writer, a number where a string belongs) is read
-again line by line: good lines are kept (values coerced), bad ones are counted and reported with
-``path:line``; the files themselves are never changed. A file's unterminated last line (the
-writer may be in the middle of it) is left for the next run.
+against the schema the dataset implies and flattened with Arrow's list kernels, so memory stays
+bounded whatever the window's size. A block Arrow rejects (a torn line from a crashed writer, a
+number where a string belongs) is read again line by line: good lines are kept (values coerced),
+bad ones are counted and reported with ``path:line``; the files themselves are never changed. A
+file's unterminated last line (the writer may be in the middle of it) is left for the next run.
 """
 
 from __future__ import annotations
@@ -43,6 +53,11 @@ EVENT_TIME = "_event_time"
 PROBABILITY = "_probability"
 SERVICE_COLUMNS = (TS, VERSION, ROW_ID, EVENT_TIME, PROBABILITY)
 
+# The serving app's files (one line per request); any other ``*.jsonl`` is the older one-line-per-row format.
+REQUESTS_SUFFIX = ".requests.jsonl"
+# The fields of a request line that every one of its rows carries.
+REQUEST_FIELDS = ("request_id", "ts", "model_name", "model_version", "traffic_source", "endpoint")
+
 DEFAULT_BLOCK_BYTES = 16 << 20
 PARSE_CHUNK_BYTES = 2 << 20  # Arrow parses a block in chunks of this size, on all cores
 MAX_REPORTED_BAD_LINES = 20
@@ -69,8 +84,30 @@ class LogLayout:
     def features(self) -> tuple[str, ...]:
         return (*self.numeric_features, *self.categorical_features)
 
+    def request_json_schema(self) -> pa.Schema:
+        """The schema Arrow parses a request line with (unknown keys are ignored, missing ones are null)."""
+        import pyarrow as pa
+
+        record = [
+            *[pa.field(n, pa.float64()) for n in self.numeric_features],
+            *[pa.field(n, pa.string()) for n in self.categorical_features],
+        ]
+        if self.id_column:
+            record.append(pa.field(self.id_column, pa.string()))
+        if self.time_column:
+            record.append(pa.field(self.time_column, pa.timestamp("ns", tz="UTC")))
+        prediction = pa.struct([pa.field("probability", pa.float64())])
+        return pa.schema(
+            [
+                pa.field("ts", pa.timestamp("ns", tz="UTC")),
+                pa.field("model_version", pa.string()),
+                pa.field("input", pa.struct([pa.field("records", pa.list_(pa.struct(record)))])),
+                pa.field("output", pa.struct([pa.field("predictions", pa.list_(prediction))])),
+            ]
+        )
+
     def json_schema(self) -> pa.Schema:
-        """The schema Arrow parses a line with (unknown keys are ignored, missing ones are null)."""
+        """The schema Arrow parses a line of the older one-line-per-row format with."""
         import pyarrow as pa
 
         # Nanoseconds: Arrow then accepts any number of fractional digits (clients send 0 to 9).
@@ -111,7 +148,8 @@ class LogLayout:
 
 @dataclass
 class ReadReport:
-    """What a read saw: files, lines, and the lines it had to skip (with where they are)."""
+    """What a read saw: files, rows, and the lines (or rows of a request line) it had to skip, with
+    where they are."""
 
     files: list[str] = field(default_factory=list)
     rows: int = 0
@@ -148,7 +186,8 @@ def partition_day(path: Path) -> date | None:
 
 
 def log_files(log_dir: Path, days: Iterable[date] | None = None) -> list[Path]:
-    """The ``*.jsonl`` files of the ``ds=`` partitions for ``days`` (every partition when None), sorted."""
+    """The ``*.jsonl`` files (either format) of the ``ds=`` partitions for ``days`` (every partition
+    when None), sorted."""
     log_dir = Path(log_dir)
     if not log_dir.is_dir():
         return []
@@ -166,6 +205,11 @@ def days_between(first: date, last: date) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
+def is_request_log(path: Path) -> bool:
+    """Whether ``path`` holds one line per request (else: the older one line per row)."""
+    return Path(path).name.endswith(REQUESTS_SUFFIX)
+
+
 # --- reading --------------------------------------------------------------------------------------
 
 
@@ -179,11 +223,66 @@ def iter_log_tables(
     report = report if report is not None else ReadReport()
     for path in files:
         report.files.append(str(path))
+        parse = _parse_request_block if is_request_log(path) else _parse_block
         for first_line, block in _line_blocks(Path(path), block_bytes, report):
-            table = _parse_block(block, layout, path, first_line, report)
+            table = parse(block, layout, path, first_line, report)
             if table.num_rows:
                 report.rows += table.num_rows
                 yield table
+
+
+def iter_log_rows(
+    files: Iterable[Path],
+    layout: LogLayout,
+    report: ReadReport | None = None,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+) -> Iterator[dict[str, Any]]:
+    """Every row of ``files`` as a dict: the request fields (:data:`REQUEST_FIELDS`), ``row`` (its
+    position in the request), the id and time columns, ``features``, ``probability``, ``label``;
+    values as logged. For inspection and tests; the monitor reads :func:`iter_log_tables`."""
+    report = report if report is not None else ReadReport()
+    for path in files:
+        report.files.append(str(path))
+        lines = _request_rows if is_request_log(path) else _row_lines
+        for first_line, block in _line_blocks(Path(path), block_bytes, report):
+            for _, row in lines(block, layout, path, first_line, report):
+                report.rows += 1
+                yield row
+
+
+def request_rows(request: Any, layout: LogLayout) -> list[dict[str, Any]]:
+    """The rows of one parsed request line, in the shape :func:`iter_log_rows` gives. Raises
+    ``ValueError`` for a line that is not a request with one prediction per record."""
+    if not isinstance(request, dict):
+        raise ValueError(f"a JSON {type(request).__name__}, not an object")
+    records = _member(request, "input", "records")
+    predictions = _member(request, "output", "predictions")
+    if not isinstance(records, list) or not isinstance(predictions, list):
+        raise ValueError("no 'input.records' or 'output.predictions' list")
+    if len(records) != len(predictions):
+        raise ValueError(f"{len(records)} records but {len(predictions)} predictions")
+    head = {name: request.get(name) for name in REQUEST_FIELDS}
+    passthrough = {column for column in (layout.id_column, layout.time_column) if column}
+    rows = []
+    for position, (record, prediction) in enumerate(zip(records, predictions, strict=True)):
+        if not isinstance(record, dict) or not isinstance(prediction, dict):
+            raise ValueError(f"record {position} or its prediction is not an object")
+        row = {**head, "row": position}
+        for column in (layout.id_column, layout.time_column):
+            if column:
+                row[column] = record.get(column)
+        features: dict[str, Any] = dict.fromkeys(layout.features)
+        features.update((name, value) for name, value in record.items() if name not in passthrough)
+        row["features"] = features
+        row["probability"] = prediction.get("probability")
+        row["label"] = prediction.get("label")
+        rows.append(row)
+    return rows
+
+
+def _member(obj: dict[str, Any], outer: str, inner: str) -> Any:
+    value = obj.get(outer)
+    return value.get(inner) if isinstance(value, dict) else None
 
 
 def _line_blocks(path: Path, block_bytes: int, report: ReadReport) -> Iterator[tuple[int, bytes]]:
@@ -208,21 +307,72 @@ def _line_blocks(path: Path, block_bytes: int, report: ReadReport) -> Iterator[t
         log.info("%s:%d has no line end yet (a writer may be in the middle of it): left for the next run", path, line)
 
 
-def _parse_block(block: bytes, layout: LogLayout, path: Path, first_line: int, report: ReadReport) -> pa.Table:
+class _Inconsistent(ValueError):
+    """A block whose lines Arrow parsed but that do not pair every record with a prediction."""
+
+
+def _read_json(block: bytes, schema: pa.Schema) -> pa.Table:
     import io
 
-    import pyarrow as pa
     import pyarrow.json as pj
 
+    return pj.read_json(
+        io.BytesIO(block),
+        read_options=pj.ReadOptions(block_size=PARSE_CHUNK_BYTES),  # chunks parse in parallel
+        parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
+    )
+
+
+def _parse_request_block(block: bytes, layout: LogLayout, path: Path, first_line: int, report: ReadReport) -> pa.Table:
+    import pyarrow as pa
+
     try:
-        parsed = pj.read_json(
-            io.BytesIO(block),
-            read_options=pj.ReadOptions(block_size=PARSE_CHUNK_BYTES),  # chunks parse in parallel
-            parse_options=pj.ParseOptions(explicit_schema=layout.json_schema(), unexpected_field_behavior="ignore"),
-        )
+        return _flatten_requests(_read_json(block, layout.request_json_schema()), layout)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, _Inconsistent) as exc:
+        log.warning("%s (lines from %d): %s; reading this block line by line", path, first_line, str(exc).splitlines()[0])
+        return _rows_table(_request_rows(block, layout, path, first_line, report), layout, report)
+
+
+def _flatten_requests(parsed: pa.Table, layout: LogLayout) -> pa.Table:
+    """One row per record: the request's ts and version repeated, the record's columns, its probability."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    records = pc.struct_field(parsed.column("input").combine_chunks(), "records")
+    predictions = pc.struct_field(parsed.column("output").combine_chunks(), "predictions")
+    if records.null_count or predictions.null_count:
+        raise _Inconsistent("a line without 'input.records' or 'output.predictions'")
+    if pc.any(pc.not_equal(pc.list_value_length(records), pc.list_value_length(predictions))).as_py():
+        raise _Inconsistent("a line whose records and predictions differ in number")
+    rows = records.flatten()
+    request_of_row = pc.list_parent_indices(records)
+    n = len(rows)
+    millis = pa.timestamp("ms", tz="UTC")
+
+    def request_column(name: str) -> Any:
+        return parsed.column(name).combine_chunks().take(request_of_row)
+
+    columns: dict[str, Any] = {
+        TS: pc.cast(request_column("ts"), millis, safe=False),
+        VERSION: request_column("model_version"),
+        ROW_ID: pc.struct_field(rows, layout.id_column) if layout.id_column else pa.nulls(n, pa.string()),
+        EVENT_TIME: pc.cast(pc.struct_field(rows, layout.time_column), millis, safe=False) if layout.time_column else pa.nulls(n, millis),
+        PROBABILITY: pc.struct_field(predictions.flatten(), "probability"),
+    }
+    for name in layout.features:
+        columns[name] = pc.struct_field(rows, name)
+    return pa.table(columns, schema=layout.table_schema())
+
+
+def _parse_block(block: bytes, layout: LogLayout, path: Path, first_line: int, report: ReadReport) -> pa.Table:
+    """A block of the older one-line-per-row format."""
+    import pyarrow as pa
+
+    try:
+        parsed = _read_json(block, layout.json_schema())
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         log.warning("%s (lines from %d): %s; reading this block line by line", path, first_line, str(exc).splitlines()[0])
-        return _parse_lines(block, layout, path, first_line, report)
+        return _rows_table(_row_lines(block, layout, path, first_line, report), layout, report)
     return _flatten(parsed, layout)
 
 
@@ -245,23 +395,59 @@ def _flatten(parsed: pa.Table, layout: LogLayout) -> pa.Table:
     return pa.table(columns, schema=layout.table_schema())
 
 
-def _parse_lines(block: bytes, layout: LogLayout, path: Path, first_line: int, report: ReadReport) -> pa.Table:
-    """The slow, forgiving path: one line at a time, values coerced, bad lines reported and skipped."""
-    import math
+# --- the slow, forgiving path: one line at a time ---------------------------------------------------
 
+
+def _lines(block: bytes, path: Path, first_line: int, report: ReadReport) -> Iterator[tuple[str, Any]]:
+    """``(path:line, parsed JSON)`` of every non-empty line; lines that are not JSON are reported."""
     import orjson
-    import pandas as pd
-    import pyarrow as pa
 
-    rows: dict[str, list[Any]] = {name: [] for name in layout.table_schema().names}
     for offset, raw in enumerate(block.split(b"\n")):
         if not raw.strip():
             continue
         where = f"{path}:{first_line + offset}"
         try:
-            record = orjson.loads(raw)
-            if not isinstance(record, dict):
-                raise ValueError(f"a JSON {type(record).__name__}, not an object")
+            yield where, orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            report.bad(where, str(exc)[:200])
+
+
+def _row_lines(
+    block: bytes, layout: LogLayout, path: Path, first_line: int, report: ReadReport
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The rows of a block of the older format: each line is one."""
+    for where, record in _lines(block, path, first_line, report):
+        if isinstance(record, dict):
+            yield where, record
+        else:
+            report.bad(where, f"a JSON {type(record).__name__}, not an object")
+
+
+def _request_rows(
+    block: bytes, layout: LogLayout, path: Path, first_line: int, report: ReadReport
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The rows of a block of request lines; a line that is not a whole request is reported."""
+    for where, request in _lines(block, path, first_line, report):
+        try:
+            rows = request_rows(request, layout)
+        except ValueError as exc:
+            report.bad(where, str(exc)[:200])
+            continue
+        for row in rows:
+            yield f"{where} record {row['row']}", row
+
+
+def _rows_table(rows: Iterable[tuple[str, dict[str, Any]]], layout: LogLayout, report: ReadReport) -> pa.Table:
+    """Per-row records (the older line shape) as a flattened table; values are coerced, a row
+    whose values cannot be is reported and skipped."""
+    import math
+
+    import pandas as pd
+    import pyarrow as pa
+
+    columns: dict[str, list[Any]] = {name: [] for name in layout.table_schema().names}
+    for where, record in rows:
+        try:
             features = record.get("features") or {}
             if not isinstance(features, dict):
                 raise ValueError("'features' is not an object")
@@ -270,22 +456,22 @@ def _parse_lines(block: bytes, layout: LogLayout, path: Path, first_line: int, r
         except (ValueError, TypeError) as exc:
             report.bad(where, str(exc)[:200])
             continue
-        rows[TS].append(record.get("ts"))
-        rows[VERSION].append(None if record.get("model_version") is None else str(record["model_version"]))
-        rows[ROW_ID].append(_text(record.get(layout.id_column)) if layout.id_column else None)
-        rows[EVENT_TIME].append(record.get(layout.time_column) if layout.time_column else None)
-        rows[PROBABILITY].append(probability)
+        columns[TS].append(record.get("ts"))
+        columns[VERSION].append(None if record.get("model_version") is None else str(record["model_version"]))
+        columns[ROW_ID].append(_text(record.get(layout.id_column)) if layout.id_column else None)
+        columns[EVENT_TIME].append(record.get(layout.time_column) if layout.time_column else None)
+        columns[PROBABILITY].append(probability)
         for name, value in zip(layout.numeric_features, numeric, strict=True):
-            rows[name].append(value)
+            columns[name].append(value)
         for name in layout.categorical_features:
-            rows[name].append(_text(features.get(name)))
+            columns[name].append(_text(features.get(name)))
     for name in (TS, EVENT_TIME):
-        parsed = pd.to_datetime(pd.Series(rows[name], dtype="object"), utc=True, errors="coerce", format="ISO8601")
-        rows[name] = list(parsed.dt.floor("ms").astype("datetime64[ms, UTC]"))
+        parsed = pd.to_datetime(pd.Series(columns[name], dtype="object"), utc=True, errors="coerce", format="ISO8601")
+        columns[name] = list(parsed.dt.floor("ms").astype("datetime64[ms, UTC]"))
     schema = layout.table_schema()
     arrays = {}
     for name in schema.names:
-        values = rows[name]
+        values = columns[name]
         if schema.field(name).type == pa.float64():
             values = [None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values]
         arrays[name] = pa.array(values, type=schema.field(name).type, from_pandas=True)
