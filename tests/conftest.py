@@ -163,6 +163,9 @@ def airflow_stack(tmp_path_factory: pytest.TempPathFactory, airflow_databases: A
             "MLOPS_AIRFLOW_PORT": str(free_port()),
         }
     )
+    from tests.mlflow_fixtures import small_search_environment
+
+    env.update(small_search_environment())  # trainings on this stack search a few trials: real, and quick
     stack = AirflowStack(env=env, base=base)
     done = stack.run("setup", timeout=300)
     assert done.returncode == 0, f"airflow setup failed:\n{done.stdout}\n{done.stderr}"

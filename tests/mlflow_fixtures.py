@@ -10,7 +10,8 @@ conftest files still starts one server.
 * ``validated_lake``: ``LAKE_DAYS`` days (from ``LAKE_FIRST_DAY``) taken through the real ingest
   steps (extract + expectation suite) into a temp lake; built once per session, treat it as read-only.
 * ``mlops_env``: points the settings at both (``MLOPS_LAKE_URI``, ``MLFLOW_TRACKING_URI``) with a
-  registered model name unique to the test, so tests never see each other's aliases.
+  registered model name unique to the test, so tests never see each other's aliases, and a small
+  hyperparameter search (:func:`small_search_environment`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ def quiet_mlflow_environment() -> dict[str, str]:
         "NO_PROXY": "*",
         "no_proxy": "*",
     }
+
+
+def small_search_environment() -> dict[str, str]:
+    """A hyperparameter search of a few trials on two folds: the search runs for real, in seconds."""
+    return {"MLOPS_TRAIN_TUNE_TRIALS": "3", "MLOPS_TRAIN_TUNE_FOLDS": "2"}
 
 
 @dataclass
@@ -209,7 +215,7 @@ def _point_settings_at(monkeypatch: pytest.MonkeyPatch, server: MlflowServer, la
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
     monkeypatch.setenv("MLOPS_MODEL_NAME", model_name)
     monkeypatch.setenv("MLOPS_DATASET", "churn")
-    for key, value in quiet_mlflow_environment().items():
+    for key, value in {**quiet_mlflow_environment(), **small_search_environment()}.items():
         monkeypatch.setenv(key, value)
     _clear_settings_caches()
     return MlopsEnv(lake, server.uri, model_name)

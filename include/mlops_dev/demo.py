@@ -40,6 +40,8 @@ DEMO_DEFAULTS = {
     "MLOPS_DEPLOY_MAX_BAKE_SECONDS": "180",
     "MLOPS_DEPLOY_POKE_SECONDS": "5",
     "MLOPS_MONITOR_REPORT_SAMPLE_ROWS": "5000",
+    # A smaller hyperparameter search (its trials still show as nested runs in MLflow).
+    "MLOPS_TRAIN_TUNE_TRIALS": "8",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # the demo's own progress line says what runs
 }
 AIRFLOW_SERVICES = ["api-server", "scheduler", "dag-processor", "triggerer"]

@@ -67,8 +67,16 @@ DEFAULT_CANDIDATES: tuple[CandidateName, ...] = ("baseline", "xgboost")
 
 
 class TrainSettings(BaseSettings):
-    """Training: the data window, the split and the candidates (``MLOPS_TRAIN_*``). A DAG run's Params
-    override ``days``, ``seed``, ``candidates`` and ``hyperparameters`` for that run only."""
+    """Training: the data window, the split, the candidates, their search and calibration
+    (``MLOPS_TRAIN_*``). A DAG run's Params override ``days``, ``seed``, ``candidates`` and
+    ``hyperparameters`` for that run only.
+
+    The search budget is per candidate: ``tune_trials`` Optuna trials, each fitting
+    ``tune_folds`` rolling-origin folds of the training split, stopped early by
+    ``tune_timeout_seconds``. With the defaults a training on 28 days of 2000 rows takes about two
+    minutes on two cores (XGBoost's 30 trials most of it), at most about five when both searches
+    hit the cap. The trial count is the reproducible budget, the timeout a cap: a search it cut
+    short depends on the machine's speed, and the run records that it did (``stopped_by``)."""
 
     model_config = SettingsConfigDict(env_prefix="MLOPS_TRAIN_", extra="ignore")
 
@@ -78,10 +86,33 @@ class TrainSettings(BaseSettings):
     min_split_rows: int = Field(default=50, ge=1, description="Fewest rows a train/valid/holdout split may have")
     candidates: list[CandidateName] = Field(default_factory=lambda: list(DEFAULT_CANDIDATES), min_length=1)
     hyperparameters: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description='Overrides per candidate, e.g. {"xgboost": {"max_depth": 3}}'
+        default_factory=dict,
+        description='Fixed values per candidate, e.g. {"xgboost": {"max_depth": 3}}: the search leaves these keys alone',
+    )
+    tune_trials: int = Field(
+        default=30, ge=0, le=10_000, description="Optuna trials per candidate (TPE, seeded); 0: no search, the defaults"
+    )
+    tune_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="Wall-clock cap of one candidate's search; a trial under way is finished"
+    )
+    tune_folds: int = Field(
+        default=3,
+        ge=2,
+        le=10,
+        description="Rolling-origin folds of the training split: fold k trains on the first k blocks (by event time) "
+        "and validates on block k + 1",
+    )
+    calibration_folds: int = Field(
+        default=3,
+        ge=2,
+        le=10,
+        description="Consecutive blocks of the valid split that choose between isotonic and Platt calibration by "
+        "cross-validation (the Brier score of each held-out block)",
     )
     seed: int = Field(default=42, description="Seed of every random choice in training")
-    nthread: int = Field(default=1, ge=1, description="XGBoost threads; fixed so results are reproducible (raise for big data)")
+    nthread: int = Field(
+        default=1, ge=1, description="XGBoost and BLAS threads; fixed so results are reproducible (raise for big data)"
+    )
     experiment_name: str | None = Field(default=None, description="MLflow experiment; default: the registered model name")
     reference_sample_rows: int = Field(
         default=5000, ge=0, description="Rows of the training split logged as the monitoring reference sample"
@@ -170,6 +201,14 @@ class DeploySettings(BaseSettings):
         default=900.0, gt=0, description="Longest wait at a step for enough traffic; then the checks run on what came"
     )
     poke_seconds: float = Field(default=30.0, gt=0, description="How often a waiting step is looked at (reschedule mode)")
+    task_retries: int = Field(
+        default=2,
+        ge=1,
+        description="Retries of each deploy task after an infrastructure error or a lost task process (its worker or "
+        "scheduler died): every step is safe to run again, and a retry carries on where the step was instead of "
+        "rolling a healthy canary back",
+    )
+    retry_delay_seconds: float = Field(default=30.0, ge=0, description="Wait before a deploy task's retry")
     min_requests: int = Field(default=50, ge=1, description="Canary requests per step for the 5xx and latency checks")
     min_rows: int = Field(default=200, ge=1, description="Predicted rows per side for the distribution (PSI) check")
     insufficient_traffic: Literal["proceed", "rollback"] = Field(
@@ -281,7 +320,12 @@ class MonitorSettings(BaseSettings):
     )
     drift_share_threshold: float = Field(default=0.3, gt=0, le=1, description="Share of drifted features that is dataset drift")
     key_features: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Features whose drift alone asks for a retrain")
-    min_rows: int = Field(default=500, ge=1, description="Fewest window rows for a drift verdict")
+    min_rows: int = Field(
+        default=500,
+        ge=1,
+        description="Fewest window rows for a drift verdict: fewer is recorded as 'not enough data' (a warning), none "
+        "as 'no data' (an error alert, and the monitor run fails after recording it)",
+    )
     report_sample_rows: int = Field(default=20_000, ge=100, description="Rows of the window in the Evidently report")
     sample_seed: int = 42
 
@@ -304,7 +348,11 @@ class MonitorSettings(BaseSettings):
         description="A drift-triggered retrain waits until this many days of data since the change exist, so the new "
         "model has post-change rows to learn from besides its holdout",
     )
-    trigger_on_backfill: bool = Field(default=False, description="Backfill runs may trigger retraining too")
+    trigger_on_backfill: bool = Field(
+        default=False,
+        description="Backfill runs may trigger retraining too; a backfill created with dag_run_conf "
+        '{"retrain_on_backfill": true|false} decides for its own runs',
+    )
 
     # --- outputs ----------------------------------------------------------------------------------
     reports_prefix: str = Field(default="reports/drift", description="Lake folder of the reports (ds=... below)")

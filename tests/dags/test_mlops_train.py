@@ -1,7 +1,7 @@
 """mlops_train: the DAG's shape, a light parse, and two real `airflow dags test` runs against MLflow.
 
 The runs use a throwaway Airflow home (the ``airflow_stack`` fixture), the session's lake of 10
-validated synthetic days and the session's MLflow server. The first run registers version 1 and
+validated synthetic days and the session's MLflow server, with a small search. The first run registers version 1 and
 gives it ``@challenger``; the second, with conf that cripples the only candidate, registers
 version 2, which the gate rejects: no alias moves.
 """
@@ -82,11 +82,12 @@ def test_two_runs_register_a_challenger_then_a_rejected_version(airflow_stack, v
 
     from mlops_pipeline.registry.aliases import CHALLENGER, CHAMPION, version_for_alias
     from mlops_pipeline.registry.lineage import LAKE_SOURCE_TYPE, version_lineage
-    from tests.mlflow_fixtures import quiet_mlflow_environment
+    from tests.mlflow_fixtures import quiet_mlflow_environment, small_search_environment
 
     name = f"churn-dag-{uuid.uuid4().hex[:8]}"
     env = {
         **quiet_mlflow_environment(),
+        **small_search_environment(),
         "MLOPS_LAKE_URI": validated_lake.uri,
         "MLFLOW_TRACKING_URI": mlflow_server.uri,
         "MLOPS_MODEL_NAME": name,
@@ -107,8 +108,13 @@ def test_two_runs_register_a_challenger_then_a_rejected_version(airflow_stack, v
     for dataset in lineage["datasets"]:
         assert dataset["source_type"] == LAKE_SOURCE_TYPE and dataset["digest"]
         assert all(uri.startswith(f"{validated_lake.uri}/validated/ds=2026-01-") for uri in dataset["source"]["uris"])
-    assert {"explain/shap_importance.png", "model_card.md"} <= set(lineage["artifacts"])
+    assert {"explain/shap_importance.png", "model_card.md", "tuning/xgboost.json"} <= set(lineage["artifacts"])
     assert lineage["version_tags"]["gate_status"] == "passed"
+    # the search and the candidates are nested under the training run, as the MLflow UI shows them
+    nested = client.search_runs([run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    assert sorted(r.data.tags["mlops.candidate"] for r in nested) == ["baseline", "xgboost"]
+    assert all(len(client.search_runs([run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{r.info.run_id}'")) == 3
+               for r in nested)  # fmt: skip
 
     crippled = {
         "reason": "drift",

@@ -10,6 +10,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from mlops_pipeline.orchestration import train
 from mlops_pipeline.training.data import TrainingDataError
+from mlops_pipeline.training.pipeline import TrainingStepError
 from tests.orchestration.fakes import FakeDagRun, RunType, use_settings
 
 AS_OF = datetime(2013, 3, 1, 3, tzinfo=UTC)
@@ -48,7 +49,7 @@ def test_the_candidates_param_offers_the_configured_candidates():
 
 
 def test_the_context_becomes_the_training_request(monkeypatch, tmp_path):
-    use_settings(monkeypatch, tmp_path / "lake")
+    use_settings(monkeypatch, tmp_path / "lake", MLOPS_START_DATE="2013-01-01")
     seen = {}
 
     def train_and_register(request):
@@ -83,8 +84,11 @@ def test_a_date_without_validated_data_before_it_fails_at_once_naming_the_date(m
     monkeypatch.setattr("mlops_pipeline.registry.client.mlflow_client", lambda settings: object())
     with pytest.raises(AirflowFailException) as failed:
         train.train({}, dag_run=FakeDagRun(dag_id="mlops_train"), data_interval_end=AS_OF, logical_date=AS_OF)
-    assert "mlops_train cannot train as of 2013-03-01: empty training window: no validated partition before ds=2013-03-01" in str(failed.value)
-    assert isinstance(failed.value.__cause__, TrainingDataError)
+    assert str(failed.value).startswith(
+        "mlops_train cannot train as of 2013-03-01: training run manual__2026-01-09T00:00:00+00:00 (as of 2013-03-01) "
+        "failed at step prepare: empty training window: no validated partition before ds=2013-03-01"
+    )
+    assert isinstance(failed.value.__cause__, TrainingStepError) and isinstance(failed.value.__cause__, TrainingDataError)
 
 
 def test_the_run_after_stands_in_for_a_run_without_a_logical_date():

@@ -59,6 +59,15 @@ def test_metadata_block_has_the_agreed_shape_and_round_trips(dataset):
     assert ModelSpec.from_metadata(block) == spec
 
 
+def test_the_calibration_map_travels_in_the_metadata_block(dataset):
+    spec = fit_model_spec(_train_frame(dataset), dataset).with_calibration({"method": "platt", "a": 1.5, "b": -0.25})
+    block = spec.to_metadata()
+    assert block["calibration"] == {"method": "platt", "a": 1.5, "b": -0.25}
+    assert ModelSpec.from_metadata(block) == spec
+    with pytest.raises(FeatureError, match=r"metadata\.mlops\.calibration\.x must be ascending"):
+        ModelSpec.from_metadata({**block, "calibration": {"method": "isotonic", "x": [0.5, 0.2], "y": [0.1, 0.3]}})
+
+
 def test_encoding_rules(dataset):
     spec = fit_model_spec(_train_frame(dataset), dataset)
     rows = pd.DataFrame(

@@ -1,6 +1,7 @@
 """train_and_register + gate_candidate against a real MLflow server and the lake of 10 validated days.
 
-One scenario per module (training is the expensive part), then one test per property:
+The search is small here (``small_search_environment``: a few trials on two folds). One scenario per
+module (training is the expensive part), then one test per property:
 
 1. v1: both candidates, no champion yet -> the floor decides -> ``@challenger``; a retry of the same
    Airflow run reuses the finished run.
@@ -20,6 +21,7 @@ from mlflow import MlflowClient
 from mlops_pipeline.registry import CHALLENGER, CHAMPION, promote
 from mlops_pipeline.registry.aliases import version_for_alias
 from mlops_pipeline.registry.lineage import LAKE_SOURCE_TYPE, version_lineage
+from mlops_pipeline.registry.models import load_model
 from mlops_pipeline.training.pipeline import TrainRequest, gate_candidate, train_and_register
 
 pytestmark = pytest.mark.integration
@@ -94,8 +96,18 @@ def test_run_records_lineage_params_metrics_and_artifacts(scenario):
     assert tags["git_commit"] == tags["mlflow.source.git.commit"] != ""
     assert run.data.params["window.first_ds"] == "2026-01-01" and run.data.params["window.last_ds"] == "2026-01-10"
     assert run.data.params["seed"] == "42"
-    assert {"holdout_roc_auc", "holdout_pr_auc", "holdout_log_loss", "holdout_brier", "holdout_f1",
-            "baseline.holdout_roc_auc", "xgboost.valid_roc_auc"} <= set(run.data.metrics)
+    assert {"holdout_roc_auc", "holdout_pr_auc", "holdout_log_loss", "holdout_brier", "holdout_f1", "holdout_ece",
+            "baseline.holdout_roc_auc", "xgboost.valid_roc_auc", "xgboost.cv_roc_auc_mean", "xgboost.cv_roc_auc_std",
+            "calibration.holdout_ece_before", "calibration.holdout_ece_after", "calibration.valid_brier_after_cv",
+            "calibration.isotonic_cv_brier", "calibration.platt_cv_brier"} <= set(run.data.metrics)
+    params = run.data.params
+    assert (params["tune.trials"], params["tune.folds"], params["tune.sampler"]) == ("3", "2", "TPESampler(seed=42)")
+    # the best parameters of each search are the candidate's parameters on the training run
+    for name, search in first["tuning"].items():
+        for key in search["searched"]:
+            assert params[f"{name}.{key}"] == str(search["best_params"][key])
+    winner = first["winner"]
+    assert params["calibration.method"] == first["calibration"][winner]["method"] == first["model_spec"]["calibration"]["method"]
 
     datasets = {d["context"]: d for d in lineage["datasets"]}
     assert set(datasets) == {"training", "validation", "holdout"}
@@ -110,7 +122,8 @@ def test_run_records_lineage_params_metrics_and_artifacts(scenario):
 
     for artifact in ("model_card.md", "explain/shap_importance.png", "explain/shap_importance.csv",
                      "explain/shap_importance.json", "environment/requirements-lock.txt", "data/window.json",
-                     "data/reference_sample.parquet", "train_result.json"):
+                     "data/reference_sample.parquet", "train_result.json", "tuning/xgboost.json",
+                     "calibration/baseline.json"):
         assert artifact in lineage["artifacts"], artifact
     png = Path(client.download_artifacts(first["run_id"], "explain/shap_importance.png"))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -119,10 +132,38 @@ def test_run_records_lineage_params_metrics_and_artifacts(scenario):
     assert importances[0]["rank"] == 1 and importances[0]["mean_abs_shap"] >= importances[-1]["mean_abs_shap"]
 
 
+def test_candidates_and_search_trials_are_nested_runs_of_the_training_run(scenario):
+    client, first = scenario["client"], scenario["first"]
+    experiment_id = client.get_run(first["run_id"]).info.experiment_id
+
+    def children(parent_id: str):
+        return client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+
+    candidates = {run.data.tags["mlops.candidate"]: run for run in children(first["run_id"])}
+    assert set(candidates) == {"baseline", "xgboost"}
+    for name, candidate_run in candidates.items():
+        search = first["tuning"][name]
+        assert candidate_run.data.tags["mlops.kind"] == "candidate" and candidate_run.info.status == "FINISHED"
+        assert candidate_run.data.metrics["cv_roc_auc_mean"] == pytest.approx(search["cv_mean"])
+        assert candidate_run.data.metrics["holdout_roc_auc"] == pytest.approx(first["candidates"][name]["holdout"]["roc_auc"])
+        trials = children(candidate_run.info.run_id)
+        assert len(trials) == search["trials_finished"] == 3
+        for trial in trials:
+            assert trial.data.tags["mlops.kind"] == "trial" and set(search["searched"]) <= set(trial.data.params)
+            assert {"fold_1_roc_auc", "fold_2_roc_auc", "cv_roc_auc_mean", "cv_roc_auc_std"} <= set(trial.data.metrics)
+        [best] = [t for t in trials if t.data.tags["best"] == "true"]
+        assert best.data.params["trial"] == str(search["best_trial"])
+        assert best.data.metrics["cv_roc_auc_mean"] == pytest.approx(search["cv_mean"])
+        assert {k: best.data.params[k] for k in search["searched"]} == {k: str(search["best_params"][k]) for k in search["searched"]}
+    # nested runs carry neither the trigger nor the Airflow run: the monitor's and the retry's searches skip them
+    assert not {"trigger_reason", "dag_run_id"} & set(candidates["xgboost"].data.tags)
+
+
 def test_model_card_says_what_the_model_is_and_what_the_gate_did(scenario):
     client = scenario["client"]
     card = Path(client.download_artifacts(scenario["first"]["run_id"], "model_card.md")).read_text()
-    for heading in ("## Intended use", "## Data", "## Metrics (holdout)", "## Gate", "## Limitations"):
+    for heading in ("## Intended use", "## Data", "## Metrics (holdout)", "## Hyperparameter search", "## Calibration",
+                    "## Gate", "## Limitations"):
         assert heading in card
     assert "ds=2026-01-01..2026-01-10" in card and "**passed**" in card
     rejected_card = Path(client.download_artifacts(scenario["worse"]["run_id"], "model_card.md")).read_text()
@@ -159,6 +200,7 @@ def test_registered_xgboost_model_follows_the_serving_contract(scenario, tmp_pat
     import pandas as pd
     import xgboost as xgb
 
+    from mlops_pipeline.contracts.calibration import apply
     from mlops_pipeline.training.features import ModelSpec, encode
 
     good = scenario["good"]
@@ -172,6 +214,8 @@ def test_registered_xgboost_model_follows_the_serving_contract(scenario, tmp_pat
     }
     assert (block["id_column"], block["time_column"], block["target"]) == ("customer_id", "event_time", "churned")
     assert 0 < block["threshold"] < 1 and block["threshold"] == good["model_spec"]["threshold"]
+    assert block["calibration"] == good["model_spec"]["calibration"]
+    assert block["calibration"]["method"] == good["calibration"]["xgboost"]["method"]
     signature = json.loads(mlmodel["signature"]["inputs"])
     assert [c["name"] for c in signature] == [f["name"] for f in block["features"]]
     assert sorted(Path(local).iterdir()) and not Path(local, "uv.lock").exists()
@@ -184,8 +228,9 @@ def test_registered_xgboost_model_follows_the_serving_contract(scenario, tmp_pat
     booster.load_model(str(Path(local, "model.ubj")))
     dmatrix = xgb.DMatrix(encode(rows, spec), feature_names=spec.names, feature_types=spec.feature_types,
                           enable_categorical=True)
-    proba = booster.predict(dmatrix)
-    assert proba.shape == (len(rows),) and np.all((proba > 0) & (proba < 1))
+    proba = apply(booster.predict(dmatrix), block["calibration"])  # the raw score through the stored map
+    assert proba.shape == (len(rows),) and np.all((proba >= 0) & (proba <= 1))
+    assert np.allclose(proba, load_model(good["model_uri"]).predict_proba(rows))  # what the gate scored
 
 
 def test_registered_sklearn_model_takes_raw_columns(scenario, tmp_path):
@@ -201,3 +246,4 @@ def test_registered_sklearn_model_takes_raw_columns(scenario, tmp_path):
     example = json.loads(Path(local, "input_example.json").read_text())
     proba = pipeline.predict_proba(pd.DataFrame(example["data"], columns=example["columns"]))[:, 1]
     assert len(proba) == len(example["data"]) and block["threshold"] == baseline["model_spec"]["threshold"]
+    assert block["calibration"] == baseline["model_spec"]["calibration"]

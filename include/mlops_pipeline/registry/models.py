@@ -1,4 +1,7 @@
-"""Load a registered model the way the server does: native flavor plus its ``metadata.mlops`` contract."""
+"""Load a registered model the way the server does: native flavor plus its ``metadata.mlops`` contract.
+
+``predict_proba`` is the raw score through the contract's calibration map, the probability the
+server serves and the threshold was chosen on (the gate and the monitor score with it)."""
 
 from __future__ import annotations
 

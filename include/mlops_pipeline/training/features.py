@@ -11,7 +11,8 @@ model server implements the same rules from the ``metadata.mlops`` block in ``ML
         id_column: customer_id
         time_column: event_time
         target: churned
-        threshold: 0.5                 # label = int(proba >= threshold)
+        threshold: 0.5                 # label = int(proba >= threshold), on the calibrated probability
+        calibration: {method: platt, a: 1.1, b: -0.3}   # optional; see mlops_pipeline.contracts.calibration
 
 Encoding: a float32 matrix, column i = feature i in that order; numeric -> float (null -> NaN);
 categorical -> index of the value in ``categories`` (null or unseen -> NaN). Categories are the
@@ -21,7 +22,8 @@ and ``enable_categorical=True``; the scikit-learn baseline takes the raw columns
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -55,13 +57,15 @@ class Feature:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What ``metadata.mlops`` says: features in input order, key columns, decision threshold."""
+    """What ``metadata.mlops`` says: features in input order, key columns, decision threshold and the
+    calibration map from the model's raw score to the probability (None: the raw score is it)."""
 
     features: tuple[Feature, ...]
     id_column: str
     time_column: str
     target: str
     threshold: float = 0.5
+    calibration: Mapping[str, Any] | None = field(default=None, hash=False)
 
     @property
     def names(self) -> list[str]:
@@ -74,17 +78,27 @@ class ModelSpec:
     def with_threshold(self, threshold: float) -> ModelSpec:
         return replace(self, threshold=float(threshold))
 
+    def with_calibration(self, block: Mapping[str, Any] | None) -> ModelSpec:
+        from mlops_pipeline.contracts.calibration import check
+
+        return replace(self, calibration=check(block))
+
     def to_metadata(self) -> dict[str, Any]:
-        return {
+        block: dict[str, Any] = {
             "features": [f.to_dict() for f in self.features],
             "id_column": self.id_column,
             "time_column": self.time_column,
             "target": self.target,
             "threshold": float(self.threshold),
         }
+        if self.calibration is not None:
+            block["calibration"] = dict(self.calibration)
+        return block
 
     @classmethod
     def from_metadata(cls, block: dict[str, Any]) -> ModelSpec:
+        from mlops_pipeline.contracts.calibration import CalibrationError, check
+
         try:
             features = tuple(
                 Feature(name=f["name"], kind=f["kind"], categories=tuple(f.get("categories") or ()))
@@ -96,9 +110,12 @@ class ModelSpec:
                 time_column=block["time_column"],
                 target=block["target"],
                 threshold=float(block["threshold"]),
+                calibration=check(block.get("calibration")),
             )
         except (KeyError, TypeError) as exc:
             raise FeatureError(f"metadata.mlops block is incomplete ({exc!r}): {block!r}") from exc
+        except CalibrationError as exc:
+            raise FeatureError(f"metadata.mlops.{exc}") from exc
 
 
 def fit_model_spec(train: pd.DataFrame, dataset: DatasetSpec, threshold: float = 0.5) -> ModelSpec:

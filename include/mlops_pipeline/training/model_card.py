@@ -13,6 +13,7 @@ METRIC_ROWS = [
     ("pr_auc", "PR AUC"),
     ("log_loss", "log loss"),
     ("brier", "Brier score"),
+    ("ece", "expected calibration error"),
     ("f1", "F1 at threshold"),
     ("precision", "precision at threshold"),
     ("recall", "recall at threshold"),
@@ -34,6 +35,7 @@ def render_model_card(facts: dict[str, Any], decision: dict[str, Any] | None, im
     spec = facts["model_spec"]
     metrics = facts["candidates"]
     winner = facts["winner"]
+    calibration = spec.get("calibration")
     lines = [
         f"# Model card: {facts['model_name']} version {facts['version']}",
         "",
@@ -46,6 +48,13 @@ def render_model_card(facts: dict[str, Any], decision: dict[str, Any] | None, im
         + (" (with uncommitted changes)" if facts.get("git_dirty") else "")
         + f"; seed {facts['seed']}",
         f"- Decision threshold: {spec['threshold']} (label = probability >= threshold; chosen on the valid split for F1)",
+        "- Probabilities: "
+        + (
+            f"the raw score through a {calibration['method']} calibration map fitted on the valid split "
+            "(`metadata.mlops.calibration`; the server applies the same map)"
+            if calibration
+            else "the model's raw score (no calibration map)"
+        ),
         "",
         "## Intended use",
         "",
@@ -84,6 +93,9 @@ def render_model_card(facts: dict[str, Any], decision: dict[str, Any] | None, im
     lines += [
         "",
         f"The winner was selected on the valid split's {facts['selection_metric']}; the holdout was not used to choose.",
+        "All metrics are of calibrated probabilities, as served.",
+        *_search_lines(facts),
+        *_calibration_lines(facts),
         "",
         "## Gate",
         "",
@@ -127,7 +139,60 @@ def render_model_card(facts: dict[str, Any], decision: dict[str, Any] | None, im
         "- Scores degrade under drift; the nightly monitor compares live inputs with this window and triggers retraining.",
         "- Metrics come from one holdout period; the ROC AUC has a standard error of about "
         f"{_fmt(facts.get('holdout_roc_auc_se'))} (Hanley-McNeil) from sampling alone.",
-        "- Probabilities are not recalibrated; use the threshold above or rank, not the raw value, for decisions.",
+        "- Probabilities are calibrated on the valid split, just before the holdout; under drift the calibration "
+        "degrades with the ranking, and only a retrain refits it.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _search_lines(facts: dict[str, Any]) -> list[str]:
+    tuning = facts.get("tuning") or {}
+    if not tuning:
+        return []
+    lines = [
+        "",
+        "## Hyperparameter search",
+        "",
+        "Optuna's TPE sampler (seeded) on rolling-origin folds of the training split: each fold trains on the "
+        "earlier rows and scores the next block, never shuffled across time. Trial 0 is the defaults.",
+        "",
+        "| candidate | trials (finished / budget) | stopped by | CV mean | CV std | best parameters |",
+        "| --- | ---: | --- | ---: | ---: | --- |",
+    ]
+    for name, search in tuning.items():
+        searched = search.get("searched") or []
+        best = ", ".join(f"{key}={_fmt(search['best_params'].get(key))}" for key in searched) or "-"
+        lines.append(
+            f"| {name} | {search.get('trials_finished')} / {search.get('budget_trials')} | {search.get('stopped_by')} "
+            f"| {_fmt(search.get('cv_mean'))} | {_fmt(search.get('cv_std'))} | {best} |"
+        )
+    fixed = {name: search.get("fixed") for name, search in tuning.items() if search.get("fixed")}
+    if fixed:
+        lines += ["", "Fixed by settings or the run's Params (not searched): " + "; ".join(
+            f"{name} {values}" for name, values in fixed.items())]  # fmt: skip
+    return lines
+
+
+def _calibration_lines(facts: dict[str, Any]) -> list[str]:
+    calibration = facts.get("calibration") or {}
+    if not calibration:
+        return []
+    lines = [
+        "",
+        "## Calibration",
+        "",
+        "Isotonic and Platt maps were fitted on the valid split; the one with the lower Brier score over "
+        "consecutive held-out blocks of valid (cross-validation) was kept and refitted on all of valid.",
+        "",
+        "| candidate | method | CV Brier isotonic | CV Brier Platt | holdout ECE before -> after | holdout Brier before -> after |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, report in calibration.items():
+        cv = report.get("cv_brier") or {}
+        before, after = report.get("holdout_before") or {}, report.get("holdout_after") or {}
+        lines.append(
+            f"| {name} | {report.get('method')} | {_fmt(cv.get('isotonic'))} | {_fmt(cv.get('platt'))} "
+            f"| {_fmt(before.get('ece'))} -> {_fmt(after.get('ece'))} | {_fmt(before.get('brier'))} -> {_fmt(after.get('brier'))} |"
+        )
+    return lines
