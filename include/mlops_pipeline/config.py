@@ -330,17 +330,28 @@ class MonitorSettings(BaseSettings):
     sample_seed: int = 42
 
     # --- performance ------------------------------------------------------------------------------
-    roc_auc_floor: float = Field(default=0.70, ge=0, le=1, description="ROC AUC on arrived labels below this = performance")
+    roc_auc_floor: float = Field(
+        default=0.70, ge=0, le=1, description="ROC AUC on arrived labels (or estimated, without them) below this = performance"
+    )
     max_relative_drop: float = Field(
-        default=0.05, ge=0, lt=1, description="ROC AUC below champion holdout * (1 - this) = performance"
+        default=0.05, ge=0, lt=1, description="ROC AUC (realised or estimated) below champion holdout * (1 - this) = performance"
     )
     min_labelled_rows: int = Field(default=200, ge=1, description="Fewest labelled rows for a performance verdict")
     performance_window_days: int = Field(default=1, ge=1, description="Event days (the latest with labels) scored for quality")
+    retrain_on_estimate: bool = Field(
+        default=True,
+        description="The ROC AUC estimated from a calibrated champion's probabilities (before labels) below roc_auc_floor "
+        "or the allowed drop asks for a retrain too (reason estimated_performance); labels win when they also say so",
+    )
+    estimate_bins: int = Field(
+        default=1000, ge=10, le=1_000_000, description="Probability bins of the streamed ROC AUC estimate (its error bound shrinks with more)"
+    )
 
     # --- decision -------------------------------------------------------------------------------
     cooldown_days: int = Field(default=3, ge=0, description="No second retrain within this many days of the last one")
     cooldown_reasons: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["drift", "performance"], description="Training runs (trigger_reason) that count as retrains"
+        default_factory=lambda: ["drift", "performance", "estimated_performance"],
+        description="Training runs (trigger_reason) that count as retrains",
     )
     min_post_change_days: int = Field(
         default=3,

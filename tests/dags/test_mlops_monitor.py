@@ -4,7 +4,8 @@ The runs use the throwaway Airflow home (``airflow_stack``), a private copy of t
 the session's MLflow server with a champion trained and promoted for this module, and a
 prediction log prepared for these windows (``min_post_change_days`` 2):
 
-* 2026-01-08: the lake's own rows -> no drift -> ``no_retrain``;
+* 2026-01-08: the lake's own rows -> no drift -> ``no_retrain``; the record holds the estimated
+  performance of its rows (and, once 2026-01-10 ran, their realised performance beside it);
 * 2026-01-09: rows of the covariate-drift scenario -> drift, the first post-change day -> the retrain
   waits (``no_retrain``), ``change_start`` 2026-01-09;
 * 2026-01-10: drift again, the second post-change day -> ``trigger_retrain`` creates an ``mlops_train``
@@ -125,6 +126,9 @@ def test_drift_triggers_training_once_enough_post_change_days_exist(airflow_stac
     assert quiet["action"] == "none" and not quiet["trigger"] and not quiet["triggered"]
     assert quiet["numbers"]["drifted_features"] == [] and quiet["numbers"]["labelled_rows"] == 2000
     assert quiet["conf"] is None
+    assert quiet["estimated_days"] == ["2026-01-08"] and 0.6 < quiet["estimated_roc_auc"] < 0.9
+    assert quiet["estimated_accuracy"] is not None and quiet["realised_roc_auc"] is None  # no labels of 01-08 yet
+    assert quiet["labelled"]["days"] == ["2026-01-06"] and quiet["labelled"]["rows"] == 2000
 
     done = _dags_test(airflow_stack, env, "2026-01-09")
     waiting = json.loads((reports / "ds=2026-01-09" / "decision.json").read_text())
@@ -149,6 +153,10 @@ def test_drift_triggers_training_once_enough_post_change_days_exist(airflow_stac
         "change_start": "2026-01-09",
     }
     assert (reports / "ds=2026-01-10" / "report.html").is_file() and (reports / "ds=2026-01-10" / "quality.html").is_file()
+    # 2026-01-10's run measured the labels of 2026-01-08 and wrote them beside that window's estimate.
+    quiet = json.loads((reports / "ds=2026-01-08" / "decision.json").read_text())
+    assert quiet["realised_days"] == ["2026-01-08"] and quiet["realised"]["measured_by"] == "2026-01-10"
+    assert abs(quiet["estimated_roc_auc"] - quiet["realised_roc_auc"]) < 0.05
 
     listed = _airflow(airflow_stack, env, "dags", "list-runs", "mlops_train", "--output", "json", timeout=300)
     assert listed.returncode == 0, listed.stderr[-3000:]
@@ -172,3 +180,6 @@ def test_drift_triggers_training_once_enough_post_change_days_exist(airflow_stac
     assert tags["2026-01-09"]["decision_blocked_by"] == "waiting_for_post_change_data"
     assert tags["2026-01-10"]["decision_action"] == "retrain" and tags["2026-01-10"]["decision_reason"] == "drift"
     assert tags["2026-01-10"]["decision_trigger"] == "true"
+    quiet_run = next(r for r in client.search_runs([experiment.experiment_id]) if r.data.tags["window_ds"] == "2026-01-08")
+    assert quiet_run.data.metrics["estimated_roc_auc"] == quiet["estimated_roc_auc"]
+    assert quiet_run.data.metrics["realised_roc_auc"] == quiet["realised_roc_auc"] and "estimate_error_roc_auc" in quiet_run.data.metrics

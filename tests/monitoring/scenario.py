@@ -5,6 +5,9 @@ of validated days, promoted to ``@champion``. Logs hold the champion's predictio
 
 * the labelled day (window day - label delay + 1): the lake's own rows, so their labels join;
 * the window day: the lake's rows (no drift) or the synthetic source's covariate-drift rows.
+
+:func:`add_labelled_day` and :func:`write_day_log` put any generated day (a scenario's rows with
+their labels) into a lake copy and the log, for windows whose labels must join.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from mlops_pipeline.data.lake import Lake
+from mlops_pipeline.data.lake import DataFile, Lake, frame_to_parquet_bytes
 from mlops_pipeline.data.synthetic import Scenario, generate_day
 from mlops_pipeline.datasets import load_dataset_spec
 from tests.monitoring.logs import log_lines, write_log
@@ -56,3 +59,26 @@ def write_scenario_logs(log_dir: Path, lake_uri: str, champion: dict, *, drift: 
         predicted_at = datetime.combine(day, datetime.min.time(), tzinfo=UTC) + timedelta(hours=23)
         lines = log_lines(frame, model.predict_proba(frame), spec, model_version=champion["version"], predicted_at=predicted_at)
         write_log(log_dir, day.isoformat(), lines)
+
+
+def scenario_day(day: date, scenario: Scenario | None, rows: int, seed: int = 42) -> pd.DataFrame:
+    """The synthetic source's events of ``day`` under ``scenario`` (None: normal), labels included."""
+    return generate_day(day, seed=seed, rows=rows, scenarios=set() if scenario is None else {scenario})
+
+
+def add_labelled_day(lake_uri: str, day: date, frame: pd.DataFrame) -> None:
+    """``frame`` (with its target column) as the validated partition of ``day``: where labels are read."""
+    data = frame_to_parquet_bytes(frame)
+    Lake(lake_uri).write_partition("validated", day.isoformat(), [DataFile("part-00000", ".parquet", data, rows=len(frame))], {})
+
+
+def write_day_log(log_dir: Path, champion: dict, day: date, frame: pd.DataFrame, model=None) -> None:
+    """The champion's predictions of ``frame``, logged as the server logs them, on the evening of ``day``."""
+    from mlops_pipeline.registry.models import load_model
+
+    spec = load_dataset_spec("churn")
+    model = model or load_model(champion["model_uri"])
+    rows = frame.drop(columns=[spec.target], errors="ignore")
+    predicted_at = datetime.combine(day, datetime.min.time(), tzinfo=UTC) + timedelta(hours=23)
+    lines = log_lines(rows, model.predict_proba(rows), spec, model_version=champion["version"], predicted_at=predicted_at)
+    write_log(log_dir, day.isoformat(), lines)

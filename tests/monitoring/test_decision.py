@@ -1,5 +1,6 @@
-"""The retrain rules: drift share, key features, performance floor and drop, minimum rows, missing data,
-post-change data, cooldown, backfill; and the decision record written beside the report."""
+"""The retrain rules: drift share, key features, performance floor and drop (realised and estimated),
+minimum rows, missing data, post-change data, cooldown, backfill; and the decision record written
+beside the report, with the estimated and realised performance of each window's rows."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from mlops_pipeline.data.lake import Lake
 from mlops_pipeline.ingest import Window
 from mlops_pipeline.monitoring.decision import (
     DRIFT,
+    ESTIMATED_PERFORMANCE,
     NO_ACTION,
     NO_DATA,
     NOT_ENOUGH_DATA,
@@ -37,8 +39,8 @@ AT_ONCE = {"min_post_change_days": 1}
 FEATURES = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]
 
 
-def findings(drifted=(), rows=2000, roc_auc=0.80, labelled=800, holdout=0.82, prediction=0.02):
-    return {
+def findings(drifted=(), rows=2000, roc_auc=0.80, labelled=800, holdout=0.82, prediction=0.02, estimated=None, calibration="isotonic"):
+    found = {
         "status": "ok",
         "rows": rows,
         "drift": {
@@ -48,6 +50,17 @@ def findings(drifted=(), rows=2000, roc_auc=0.80, labelled=800, holdout=0.82, pr
         },
         "quality": {"rows": labelled, "metrics": {"roc_auc": roc_auc}, "champion_holdout_roc_auc": holdout},
     }
+    if estimated is not None:
+        found["estimate"] = estimate(estimated, rows=rows, holdout=holdout, calibration=calibration)
+    return found
+
+
+def estimate(roc_auc, *, rows=2000, holdout=0.82, calibration="isotonic", day="2026-01-11"):
+    """What run_monitor reports as the window's estimated performance."""
+    return {
+        "days": [day], "rows": rows, "roc_auc": roc_auc, "roc_auc_error_bound": 1e-6, "accuracy": 0.81, "threshold": 0.4,
+        "calibration": calibration, "champion_holdout_roc_auc": holdout, "champion_version": "3", "versions": "champion",
+    }  # fmt: skip
 
 
 def test_quiet_window_does_nothing_and_says_so():
@@ -281,3 +294,133 @@ def test_decide_window_records_the_episode_and_the_conf_across_windows(tmp_path)
     after = decide_window(findings(drifted=FEATURES), window, monitor=monitor, settings=settings, lake=lake, client=NoRuns())
     assert after["blocked_by"] == "cooldown" and after["post_change_days"] == 4
     assert after["last_retrain"]["window_ds"] == "2026-01-11"
+
+
+# --- estimated performance (before labels) --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("estimated", "holdout", "why"),
+    [
+        (0.65, None, "estimated ROC AUC 0.6500 on 2000 unlabelled rows of 2026-01-11 < floor 0.7000"),
+        (0.76, 0.82, "estimated ROC AUC 0.7600 on 2000 unlabelled rows of 2026-01-11 < 0.7790 = champion holdout 0.8200 * (1 - 0.05)"),
+    ],
+)
+def test_an_estimate_below_the_floor_or_the_allowed_drop_triggers_estimated_performance(estimated, holdout, why):
+    decision = decide(findings(estimated=estimated, holdout=holdout), Thresholds(), window_start=START, window_end=END)
+    assert (decision.action, decision.reason, decision.trigger, decision.blocked_by) == (RETRAIN, ESTIMATED_PERFORMANCE, True, None)
+    assert decision.summary == f"retrain (estimated_performance): {why}"
+    assert decision.change_start is None and decision.post_change_days is None  # it does not wait for post-change data
+    assert decision.numbers["estimated_roc_auc"] == estimated and decision.numbers["estimated_days"] == ["2026-01-11"]
+
+
+def test_an_estimate_above_the_bars_is_quiet():
+    decision = decide(findings(estimated=0.80), Thresholds(), window_end=END)
+    assert decision.action == NO_ACTION and decision.signals == [] and decision.numbers["estimated_rows"] == 2000
+
+
+def test_realised_performance_wins_over_the_estimate_and_drift_over_both():
+    both = decide(findings(roc_auc=0.6, estimated=0.6), Thresholds(), window_end=END)
+    assert both.reason == PERFORMANCE and {s["kind"] for s in both.signals} == {PERFORMANCE, ESTIMATED_PERFORMANCE}
+    assert "estimated" not in both.summary
+    drifted = decide(findings(drifted=FEATURES, estimated=0.6), Thresholds(min_post_change_days=3), window_start=START, window_end=END)
+    assert drifted.reason == DRIFT and drifted.blocked_by == WAITING_FOR_POST_CHANGE_DATA
+
+
+@pytest.mark.parametrize(
+    ("found", "thresholds", "note"),
+    [
+        (findings(rows=100, estimated=0.5), Thresholds(min_rows=500), "100 window row(s) for the estimate (min_rows 500)"),
+        (findings(estimated=0.5, calibration=None), Thresholds(), "the champion serves uncalibrated scores"),
+        (findings(estimated=0.5), Thresholds(retrain_on_estimate=False), "retrain_on_estimate is off"),
+    ],
+)
+def test_no_estimated_verdict_on_too_few_rows_uncalibrated_scores_or_when_switched_off(found, thresholds, note):
+    decision = decide(found, thresholds, window_end=END)
+    assert ESTIMATED_PERFORMANCE not in {s["kind"] for s in decision.signals} and decision.reason is None
+    assert any(note in n for n in decision.notes), decision.notes
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "blocked_by"),
+    [
+        ({"last_retrain": Retrain(END - timedelta(days=1), ESTIMATED_PERFORMANCE, "lake")}, "cooldown"),
+        ({"run_type": "backfill"}, "backfill"),
+        ({"already_triggered": "mlops_monitor__2026-01-11"}, "already_triggered"),
+    ],
+)
+def test_an_estimated_retrain_follows_the_blocking_rules(kwargs, blocked_by):
+    decision = decide(findings(estimated=0.6), Thresholds(), window_end=END, **kwargs)
+    assert (decision.reason, decision.trigger, decision.blocked_by) == (ESTIMATED_PERFORMANCE, False, blocked_by)
+
+
+def test_estimated_retrains_count_for_the_cooldown_in_the_training_experiment_by_default():
+    from mlops_pipeline.config import MonitorSettings
+
+    assert ESTIMATED_PERFORMANCE in MonitorSettings().cooldown_reasons
+
+
+def labelled_findings(day: str, realised: float, estimated: float, **kwargs) -> dict:
+    """Findings of a window whose run measured the labels of ``day`` (the estimate on the same rows beside them)."""
+    tracked = {
+        "rows": 800, "estimated_roc_auc": estimated, "estimated_accuracy": 0.8, "realised_roc_auc": realised,
+        "realised_accuracy": 0.79, "roc_auc_error": estimated - realised, "accuracy_error": 0.01,
+    }  # fmt: skip
+    found = findings(**kwargs)
+    found["quality"].update(days=[day], estimate={"days": [day], "calibration": "isotonic", **tracked}, by_day={day: tracked})
+    return found
+
+
+def test_the_record_says_which_days_each_number_covers_and_gets_the_realised_value_when_labels_arrive(tmp_path):
+    from mlops_pipeline.config import MonitorSettings, Settings
+    from mlops_pipeline.monitoring.decision import decide_window, read_decision
+
+    settings = Settings(lake_uri=(tmp_path / "lake").as_uri(), model_name="churn-test")
+    monitor = MonitorSettings()
+    lake = Lake(settings.lake_uri)
+    first = Window(datetime(2026, 1, 9, tzinfo=UTC), datetime(2026, 1, 10, tzinfo=UTC))
+    found = findings(estimated=0.78, labelled=0)
+    found["estimate"]["days"] = ["2026-01-09"]
+    record = decide_window(found, first, monitor=monitor, settings=settings, lake=lake, client=NoRuns())
+    assert (record["estimated_roc_auc"], record["estimated_accuracy"], record["estimated_days"]) == (0.78, 0.81, ["2026-01-09"])
+    assert record["estimate"]["calibration"] == "isotonic" and record["estimate"]["roc_auc_error_bound"] == 1e-6
+    assert (record["realised_roc_auc"], record["realised_days"], record["realised"], record["labelled"]) == (None, [], None, None)
+
+    # Two nights later the labels of 2026-01-09 have arrived: that run measures them ...
+    later = Window(datetime(2026, 1, 11, tzinfo=UTC), datetime(2026, 1, 12, tzinfo=UTC))
+    found_later = {**labelled_findings("2026-01-09", realised=0.75, estimated=0.78), "estimate": estimate(0.77)}
+    measuring = decide_window(found_later, later, monitor=monitor, settings=settings, lake=lake, client=NoRuns())
+    assert measuring["labelled"]["days"] == ["2026-01-09"] and measuring["labelled"]["realised_roc_auc"] == 0.75
+    assert measuring["labelled"]["estimated_roc_auc"] == 0.78 and measuring["estimated_roc_auc"] == 0.77
+    assert measuring["realised_roc_auc"] is None  # its own rows have no labels yet
+    # ... and writes them into the record of 2026-01-09, beside its estimate.
+    updated = read_decision(lake, monitor.reports_prefix, "2026-01-09")
+    assert (updated["estimated_roc_auc"], updated["realised_roc_auc"], updated["realised_accuracy"]) == (0.78, 0.75, 0.79)
+    assert updated["realised_days"] == ["2026-01-09"] and updated["realised"]["measured_by"] == "2026-01-11"
+    assert updated["realised"]["roc_auc_error"] == pytest.approx(0.03)
+    assert {k: v for k, v in updated.items() if not k.startswith("realised")} == {k: v for k, v in record.items() if not k.startswith("realised")}
+
+    # A re-run of 2026-01-09 keeps what the labels said.
+    again = decide_window(found, first, monitor=monitor, settings=settings, lake=lake, client=NoRuns())
+    assert again["realised_roc_auc"] == 0.75 and again["realised"]["measured_by"] == "2026-01-11"
+
+
+def test_realised_values_go_only_to_a_one_day_window_of_that_day_and_that_champion(tmp_path):
+    from mlops_pipeline.monitoring.decision import read_decision, record_realised
+
+    lake = Lake((tmp_path / "lake").as_uri())
+    two_days = {"window": {"ds": "2026-01-09", "start": "2026-01-09T00:00:00+00:00", "end": "2026-01-11T00:00:00+00:00"}}
+    one_day = {"window": {"ds": "2026-01-10", "start": "2026-01-10T00:00:00+00:00", "end": "2026-01-11T00:00:00+00:00"},
+               "champion_version": "3"}  # fmt: skip
+    lake.write_json_atomic(decision_path(lake, "reports/drift", "2026-01-09"), two_days)
+    lake.write_json_atomic(decision_path(lake, "reports/drift", "2026-01-10"), one_day)
+    tracked = {"realised_roc_auc": 0.7}
+
+    def write_back(ds: str, version: str) -> dict | None:
+        return record_realised(lake, "reports/drift", ds, tracked, champion_version=version, measured_by="2026-01-12", measured_at=END)
+
+    assert write_back("2026-01-09", "3") is None and write_back("2026-01-05", "3") is None
+    assert write_back("2026-01-10", "4") is None  # version 3 was champion then: its estimate was of other predictions
+    assert read_decision(lake, "reports/drift", "2026-01-09") == two_days
+    assert read_decision(lake, "reports/drift", "2026-01-10") == one_day
+    assert write_back("2026-01-10", "3")["realised_roc_auc"] == 0.7

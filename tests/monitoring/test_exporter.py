@@ -28,6 +28,7 @@ def summary(ds: str, drift_share: float, drifted: int) -> dict:
             "features": features,
             "prediction": {"value": 0.07},
         },
+        "estimate": {"rows": 1200, "roc_auc": 0.74 + drift_share / 10, "accuracy": 0.8},
         "quality": {},
     }
 
@@ -93,6 +94,8 @@ def test_latest_window_of_each_model_is_exported(mlflow_server):
     assert samples[("mlops_monitor_drifted_features", labels)] == 2
     assert samples[("mlops_monitor_prediction_drift", labels)] == pytest.approx(0.07)
     assert samples[("mlops_monitor_rows", labels)] == 1200
+    assert samples[("mlops_monitor_estimated_roc_auc", labels)] == pytest.approx(0.79)
+    assert samples[("mlops_monitor_estimated_accuracy", labels)] == pytest.approx(0.8)
     assert samples[("mlops_monitor_retrain_triggered", labels)] == 1
     assert samples[("mlops_monitor_window_start_timestamp_seconds", labels)] == datetime(2026, 1, 9, tzinfo=UTC).timestamp()
     assert samples[("mlops_monitor_mlflow_up", ())] == 1

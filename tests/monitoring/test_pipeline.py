@@ -65,6 +65,14 @@ def test_window_without_drift(champion, tmp_path):
     quality = summary["quality"]
     assert quality["days"] == ["2026-01-07"] and quality["rows"] == 2000
     assert quality["metrics"]["roc_auc"] == pytest.approx(summary["reference"]["holdout_roc_auc"], abs=0.06)
+    estimate = summary["estimate"]
+    assert (estimate["days"], estimate["rows"], estimate["champion_version"]) == (["2026-01-09"], 2000, champion["version"])
+    assert estimate["threshold"] == summary["reference"]["threshold"] and estimate["calibration"] is not None
+    assert estimate["roc_auc_error_bound"] < 1e-4
+    tracked = quality["estimate"]  # the estimate on the labelled rows, beside what their labels say
+    assert tracked["days"] == ["2026-01-07"] and tracked["rows"] == 2000
+    assert tracked["realised_roc_auc"] == quality["metrics"]["roc_auc"] and abs(tracked["roc_auc_error"]) < 0.05
+    assert list(quality["by_day"]) == ["2026-01-07"]
     folder = urlparse(lake_uri).path + "/reports/drift/ds=2026-01-09"
     written = json.loads(open(f"{folder}/report.json").read())
     assert written["drift"]["rows"] == 2000 and "drift" in written["evidently"] and "quality" in written["evidently"]
@@ -84,6 +92,8 @@ def test_window_with_covariate_drift_and_its_mlflow_run(champion, tmp_path):
     assert run.data.tags["window_ds"] == "2026-01-09" and run.data.tags["champion_version"] == champion["version"]
     assert run.data.metrics["drift_share"] == pytest.approx(drift["drift_share"])
     assert run.data.metrics["drift.monthly_charges"] >= 0.1 and run.data.metrics["quality.roc_auc"] > 0.6
+    assert run.data.metrics["estimated_roc_auc"] == pytest.approx(summary["estimate"]["roc_auc"])
+    assert run.data.metrics["quality.estimated_roc_auc"] == pytest.approx(summary["quality"]["estimate"]["estimated_roc_auc"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "report")}
     assert {"report/report.html", "report/report.json", "report/quality.html"} <= artifacts
     # A second run of the window reuses its MLflow run.

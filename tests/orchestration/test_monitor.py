@@ -166,3 +166,43 @@ def test_no_champion_yet_is_a_reason_not_a_failure(lake_dir, caplog):
     assert branch == monitor.NO_RETRAIN_TASK_ID and isinstance(result, dict)
     assert result["action"] == "none" and result["summary"].startswith("nothing to compare: churn has no @champion")
     assert result["data_status"] == "no_champion" and "ALERT" not in caplog.text
+
+
+def with_estimate(found: dict, roc_auc: float, *, calibration: str | None = "isotonic") -> dict:
+    """Findings with the window's estimated performance, as run_monitor reports it."""
+    estimate = {
+        "days": [found["report"].split("ds=")[1][:10]], "rows": found["drift"]["rows"], "roc_auc": roc_auc, "accuracy": 0.7,
+        "roc_auc_error_bound": 1e-6, "threshold": 0.4, "calibration": calibration, "champion_holdout_roc_auc": 0.82,
+    }  # fmt: skip
+    return {**found, "estimate": estimate}
+
+
+def test_an_estimated_performance_loss_triggers_at_once_with_its_reason(lake_dir):
+    branch, xcoms, result = run_window(
+        "2026-01-09", with_estimate(findings(ds="2026-01-09"), 0.64), trigger_run_id="mlops_monitor__2026-01-09"
+    )
+    assert branch == monitor.TRIGGER_TASK_ID  # no waiting for post-change data
+    conf = xcoms[(monitor.DECIDE_TASK_ID, monitor.TRIGGER_CONF_XCOM)]
+    assert conf["reason"] == "estimated_performance" and conf["change_start"] is None
+    record = recorded(lake_dir, "2026-01-09")
+    assert record["summary"].startswith(
+        "retrain (estimated_performance): estimated ROC AUC 0.6400 on 2000 unlabelled rows of 2026-01-09 < floor 0.7000"
+    )
+    assert (record["estimated_roc_auc"], record["estimated_days"], record["realised_roc_auc"]) == (0.64, ["2026-01-09"], None)
+    assert (result["estimated_roc_auc"], result["estimated_accuracy"], result["triggered"]) == (0.64, 0.7, True)
+
+
+def test_the_estimate_of_an_uncalibrated_champion_is_recorded_but_not_judged(lake_dir):
+    branch, _, result = run_window("2026-01-09", with_estimate(findings(ds="2026-01-09"), 0.64, calibration=None))
+    assert branch == monitor.NO_RETRAIN_TASK_ID and result["estimated_roc_auc"] == 0.64
+    assert any("uncalibrated" in note for note in recorded(lake_dir, "2026-01-09")["notes"])
+
+
+def test_the_setting_switches_estimated_retrains_off(monkeypatch, lake_dir):
+    monkeypatch.setenv("MLOPS_MONITOR_RETRAIN_ON_ESTIMATE", "false")
+    from mlops_pipeline.config import get_settings
+
+    get_settings.cache_clear()
+    branch, _, _ = run_window("2026-01-09", with_estimate(findings(ds="2026-01-09"), 0.64))
+    assert branch == monitor.NO_RETRAIN_TASK_ID
+    assert any("retrain_on_estimate is off" in note for note in recorded(lake_dir, "2026-01-09")["notes"])

@@ -16,8 +16,14 @@ A retrain is asked for when
   drifted features reaches ``drift_share_threshold`` or one of the ``key_features`` drifted; or
 * **performance**: at least ``min_labelled_rows`` predictions of the champion have arrived labels
   and their ROC AUC is below ``roc_auc_floor`` or below the champion's own holdout ROC AUC
-  times ``1 - max_relative_drop``.
+  times ``1 - max_relative_drop``; or
+* **estimated_performance**: the ROC AUC estimated from the window's own served probabilities
+  (:mod:`~mlops_pipeline.monitoring.estimate`, no labels needed) on at least ``min_rows`` rows is
+  below the same floor or allowed drop. Only for a champion that serves calibrated probabilities
+  (the estimate rests on them), and unless ``retrain_on_estimate`` is off. When the labels say
+  so too, the reason is ``performance``: measured beats estimated.
 
+The order is drift, performance, estimated_performance: the first that holds is the reason.
 Prediction drift is reported and alerted on, but does not by itself ask for a retrain (the
 features and the labels are what a new model would learn from). A requested retrain is then
 *blocked*, and recorded as such, when
@@ -35,6 +41,14 @@ features and the labels are what a new model would learn from). A requested retr
 
 Because the episode and the cooldown are read from earlier windows' records, windows must be
 decided in order: the monitor DAG runs one window at a time.
+
+The record (``decision.json``) says which event days each performance number covers:
+``estimated_roc_auc`` / ``estimated_accuracy`` are the window's own rows (``estimated_days``);
+``labelled`` is what this run measured on the days whose labels have arrived (realised numbers and
+the estimate on the same rows); ``realised_roc_auc`` / ``realised_accuracy`` are the window's own
+rows once their labels arrive: the later window that measures them writes them back into this
+record (``realised.measured_by``), so every window's record ends up with its estimate next to its
+realised performance.
 """
 
 from __future__ import annotations
@@ -63,6 +77,7 @@ NOT_ENOUGH_DATA = "not_enough_data"
 # reasons
 DRIFT = "drift"
 PERFORMANCE = "performance"
+ESTIMATED_PERFORMANCE = "estimated_performance"
 # what blocks a requested retrain
 ALREADY_TRIGGERED = "already_triggered"
 WAITING_FOR_POST_CHANGE_DATA = "waiting_for_post_change_data"
@@ -88,6 +103,7 @@ class Thresholds:
     roc_auc_floor: float = 0.70
     max_relative_drop: float = 0.05
     min_labelled_rows: int = 200
+    retrain_on_estimate: bool = True
     cooldown_days: int = 3
     min_post_change_days: int = 3
     trigger_on_backfill: bool = False
@@ -102,6 +118,7 @@ class Thresholds:
             roc_auc_floor=settings.roc_auc_floor,
             max_relative_drop=settings.max_relative_drop,
             min_labelled_rows=settings.min_labelled_rows,
+            retrain_on_estimate=settings.retrain_on_estimate,
             cooldown_days=settings.cooldown_days,
             min_post_change_days=settings.min_post_change_days,
             trigger_on_backfill=settings.trigger_on_backfill,
@@ -124,7 +141,7 @@ class Retrain:
 @dataclass(frozen=True)
 class Decision:
     action: str  # retrain | none | no_data | not_enough_data
-    reason: str | None  # drift | performance: why a retrain is (or would be) asked for
+    reason: str | None  # drift | performance | estimated_performance: why a retrain is (or would be) asked for
     trigger: bool  # whether this run triggers the training DAG
     blocked_by: str | None  # already_triggered | waiting_for_post_change_data | cooldown | backfill
     summary: str
@@ -208,6 +225,7 @@ def decide(
     numbers: dict[str, Any] = {"rows": findings.get("rows", 0)}
     _judge_drift(findings.get("drift") or {}, thresholds, signals, notes, numbers)
     _judge_performance(findings.get("quality") or {}, thresholds, signals, notes, numbers)
+    _judge_estimate(findings.get("estimate") or {}, findings.get("quality") or {}, thresholds, signals, notes, numbers)
     rows = int(numbers["rows"] or 0)
     data_status, data_text = _data_status(rows, thresholds.min_rows)
 
@@ -221,7 +239,7 @@ def decide(
     if last_retrain is not None:
         common["last_retrain"] = {**asdict(last_retrain), "window_end": last_retrain.window_end.isoformat()}
 
-    reason = DRIFT if drift_detected else PERFORMANCE if PERFORMANCE in kinds else None
+    reason = next((kind for kind in (DRIFT, PERFORMANCE, ESTIMATED_PERFORMANCE) if kind in kinds), None)
     if reason is None:
         if data_status != DATA_OK:
             alerts = "; ".join(s["message"] for s in signals)
@@ -347,6 +365,52 @@ def _judge_performance(
             )
 
 
+def _judge_estimate(
+    estimate: Mapping[str, Any],
+    quality: Mapping[str, Any],
+    thresholds: Thresholds,
+    signals: list[dict[str, str]],
+    notes: list[str],
+    numbers: dict[str, Any],
+) -> None:
+    rows = int(estimate.get("rows") or 0)
+    roc_auc = estimate.get("roc_auc")
+    champion = estimate.get("champion_holdout_roc_auc", quality.get("champion_holdout_roc_auc"))
+    days = ", ".join(estimate.get("days") or [])
+    numbers.update(
+        {
+            "estimated_rows": rows,
+            "estimated_roc_auc": roc_auc,
+            "estimated_accuracy": estimate.get("accuracy"),
+            "estimated_days": list(estimate.get("days") or []),
+        }
+    )
+    if not estimate:
+        return
+    if rows < thresholds.min_rows or roc_auc is None:
+        notes.append(f"{rows} window row(s) for the estimate (min_rows {thresholds.min_rows}): no estimated performance verdict")
+        return
+    if not estimate.get("calibration"):
+        notes.append("the champion serves uncalibrated scores: its estimated performance is reported, not judged")
+        return
+    if not thresholds.retrain_on_estimate:
+        notes.append("retrain_on_estimate is off: the estimated performance is reported, not judged")
+        return
+    where = f"estimated ROC AUC {roc_auc:.4f} on {rows} unlabelled rows of {days}"
+    if roc_auc < thresholds.roc_auc_floor:
+        signals.append({"kind": ESTIMATED_PERFORMANCE, "message": f"{where} < floor {thresholds.roc_auc_floor:.4f}"})
+    if champion is not None:
+        required = champion * (1.0 - thresholds.max_relative_drop)
+        numbers["roc_auc_required"] = required
+        if roc_auc < required:
+            signals.append(
+                {
+                    "kind": ESTIMATED_PERFORMANCE,
+                    "message": f"{where} < {required:.4f} = champion holdout {champion:.4f} * (1 - {thresholds.max_relative_drop:g})",
+                }
+            )
+
+
 def _within_cooldown(last: Retrain, window_end: datetime, cooldown_days: int) -> bool:
     return cooldown_days > 0 and last.window_end <= window_end and window_end - last.window_end < timedelta(days=cooldown_days)
 
@@ -451,8 +515,11 @@ def decision_record(
     already_triggered: str | None,
     previous: Mapping[str, Any] | None,
     decided_at: datetime,
+    previous_realised: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``decision.json``: the decision, the window, and the conf a triggered ``mlops_train`` run gets."""
+    """``decision.json``: the decision, the window, the performance numbers with the event days each
+    covers, and the conf a triggered ``mlops_train`` run gets. ``previous_realised`` is the realised
+    block an earlier record of this window held (labels do not un-arrive on a re-run)."""
     window_info = {"ds": window.ds, "start": window.start.isoformat(), "end": window.end.isoformat()}
     conf = None
     if decision.trigger:
@@ -462,11 +529,20 @@ def decision_record(
             "window": window_info,
             "change_start": decision.change_start,
         }
+    estimate = findings.get("estimate") or {}
     return {
         **decision.to_dict(),
         "window": window_info,
         "report": findings.get("report"),
         "champion_version": (findings.get("reference") or {}).get("version"),
+        # This window's rows: estimated now, realised once their labels arrive (written back later).
+        "estimated_roc_auc": estimate.get("roc_auc"),
+        "estimated_accuracy": estimate.get("accuracy"),
+        "estimated_days": list(estimate.get("days") or []),
+        "estimate": _estimate_summary(estimate) if estimate else None,
+        **realised_fields(previous_realised),
+        # The days whose labels have arrived: realised numbers and the estimate on the same rows.
+        "labelled": labelled_summary(findings.get("quality") or {}),
         # Whether the previous window's record was there to read: the drift episode depends on it.
         "previous_window": {"ds": previous_window_ds(window), "recorded": previous is not None},
         "run_type": run_type,
@@ -476,6 +552,66 @@ def decision_record(
         "triggered": bool(already_triggered),
         "train_run_id": already_triggered,
     }
+
+
+def _estimate_summary(estimate: Mapping[str, Any]) -> dict[str, Any]:
+    keys = (
+        "days", "rows", "roc_auc", "roc_auc_error_bound", "accuracy", "precision", "recall", "f1", "threshold",
+        "expected_positive_rate", "predicted_positive_rate", "calibration", "champion_version", "versions", "bins", "note",
+    )  # fmt: skip
+    return {key: estimate[key] for key in keys if key in estimate}
+
+
+def labelled_summary(quality: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What a run measured on the labelled days: realised and estimated on the same rows, per day too."""
+    tracked = quality.get("estimate")
+    if not tracked:
+        return None
+    return {**tracked, "by_day": dict(quality.get("by_day") or {})}
+
+
+def realised_fields(realised: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The record's fields for the realised performance of the window's own rows (None before labels)."""
+    realised = dict(realised) if realised else None
+    return {
+        "realised_roc_auc": realised.get("realised_roc_auc") if realised else None,
+        "realised_accuracy": realised.get("realised_accuracy") if realised else None,
+        "realised_days": list(realised.get("days") or []) if realised else [],
+        "realised": realised,
+    }
+
+
+def record_realised(
+    lake: Lake,
+    reports_prefix: str,
+    ds: str,
+    tracked: Mapping[str, Any],
+    *,
+    champion_version: str | None,
+    measured_by: str,
+    measured_at: datetime,
+) -> dict[str, Any] | None:
+    """Write the realised performance of day ``ds``'s rows (measured once their labels arrived, on the
+    rows ``champion_version`` served) into the record of the one-day window ``ds``, beside its
+    estimate; returns the updated record. None, and nothing written, when there is no such record,
+    its window is not that day, or another version was champion then (its estimate was of other
+    predictions)."""
+    record = read_decision(lake, reports_prefix, ds)
+    window = (record or {}).get("window") or {}
+    start, end = _parse_time(window.get("start")), _parse_time(window.get("end"))
+    if record is None or start is None or end is None or end - start != timedelta(days=1) or start.date().isoformat() != ds:
+        return None
+    if champion_version is not None and record.get("champion_version") not in (None, champion_version):
+        return None
+    realised = {
+        "days": [ds],
+        **tracked,
+        "measured_by": measured_by,
+        "measured_at": measured_at.isoformat(timespec="seconds"),
+    }
+    updated = {**record, **realised_fields(realised)}
+    lake.write_json_atomic(decision_path(lake, reports_prefix, ds), updated)
+    return updated
 
 
 def decide_window(
@@ -521,11 +657,24 @@ def decide_window(
         previous=previous,
         backfill_rule_source=backfill_rule_source,
     )
+    decided_at = datetime.now(UTC)
+    by_day = dict((findings.get("quality") or {}).get("by_day") or {})
+    own_realised = own.get("realised")
+    if window.ds in by_day:  # labels without delay: the window measures its own rows
+        own_realised = {"days": [window.ds], **by_day.pop(window.ds), "measured_by": window.ds,
+                        "measured_at": decided_at.isoformat(timespec="seconds")}  # fmt: skip
     record = decision_record(
         decision, window, findings=findings, run_type=run_type, dag_run_id=dag_run_id,
-        already_triggered=already, previous=previous, decided_at=datetime.now(UTC),
+        already_triggered=already, previous=previous, decided_at=decided_at, previous_realised=own_realised,
     )
     lake.write_json_atomic(decision_path(lake, prefix, window.ds), record)
+    measured_version = (findings.get("quality") or {}).get("champion_version")
+    for ds, tracked in by_day.items():
+        updated = record_realised(
+            lake, prefix, ds, tracked, champion_version=measured_version, measured_by=window.ds, measured_at=decided_at
+        )
+        if updated is not None:
+            log.info("decision record of %s: realised performance of its rows added (measured by %s)", ds, window.ds)
     if findings.get("mlflow_run_id") and client is not None:
         from mlops_pipeline.monitoring.tracking import tag_decision
 

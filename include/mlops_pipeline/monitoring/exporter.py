@@ -10,6 +10,8 @@ series and its alert rules can fire on drift, without the DAG pushing anything a
 Series, labelled ``model_name`` and ``champion_version`` (the version that served the window):
 ``mlops_monitor_drift_share``, ``mlops_monitor_drift_share_threshold``,
 ``mlops_monitor_drifted_features``, ``mlops_monitor_prediction_drift``, ``mlops_monitor_rows``,
+``mlops_monitor_estimated_roc_auc`` and ``mlops_monitor_estimated_accuracy`` (estimated from the
+served probabilities, before labels),
 ``mlops_monitor_retrain_triggered`` (1 when the window's decision triggered a retrain) and
 ``mlops_monitor_window_start_timestamp_seconds``; plus ``mlops_monitor_mlflow_up`` (0 when the
 last read failed: the other series then keep their last values).
@@ -38,6 +40,14 @@ WINDOW_GAUGES: dict[str, tuple[str, str]] = {
     "mlops_monitor_drifted_features": ("Drifted features in the latest monitored window.", "drifted_features"),
     "mlops_monitor_prediction_drift": ("Prediction drift (distance) in the latest monitored window.", "prediction_drift"),
     "mlops_monitor_rows": ("Prediction rows in the latest monitored window.", "rows"),
+    "mlops_monitor_estimated_roc_auc": (
+        "ROC AUC estimated from the served probabilities of the latest monitored window (no labels needed).",
+        "estimated_roc_auc",
+    ),
+    "mlops_monitor_estimated_accuracy": (
+        "Accuracy at the model's threshold estimated from the served probabilities of the latest monitored window.",
+        "estimated_accuracy",
+    ),
 }
 METRIC_NAMES = (
     *WINDOW_GAUGES,

@@ -1,15 +1,19 @@
 """One monitoring window, end to end, without Airflow: :func:`run_monitor`.
 
-1. ``@champion`` -> its reference sample (through lineage) and its scores on it;
-2. the prediction log, streamed once: rows of the window feed the drift accumulators and the
-   report sample; rows of the labelled days (whose labels have arrived by the window's end) are
-   kept for the quality check (a few columns only);
-3. verdicts on all rows (:mod:`~mlops_pipeline.monitoring.drift`), quality on all labelled rows;
+1. ``@champion`` -> its reference sample (through lineage), its scores on it, and its served
+   contract (threshold, calibration);
+2. the prediction log, streamed once: rows of the window feed the drift accumulators, the
+   performance estimate and the report sample; rows of the labelled days (whose labels have arrived
+   by the window's end) are kept for the quality check (a few columns only);
+3. verdicts on all rows (:mod:`~mlops_pipeline.monitoring.drift`), the window's estimated
+   performance from the served probabilities (:mod:`~mlops_pipeline.monitoring.estimate`), quality
+   on all labelled rows with the estimate on the same rows beside it (how well it tracked);
 4. Evidently reports on bounded samples;
 5. ``reports/drift/ds=YYYY-MM-DD/`` in the lake: ``report.html`` (drift), ``quality.html`` (when
    labels exist) and ``report.json`` (every number, the Evidently metrics, what was read), each
    written atomically, ``report.json`` last; then the same files and the headline metrics to
-   the monitoring experiment in MLflow.
+   the monitoring experiment in MLflow, and each labelled day's realised performance to the run of
+   the window that estimated it.
 
 The decision (``decision.json`` beside the report) is the next step's job
 (:mod:`~mlops_pipeline.monitoring.decision`), so thresholds can change without recomputing.
@@ -70,6 +74,7 @@ class WindowData:
     """What one pass over the prediction log gives (see :func:`collect_window`)."""
 
     drift: dict[str, Any]  # WindowDrift.result(): verdicts and numbers on every row
+    estimate: dict[str, Any]  # PerformanceEstimator.result() on the window's (champion) probabilities
     methods: dict[str, str]  # the test each feature was judged with
     sample: pa.Table  # a uniform sample of the window's rows, for the Evidently report
     labelled: pd.DataFrame  # predictions of the labelled days: id, time, ts, version, probability
@@ -120,6 +125,7 @@ def run_monitor(
     summary["reference"] = reference.describe()
     collected = read_window(window, spec, monitor, reference, reference_predictions, log_dir=settings.prediction_log_dir)
     summary.update(status="ok", drift=collected.drift, read=collected.read)
+    summary["estimate"] = _estimate_block(collected.estimate, window, monitor, reference)
     summary["quality"], quality_rows = _quality(lake, spec, window, monitor, reference, collected.labelled)
 
     files: dict[str, bytes] = {}
@@ -174,10 +180,17 @@ def headline(summary: Mapping[str, Any]) -> str:
     prediction = drift.get("prediction") or {}
     if prediction.get("value") is not None:
         parts.append(f"prediction drift {prediction['value']:.3f}")
+    estimate = summary.get("estimate") or {}
+    if estimate.get("roc_auc") is not None:
+        parts.append(f"estimated ROC AUC {estimate['roc_auc']:.4f} (accuracy {estimate['accuracy']:.4f}) on {estimate['rows']} rows")
     quality = summary.get("quality") or {}
     metrics = quality.get("metrics") or {}
     if metrics.get("roc_auc") is not None:
-        parts.append(f"ROC AUC {metrics['roc_auc']:.4f} on {quality.get('rows')} labelled rows")
+        days = ", ".join(quality.get("days") or [])
+        parts.append(f"ROC AUC {metrics['roc_auc']:.4f} on {quality.get('rows')} labelled rows of {days}")
+        tracked = quality.get("estimate") or {}
+        if tracked.get("estimated_roc_auc") is not None:
+            parts.append(f"estimated there {tracked['estimated_roc_auc']:.4f}")
     else:
         parts.append(f"{quality.get('rows', 0)} labelled rows")
     return ", ".join(parts)
@@ -189,13 +202,40 @@ def headline(summary: Mapping[str, Any]) -> str:
 def _reference(client: MlflowClient, model_name: str, version: str):
     from mlops_pipeline.monitoring.reference import load_reference, score_reference
 
-    reference = load_reference(client, model_name, version)
-    predictions = score_reference(reference)
+    reference, predictions = score_reference(load_reference(client, model_name, version))
     log.info(
-        "reference: %s v%s, run %s, %d rows (holdout ROC AUC %s)",
+        "reference: %s v%s, run %s, %d rows (holdout ROC AUC %s, threshold %s, calibration %s)",
         model_name, version, reference.run_id, len(reference.frame), reference.holdout_roc_auc,
+        reference.threshold, reference.calibration,
     )
     return reference, predictions
+
+
+def window_days(window: Window) -> list[str]:
+    """The UTC event days a window's rows fall on."""
+    from mlops_pipeline.monitoring.predictions import days_between
+
+    first = window.start.astimezone(UTC).date()
+    last = (window.end - timedelta(milliseconds=1)).astimezone(UTC).date()
+    return [day.isoformat() for day in days_between(first, last)]
+
+
+def _estimate_block(estimate: Mapping[str, Any], window: Window, monitor: MonitorSettings, reference: ChampionReference) -> dict[str, Any]:
+    """The window's estimated performance, with what it covers and what it rests on."""
+    block = {
+        "days": window_days(window),
+        "champion_version": reference.version,
+        "versions": "champion" if monitor.match_champion_version else "all",
+        "calibration": reference.calibration,
+        "champion_holdout_roc_auc": reference.holdout_roc_auc,
+        **estimate,
+    }
+    if reference.calibration is None:
+        block["note"] = (
+            f"version {reference.version} serves uncalibrated scores (no metadata.mlops.calibration): the estimate "
+            "takes them as probabilities and may be off; no retrain is asked for on it"
+        )
+    return block
 
 
 def read_window(
@@ -225,6 +265,7 @@ def read_window(
             prediction_version=reference.version if monitor.match_champion_version else None,
             labelled_range=(label_start, label_end),
             monitor=monitor,
+            threshold=reference.threshold,
         )
 
     data = collect(files)
@@ -250,14 +291,18 @@ def collect_window(
     prediction_version: str | None,
     labelled_range: tuple[datetime, datetime] | None,
     monitor: MonitorSettings,
+    threshold: float = 0.5,
 ) -> WindowData:
-    """One pass over ``files``: drift statistics and a bounded sample of the window's rows, plus the
+    """One pass over ``files``: drift statistics, the performance estimate (at ``threshold``, on the
+    rows of ``prediction_version`` when given) and a bounded sample of the window's rows, plus the
     predictions of ``labelled_range`` (id, times, version, probability only). Memory is bounded by
     the block size, the sample and the labelled rows, never by the window."""
     import pandas as pd
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     from mlops_pipeline.monitoring.drift import WindowDrift
+    from mlops_pipeline.monitoring.estimate import PerformanceEstimator
     from mlops_pipeline.monitoring.predictions import (
         EVENT_TIME,
         PROBABILITY,
@@ -278,12 +323,17 @@ def collect_window(
         sample_rows=monitor.report_sample_rows,
         seed=monitor.sample_seed,
     )
+    estimator = PerformanceEstimator(threshold, monitor.estimate_bins)
     read = ReadReport()
     labelled_parts = []
     for table in iter_log_tables(files, layout, read):
         current = in_range(table, window.start, window.end)
         if current.num_rows:
             accumulator.update(current)
+            served = current.column(PROBABILITY)
+            if prediction_version is not None:
+                served = served.filter(pc.fill_null(pc.equal(current.column(VERSION), prediction_version), False))
+            estimator.update(served.to_numpy())
         if labelled_range is not None:
             labelled = in_range(table, *labelled_range)
             if labelled.num_rows:
@@ -297,6 +347,7 @@ def collect_window(
         labelled_frame = pd.DataFrame(columns=list(names.values()))
     return WindowData(
         drift=accumulator.result(monitor.feature_drift_threshold),
+        estimate=estimator.result(),
         methods=accumulator.methods(),
         sample=accumulator.sample.table(layout.table_schema()),
         labelled=labelled_frame,
@@ -308,6 +359,7 @@ def _quality(
     lake: Lake, spec: DatasetSpec, window: Window, monitor: MonitorSettings, reference: ChampionReference, predictions: pd.DataFrame
 ) -> tuple[dict[str, Any], pd.DataFrame | None]:
     """Quality of the champion on the predictions whose labels have arrived (all such rows), and those rows."""
+    from mlops_pipeline.monitoring.estimate import estimate_against_labels
     from mlops_pipeline.monitoring.labels import TARGET, join_labels, labelled_days, read_labels
     from mlops_pipeline.training.evaluation import classification_metrics
 
@@ -339,7 +391,22 @@ def _quality(
     if len(set(target.tolist())) < 2:
         quality["note"] = "labels of one class only: ROC AUC is undefined"
         return quality, None
-    quality["metrics"] = classification_metrics(target, joined["probability"].to_numpy(dtype="float64"), reference.threshold)
+    probabilities = joined["probability"].to_numpy(dtype="float64")
+    tracked = estimate_against_labels(target, probabilities, reference.threshold, monitor.estimate_bins)
+    quality["metrics"] = {
+        **classification_metrics(target, probabilities, reference.threshold),
+        "accuracy": tracked["realised_accuracy"],
+    }
+    # The estimate on exactly these rows, beside the realised numbers: how well it tracked.
+    quality["estimate"] = {"days": quality["days"], "calibration": reference.calibration, **tracked}
+    event_days = joined["time"].dt.date
+    quality["by_day"] = {
+        day.isoformat(): estimate_against_labels(
+            target[(event_days == day).to_numpy()], probabilities[(event_days == day).to_numpy()],
+            reference.threshold, monitor.estimate_bins,
+        )
+        for day in sorted(set(event_days))
+    }
     return quality, joined.rename(columns={"probability": "prediction"})[[TARGET, "prediction"]]
 
 
@@ -414,11 +481,25 @@ def _log_to_mlflow(
         "feature_drift_threshold": str(monitor.feature_drift_threshold),
         "drift_share_threshold": str(monitor.drift_share_threshold),
     }
-    return log_window(
-        client,
-        monitor.experiment_for(model_name),
-        summary,
-        files,
-        timestamp_ms=int(window.end.timestamp() * 1000),
-        tags=tags,
-    )
+    experiment = monitor.experiment_for(model_name)
+    run_id = log_window(client, experiment, summary, files, timestamp_ms=int(window.end.timestamp() * 1000), tags=tags)
+    _log_realised(client, experiment, window, summary)
+    return run_id
+
+
+def _log_realised(client: MlflowClient, experiment: str, window: Window, summary: Mapping[str, Any]) -> None:
+    """Each labelled day's realised performance to the run of the window that estimated it (a day's run)."""
+    from mlops_pipeline.monitoring.tracking import log_realised
+
+    quality = summary.get("quality") or {}
+    for ds, tracked in (quality.get("by_day") or {}).items():
+        day_end = datetime.fromisoformat(ds).replace(tzinfo=UTC) + timedelta(days=1)
+        logged = log_realised(
+            client, experiment, ds, tracked, timestamp_ms=int(day_end.timestamp() * 1000), measured_by=window.ds,
+            champion_version=quality.get("champion_version"),
+        )  # fmt: skip
+        if logged:
+            log.info(
+                "window %s: realised ROC AUC %s beside its estimate (error %s), measured by window %s",
+                ds, tracked.get("realised_roc_auc"), tracked.get("roc_auc_error"), window.ds,
+            )

@@ -5,7 +5,8 @@
 target). Nothing is read from a fixed path: when the champion changes, the reference changes
 with it. The run also gives the champion's holdout ROC AUC (the bar for the performance check)
 and its decision threshold; scoring the sample with the champion gives the reference
-distribution of predictions.
+distribution of predictions, and the model's own ``metadata.mlops`` contract the threshold and the
+calibration the server applies (what the estimated performance rests on).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ class ChampionReference:
     holdout_roc_auc: float | None
     threshold: float
     artifact_uri: str
+    calibration: str | None = None  # method of the served calibration map; None: raw scores are served
 
     @property
     def model_uri(self) -> str:
@@ -55,6 +57,7 @@ class ChampionReference:
             "artifact": self.artifact_uri,
             "holdout_roc_auc": self.holdout_roc_auc,
             "threshold": self.threshold,
+            "calibration": self.calibration,
         }
 
 
@@ -97,12 +100,20 @@ def load_reference(client: MlflowClient, model_name: str, version: str) -> Champ
     )
 
 
-def score_reference(reference: ChampionReference) -> np.ndarray:
-    """The champion's probabilities on its own reference sample (the reference for prediction drift)."""
+def score_reference(reference: ChampionReference) -> tuple[ChampionReference, np.ndarray]:
+    """The reference with the threshold and calibration method of the model's ``metadata.mlops``
+    contract (what the server applies), and the champion's probabilities on its own reference sample
+    (the reference for prediction drift)."""
     from mlops_pipeline.registry.models import load_model
 
     model = load_model(reference.model_uri)
-    return model.predict_proba(reference.frame)
+    calibration = model.spec.calibration
+    served = replace(
+        reference,
+        threshold=float(model.spec.threshold),
+        calibration=None if calibration is None else str(calibration.get("method")),
+    )
+    return served, model.predict_proba(reference.frame)
 
 
 def _float(value: str | None, default: float) -> float:

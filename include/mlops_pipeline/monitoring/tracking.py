@@ -1,11 +1,17 @@
 """The monitoring experiment in MLflow: one run per window, headline numbers as metrics.
 
 Each window's run (name ``monitor-<ds>``, tag ``window_ds``) carries the drift share, the number
-of drifted features, each feature's drift value, the prediction drift and, when labels have
-arrived, the quality metrics, all stamped with the window's end time, so the experiment's charts
-show them over time. The report files are the run's artifacts. Running a window again reuses its
-run (found by the tag), so a retry or re-run never leaves two runs for one window. Thresholds
-and decisions are tags, which may change between runs of a window.
+of drifted features, each feature's drift value, the prediction drift, the performance estimated
+from the served probabilities (``estimated_roc_auc``, ``estimated_accuracy``) and, when labels of
+earlier days have arrived, the quality metrics on those days (``quality.*``, with the estimate on
+the same rows beside them), all stamped with the window's end time, so the experiment's charts
+show them over time. When the labels of a window's own rows arrive (``label_delay_days`` later),
+the run of the window that measures them adds ``realised_roc_auc``, ``realised_accuracy`` and the
+estimate's error (``estimate_error_roc_auc`` = estimated - realised on the same rows) to the
+window's run: each run then shows its estimate next to what the labels said. The report files are
+the run's artifacts. Running a window again reuses its run (found by the tag), so a retry or re-run
+never leaves two runs for one window. Thresholds and decisions are tags, which may change between
+runs of a window.
 """
 
 from __future__ import annotations
@@ -24,6 +30,15 @@ log = logging.getLogger(__name__)
 WINDOW_TAG = "window_ds"
 KIND_TAG = "mlops.kind"
 KIND = "drift_monitor"
+# The window's estimate, logged as estimated_<key>.
+ESTIMATED_METRICS = ("roc_auc", "accuracy", "precision", "recall", "f1", "roc_auc_error_bound", "expected_positive_rate")
+# The estimate on the labelled rows, logged as quality.<name> beside the realised quality.<metric>.
+TRACKED_METRICS = {
+    "estimated_roc_auc": "estimated_roc_auc",
+    "estimated_accuracy": "estimated_accuracy",
+    "roc_auc_error": "estimate_error_roc_auc",
+    "accuracy_error": "estimate_error_accuracy",
+}
 
 
 def window_run_id(client: MlflowClient, experiment: str, ds: str) -> str | None:
@@ -46,12 +61,65 @@ def headline_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
     prediction = drift.get("prediction") or {}
     if prediction.get("value") is not None:
         metrics["prediction_drift"] = float(prediction["value"])
+    estimate = summary.get("estimate") or {}
+    if estimate:
+        metrics["estimated_rows"] = float(estimate.get("rows") or 0)
+    for key in ESTIMATED_METRICS:
+        if estimate.get(key) is not None:
+            metrics[f"estimated_{key}"] = float(estimate[key])
     quality = summary.get("quality") or {}
     metrics["labelled_rows"] = float(quality.get("rows") or 0)
     for key, value in (quality.get("metrics") or {}).items():
         if key != "rows" and value is not None:
             metrics[f"quality.{key}"] = float(value)
+    tracked = quality.get("estimate") or {}
+    for key, name in TRACKED_METRICS.items():
+        if tracked.get(key) is not None:
+            metrics[f"quality.{name}"] = float(tracked[key])
     return {k: v for k, v in metrics.items() if math.isfinite(v)}
+
+
+def realised_metrics(tracked: Mapping[str, Any]) -> dict[str, float]:
+    """What the labels of a window's own rows say, and the estimate's error on those rows (see
+    :func:`~mlops_pipeline.monitoring.estimate.estimate_against_labels`)."""
+    names = {
+        "rows": "realised_rows",
+        "realised_roc_auc": "realised_roc_auc",
+        "realised_accuracy": "realised_accuracy",
+        "roc_auc_error": "estimate_error_roc_auc",
+        "accuracy_error": "estimate_error_accuracy",
+    }
+    found = {name: float(tracked[key]) for key, name in names.items() if tracked.get(key) is not None}
+    return {k: v for k, v in found.items() if math.isfinite(v)}
+
+
+def log_realised(
+    client: MlflowClient,
+    experiment_name: str,
+    ds: str,
+    tracked: Mapping[str, Any],
+    *,
+    timestamp_ms: int,
+    measured_by: str,
+    champion_version: str | None,
+) -> str | None:
+    """Add the realised performance of window ``ds``'s rows (those ``champion_version`` served) to that
+    window's run. None, and nothing logged, when there is no such run (the monitor did not run that
+    day) or it monitored another champion version."""
+    from mlflow.entities import Metric, RunTag
+
+    experiment = client.get_experiment_by_name(experiment_name)
+    run_id = window_run_id(client, experiment.experiment_id, ds) if experiment is not None else None
+    if run_id is None:
+        log.info("no monitoring run of window %s: its realised performance stays in the run of %s", ds, measured_by)
+        return None
+    monitored = client.get_run(run_id).data.tags.get("champion_version")
+    if champion_version is not None and monitored not in (None, "", champion_version):
+        log.info("window %s was monitored for version %s, not %s: its run is left as it is", ds, monitored, champion_version)
+        return None
+    metrics = [Metric(k, v, timestamp_ms, 0) for k, v in realised_metrics(tracked).items()]
+    client.log_batch(run_id, metrics=metrics, tags=[RunTag("realised_by_window", measured_by)])
+    return run_id
 
 
 def log_window(

@@ -48,6 +48,7 @@ RETRAIN_ON_BACKFILL = "retrain_on_backfill"  # the DAG's Param: may this backfil
 RESULT_KEYS = (
     "action", "reason", "trigger", "blocked_by", "triggered", "train_run_id", "summary", "report",
     "data_status", "rows", "min_rows", "change_start", "post_change_days", "min_post_change_days", "backfill_rule",
+    "estimated_roc_auc", "estimated_accuracy", "estimated_days",
 )
 
 
@@ -128,6 +129,12 @@ def decide(
     )
     log.info("decision for ds=%s: %s", window.ds, record["summary"])
     log.info("decision numbers: %s", json.dumps(record["numbers"], default=str, sort_keys=True))
+    labelled = record.get("labelled") or {}
+    if labelled.get("realised_roc_auc") is not None:
+        log.info(
+            "labelled day(s) %s: realised ROC AUC %.4f, estimated %s on the same %d rows",
+            ", ".join(labelled.get("days") or []), labelled["realised_roc_auc"], labelled.get("estimated_roc_auc"), labelled.get("rows", 0),
+        )
     for note in record["notes"]:
         log.info("note: %s", note)
     ti.xcom_push(key=DECISION_XCOM, value=record)
