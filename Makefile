@@ -25,7 +25,7 @@ $(CURDIR)/.run/uv/bin/uv:
 
 install: .venv/.installed  ## create/refresh .venv from uv.lock
 
-setup: install  ## install + migrate the project-local Airflow DB + apply airflow_settings.yaml
+setup: install  ## install + start the embedded PostgreSQL + create/migrate the Airflow metadata DB + apply airflow_settings.yaml
 	@$(SVC) setup
 
 lint: install  ## ruff (with Airflow's AIR rules) and mypy
@@ -42,18 +42,18 @@ test-fast: install  ## unit tests only (no services)
 demo: setup  ## install, start MLflow + Airflow, run the closed loop (ingest, train, deploy, drift -> retrain -> canary), print a summary
 	@$(PY) -m mlops_dev.demo
 
-stop:  ## stop everything `make demo` started (serving containers and router included)
+stop:  ## stop everything `make demo` started (serving containers and router included; PostgreSQL last)
 	@test -x $(PY) && ($(PY) -m mlops_pipeline.deploy teardown >/dev/null 2>&1 || echo "[stop] no serving namespace to tear down") || true
 	@test -x $(PY) && $(SVC) stop || true
 
-status:  ## which local services run
+status:  ## which local services run (PostgreSQL, Airflow, MLflow)
 	@$(SVC) status
 
 airflow: install  ## any Airflow CLI command in the project's environment: make airflow ARGS="dags list"
 	@$(SVC) exec -- airflow $(ARGS)
 
-deploy: install  ## the deployment steps by hand: make deploy ARGS="status|reconcile|deploy|promote|rollback|audit|teardown"
-	@$(PY) -m mlops_pipeline.deploy $(ARGS)
+deploy: install  ## run mlops_deploy through Airflow and follow it: make deploy ARGS="deploy|promote|rollback [--version N]" (or status|audit|teardown)
+	@$(PY) -m mlops_dev.deploy $(ARGS)
 
 suite: install  ## bootstrap an expectation suite: make suite ARGS="--start 2026-01-01 --days 14"
 	@$(PY) -m mlops_pipeline suite $(ARGS)
@@ -70,5 +70,5 @@ bench-serving: install  ## mlflow models serve vs bare FastAPI vs ours (± batch
 bench-drift: install  ## the monitor vs Evidently on everything, 1M rows x 20 features
 	@$(PY) tests/benchmarks/bench_drift.py
 
-clean: stop  ## remove local state (lake, Airflow DB, MLflow data, service logs); keeps .venv
+clean: stop  ## remove local state (lake, Airflow home, the PostgreSQL cluster under .run, MLflow data, logs); keeps .venv
 	rm -rf lake .airflow mlruns .run

@@ -20,10 +20,12 @@ with Params: ``action`` = ``deploy`` (a version, default the challenger, through
    anything in the rollout fails, ``rollback`` (weight 0, canary removed, version tagged
    ``deploy_status=rolled_back`` with the reason). The run then ends failed, saying why.
 
-Every step writes to the append-only audit log (``<lake>/deployments/audit/``). ``replay_traffic``
-sends recent validated rows through the router during the rollout (demo traffic, labelled so in the
-prediction log). Backend (``MLOPS_DEPLOY_BACKEND``): docker when a daemon answers, else local
-processes. Thresholds and bake windows: ``MLOPS_DEPLOY_*``.
+The traffic a canary is judged on is the clients' own, through the router; nothing in this DAG makes
+any. Every task retries (``MLOPS_DEPLOY_TASK_RETRIES``) and every step is safe to run again, so a
+run whose worker or scheduler was killed mid-rollout carries on where it was once Airflow runs the
+task again; a failed canary check, a lost stable server or bad input fail at once. Every step writes
+to the append-only audit log (``<lake>/deployments/audit/``). Backend (``MLOPS_DEPLOY_BACKEND``):
+docker when a daemon answers, else local processes. Thresholds and bake windows: ``MLOPS_DEPLOY_*``.
 """
 
 from __future__ import annotations
@@ -33,33 +35,21 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, Param, PokeReturnValue, TaskGroup, TriggerRule, dag, task
 
-from mlops_pipeline.config import get_settings
-from mlops_pipeline.registry.aliases import CHALLENGER_ASSET_NAME
+from mlops_pipeline.orchestration import deploy
 
-CHALLENGER = Asset(name=CHALLENGER_ASSET_NAME)
-SETTINGS = get_settings().deploy  # steps and poke interval shape the DAG; thresholds are read at run time
-
-
-def _actor(dag_run) -> str:
-    user = getattr(dag_run, "triggering_user_name", None)
-    return f"airflow:{dag_run.dag_id}/{dag_run.run_id}" + (f" by {user}" if user else "")
-
-
-def _deployer(plan: dict):
-    from mlops_pipeline.deploy.rollout import Deployer
-
-    return Deployer.open(plan["actor"])
+CHALLENGER = Asset(name=deploy.CHALLENGER_ASSET_NAME)
+SHAPE = deploy.dag_shape()  # steps, poke interval and retries shape the DAG; thresholds are read at run time
 
 
 @dag(
-    dag_id="mlops_deploy",
+    dag_id=deploy.DAG_ID,
     schedule=[CHALLENGER],
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
     default_args={
-        "retries": 1,
-        "retry_delay": timedelta(seconds=30),
+        "retries": SHAPE.retries,
+        "retry_delay": SHAPE.retry_delay,
         "execution_timeout": timedelta(minutes=30),
     },
     params={
@@ -75,98 +65,61 @@ def _deployer(plan: dict):
             title="Version",
             description="Model version. Empty: @challenger (deploy, promote) or the previous champion (rollback).",
         ),
-        "replay_traffic": Param(
-            False,
-            type="boolean",
-            title="Replay demo traffic",
-            description="Send recent validated rows through the router during the rollout (X-Traffic-Source: demo).",
-        ),
     },
     tags=["mlops", "deploy"],
     doc_md=__doc__,
 )
 def mlops_deploy():
-    @task
+    @task(task_id=deploy.PLAN_TASK_ID)
     def reconcile(params=None, dag_run=None) -> dict:
         """Heal an interrupted deployment, then plan this run (canary, direct or nothing)."""
-        from mlops_pipeline.deploy.rollout import Deployer
-
-        deployer = Deployer.open(_actor(dag_run))
-        deployer.reconcile()
-        return deployer.plan(params["action"], params["version"])
+        return deploy.reconcile(params, dag_run)
 
     @task(execution_timeout=timedelta(minutes=60))
     def prepare(plan: dict) -> dict:
         """Download the version's artifact, check its sha256 against the registry, build its image."""
-        return _deployer(plan).prepare(plan)
+        return deploy.prepare(plan)
 
     @task.branch
     def route(plan: dict, prepared: dict) -> str | None:
-        return {"canary": "start_canary", "direct": "deploy_direct"}.get(plan["mode"])
+        """A canary, a direct deployment, or nothing to do."""
+        return deploy.route(plan)
 
-    @task
+    @task(task_id=deploy.DIRECT_TASK_ID)
     def deploy_direct(plan: dict, prepared: dict) -> dict:
         """First deployment, manual promotion or rollback: straight to stable and @champion."""
-        return _deployer(plan).deploy_direct(plan, prepared)
+        return deploy.deploy_direct(plan, prepared)
 
-    @task
+    @task(task_id=deploy.CANARY_TASK_ID)
     def start_canary(plan: dict, prepared: dict) -> dict:
         """The canary server, ready, in the router's canary slot at 0 % (and a baseline sample)."""
-        return _deployer(plan).start_canary(plan, prepared)
-
-    @task(retries=0)
-    def replay_traffic(plan: dict, params=None) -> dict:
-        """Demo traffic through the router until this deployment ends (a background process)."""
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        if not params["replay_traffic"]:
-            raise AirflowSkipException("replay_traffic is off")
-        from mlops_pipeline.deploy.traffic import start_background_replay
-
-        return start_background_replay(plan["deployment_id"])
+        return deploy.start_canary(plan, prepared)
 
     @task
-    def shift(plan: dict, baseline: dict, percent: int) -> dict:
+    def shift(plan: dict, percent: int) -> dict:
         """Route ``percent`` % of the traffic to the canary (HAProxy runtime weights, no reload)."""
-        return _deployer(plan).shift(plan, percent)
+        return deploy.shift(plan, percent)
 
-    @task.sensor(
-        mode="reschedule",
-        poke_interval=SETTINGS.poke_seconds,
-        timeout=SETTINGS.max_bake_seconds + 600,
-        retries=0,
-    )
+    @task.sensor(mode="reschedule", poke_interval=SHAPE.poke_interval, timeout=SHAPE.bake_timeout)
     def bake(plan: dict, baseline: dict, step: dict) -> PokeReturnValue:
         """Wait out the bake window (enough time and traffic, or a check already failing)."""
-        status = _deployer(plan).bake_status(plan, baseline, step)
-        return PokeReturnValue(is_done=status["done"], xcom_value=status)
+        return deploy.bake(plan, baseline, step)
 
-    @task(retries=0)
+    @task
     def analyse(plan: dict, baseline: dict, step: dict, baked: dict) -> dict:
         """Canary vs stable on the step's traffic: 5xx rate, p95 latency, prediction shift (PSI)."""
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from mlops_pipeline.deploy.rollout import CanaryCheckFailed
-
-        try:
-            return _deployer(plan).analyse(plan, baseline, step)
-        except CanaryCheckFailed as exc:
-            raise AirflowFailException(str(exc)) from exc
+        return deploy.analyse(plan, baseline, step)
 
     @task
     def promote(plan: dict) -> dict:
         """@champion := the version; a stable server of it takes the traffic; the old one retires."""
-        return _deployer(plan).promote(plan)
+        return deploy.promote(plan)
 
-    @task(trigger_rule=TriggerRule.ONE_FAILED, retries=2)
-    def rollback(plan: dict) -> dict:
+    @task(trigger_rule=TriggerRule.ONE_FAILED)
+    def rollback(ti=None) -> dict:
         """Weight 0, canary removed, version tagged rolled_back with the failed check's reason."""
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        deployer = _deployer(plan)
-        if not deployer.canary_was_started(plan):  # e.g. the image build failed: nothing to undo
-            raise AirflowSkipException("no canary was started for this deployment")
-        return deployer.rollback(plan)
+        # Pulled rather than passed: when reconcile itself failed there is no plan, and nothing to undo.
+        return deploy.rollback(ti.xcom_pull(task_ids=deploy.PLAN_TASK_ID))
 
     plan = reconcile()
     prepared = prepare(plan)
@@ -174,20 +127,19 @@ def mlops_deploy():
     branch >> deploy_direct(plan, prepared)
     baseline = start_canary(plan, prepared)
     branch >> baseline
-    replay_traffic(plan) << baseline
 
     rollout = [baseline]
     previous = baseline
-    for percent in SETTINGS.steps:
-        with TaskGroup(group_id=f"step_{percent}pct"):
-            step = shift(plan, baseline, percent)
+    for percent in SHAPE.steps:
+        with TaskGroup(group_id=deploy.step_group_id(percent)):
+            step = shift(plan, percent)
             baked = bake(plan, baseline, step)
             checked = analyse(plan, baseline, step, baked)
         previous >> step
         rollout += [step, baked, checked]
         previous = checked
     previous >> promote(plan)
-    rollout >> rollback(plan)
+    rollout >> rollback()
 
 
 mlops_deploy()

@@ -2,7 +2,7 @@
 Docker host) or addresses on the namespace network (the deployer in a container on it, as in compose).
 
 The container objects are plain stand-ins for the docker SDK's (only ``attrs``, ``labels``, ``status``
-are read); the real engine path is covered by tests/e2e/test_canary_docker.py.
+are read); the real engine path is covered by tests/reliability/test_docker_faults.py.
 """
 
 from __future__ import annotations

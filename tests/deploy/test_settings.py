@@ -40,6 +40,13 @@ def test_the_longest_bake_is_at_least_the_bake() -> None:
         DeploySettings(bake_seconds=60, max_bake_seconds=10)
 
 
+def test_every_deploy_task_retries() -> None:
+    """A task whose process died with its worker or scheduler must be run again, not rolled back."""
+    assert DeploySettings().task_retries >= 1
+    with pytest.raises(ValidationError, match="task_retries"):
+        DeploySettings(task_retries=0)
+
+
 def test_namespace_must_be_a_plain_name() -> None:
     with pytest.raises(ValidationError, match="namespace"):
         DeploySettings(namespace="Bad Name/")

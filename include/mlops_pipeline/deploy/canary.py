@@ -31,7 +31,6 @@ REQUESTS_METRIC = "mlops_serving_requests_total"
 SCORING_ENDPOINTS = ("predict", "invocations")
 ROUTER_ERROR_COUNTERS = ("hrsp_5xx", "eresp", "econ")
 ROUTER_RESPONSE_COUNTERS = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other")
-_PSI_FLOOR = 1e-4  # a bin empty on one side would make the PSI infinite
 
 _LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+\S+)?$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -225,22 +224,11 @@ def coarsen(counts: Sequence[float], bins: int) -> list[float]:
 
 
 def psi(expected: Sequence[float], actual: Sequence[float]) -> float:
-    """Population stability index of ``actual`` against ``expected`` (counts over the same bins).
+    """Population stability index of ``actual`` against ``expected`` (counts over the same bins): the
+    project's one implementation (:mod:`mlops_pipeline.contracts.psi`, the monitor's too)."""
+    from mlops_pipeline.contracts.psi import psi as contract_psi
 
-    ``sum((a - e) * ln(a / e))`` over the bins' proportions, each floored at 1e-4 so that a bin
-    empty on one side counts as very unlikely rather than impossible.
-    """
-    if len(expected) != len(actual):
-        raise ValueError(f"PSI needs the same bins on both sides, got {len(expected)} and {len(actual)}")
-    total_expected, total_actual = float(sum(expected)), float(sum(actual))
-    if total_expected <= 0 or total_actual <= 0:
-        raise ValueError("PSI needs observations on both sides")
-    value = 0.0
-    for e, a in zip(expected, actual, strict=True):
-        pe = max(e / total_expected, _PSI_FLOOR)
-        pa = max(a / total_actual, _PSI_FLOOR)
-        value += (pa - pe) * math.log(pa / pe)
-    return value
+    return contract_psi(expected, actual)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import subprocess
+import sys
 import tarfile
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -78,6 +79,7 @@ def _run_script(script: Path) -> str:
         text=True,
         timeout=BUILD_TIMEOUT_S,
         stdin=subprocess.DEVNULL,
+        env=_script_environment(),
     )
     for line in completed.stderr.splitlines():
         log.info("%s: %s", script.name, line)
@@ -87,20 +89,38 @@ def _run_script(script: Path) -> str:
     return completed.stdout
 
 
+def _script_environment() -> dict[str, str]:
+    """The scripts' environment. ``PYTHON`` (whose pip downloads the wheelhouse) defaults to the
+    interpreter this one was made from: inside Airflow the project's virtualenv comes first on the
+    PATH, and a virtualenv made by uv has no pip; the script tries its other candidates after it."""
+    env = dict(os.environ)
+    base = Path(sys.base_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    if "PYTHON" not in env and base.is_file():
+        env["PYTHON"] = str(base)
+    return env
+
+
 # ---------------------------------------------------------------------------------------------
 # serving base
 # ---------------------------------------------------------------------------------------------
 def serving_sources(repo_root: Path | str) -> dict[str, Path]:
-    """The files of the serving base's build context, by their path in that context (no wheels)."""
+    """The files of the serving base's build context, by their path in that context (no wheels): the
+    server (``mlops_serving/``) and the project's contract package it imports
+    (``mlops_pipeline/__init__.py``, ``mlops_pipeline/contracts/``), nothing else of the pipeline."""
     serving = Path(repo_root) / "serving"
+    package = Path(repo_root) / "include" / "mlops_pipeline"
     sources = {"Dockerfile": serving / "Dockerfile", "requirements.txt": serving / "requirements.txt"}
-    app = serving / "mlops_serving"
-    for path in sorted(app.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix not in {".pyc", ".pyo"}:
-            sources[f"mlops_serving/{path.relative_to(app).as_posix()}"] = path
+    sources["mlops_pipeline/__init__.py"] = package / "__init__.py"
+    for prefix, folder in (("mlops_serving", serving / "mlops_serving"), ("mlops_pipeline/contracts", package / "contracts")):
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix not in {".pyc", ".pyo"}:
+                sources[f"{prefix}/{path.relative_to(folder).as_posix()}"] = path
     missing = [str(path) for path in sources.values() if not path.is_file()]
-    if missing or not any(name.startswith("mlops_serving/") for name in sources):
-        raise ImageBuildError(f"serving sources missing under {serving}: {missing or ['mlops_serving/']}")
+    for needed in ("mlops_serving/", "mlops_pipeline/contracts/"):
+        if not any(name.startswith(needed) for name in sources):
+            missing.append(needed)
+    if missing:
+        raise ImageBuildError(f"serving sources missing under {repo_root}: {missing}")
     return sources
 
 

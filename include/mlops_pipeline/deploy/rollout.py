@@ -1,4 +1,4 @@
-"""The deployment steps the ``mlops_deploy`` DAG's tasks call, and a runner that calls them in turn.
+"""The deployment steps: what each task of the ``mlops_deploy`` DAG does. The DAG is their only sequence.
 
 One :class:`Deployer` per task: it opens the registry, the backend and the audit log, does one step
 and returns plain dicts (XCom-able). The steps:
@@ -15,11 +15,12 @@ and returns plain dicts (XCom-able). The steps:
    then :meth:`promote`; on any failure :meth:`rollback`.
 5. Direct: :meth:`deploy_direct` (first deployment, manual promotion, manual rollback).
 
-Commit points are registry writes: a version is the champion from the moment ``@champion`` moves;
-everything after that is convergence, which :meth:`reconcile` redoes if it was cut short. Every
-step writes audit events (``audit.AuditLog``) and ``deploy_status`` tags on the version.
-
-:func:`run_deployment` runs the whole sequence in one process (CLI, tests, ``make demo``).
+Every step is safe to run again (a retry after an error, or after its process died with the worker
+or scheduler): it looks at what runs and what the registry says first, then does only what is
+missing. Commit points are registry writes: a version is the champion from the moment ``@champion``
+moves; everything after that is convergence, which a retried step or the next run's
+:meth:`reconcile` redoes if it was cut short. Every step writes audit events (``audit.AuditLog``)
+and ``deploy_status`` tags on the version.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -185,6 +186,15 @@ class Deployer:
     def router(self) -> Router:
         return Router.ensure(self.backend)
 
+    def _rollout_router(self) -> Router:
+        """The router of a canary in progress. Never started anew here: a new router would know the
+        stable slot only, and drop the canary's. One that is down (restarting) is an outage: the
+        step fails, and its retry finds the router back with its persisted slots."""
+        endpoint = self.backend.router()
+        if endpoint is None:
+            raise BackendError("the router is not running (restarting?); the canary's step is retried once it is back")
+        return Router(self.backend, endpoint)
+
     def status(self) -> dict[str, Any]:
         """What serves now: aliases, servers, router slots."""
         endpoint = self.backend.router()
@@ -250,7 +260,9 @@ class Deployer:
         return self.backend.wait_ready(server)
 
     # -- 2. plan ---------------------------------------------------------------------------
-    def plan(self, action: str = "deploy", version: str | int | None = None) -> dict[str, Any]:
+    def plan(self, action: str = "deploy", version: str | int | None = None, *, deployment_key: str | None = None) -> dict[str, Any]:
+        """What this run does. ``deployment_key`` ends the deployment id: the orchestrator passes one
+        derived from its run, so a retried plan names the same deployment (default: time + random)."""
         champion = self.champion()
         previous = None
         if champion is not None:
@@ -266,10 +278,10 @@ class Deployer:
             stable=stables[-1].version if stables else None,
         )
         if decision.version is not None:
-            self.client.get_model_version(self.model_name, decision.version)  # a clear error if it does not exist
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            self._check_version_exists(decision.version)
+        key = deployment_key or f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:4]}"
         plan: dict[str, Any] = {
-            "deployment_id": f"{self.model_name}-v{decision.version}-{stamp}-{uuid.uuid4().hex[:4]}",
+            "deployment_id": f"{self.model_name}-v{decision.version}-{key}",
             "action": decision.action,
             "mode": decision.mode,
             "version": decision.version,
@@ -291,6 +303,16 @@ class Deployer:
             champion=champion,
         )
         return plan
+
+    def _check_version_exists(self, version: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_model_version(self.model_name, version)
+        except MlflowException as exc:
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+                raise ValueError(f"registered model {self.model_name!r} has no version {version!r}") from exc
+            raise
 
     # -- 3. prepare ------------------------------------------------------------------------
     def prepare(self, plan: Mapping[str, Any]) -> dict[str, Any]:
@@ -333,12 +355,21 @@ class Deployer:
         if not self._running(STABLE):
             raise DeploymentError(f"no stable server runs to compare the canary of v{version} with")
         router = self.router()
-        router.empty(CANARY)
+        ours = [s for s in self._running(CANARY, version) if s.sha256 == prepared["labels"]["sha256"]]
+        reused = ours[-1] if ours else None  # a retry: the first attempt's canary runs already
         for stale in self._running(CANARY):  # a canary of another run (reconcile removes them; belt and braces)
-            self.backend.stop_server(stale)
-        canary = self._start_ready(CANARY, prepared)
+            if reused is None or stale.id != reused.id:
+                if router.slot_of(stale) == CANARY:
+                    router.empty(CANARY)
+                self.backend.stop_server(stale)
+        if reused is not None:
+            canary = self.backend.wait_ready(reused)
+        else:
+            router.empty(CANARY)
+            canary = self._start_ready(CANARY, prepared)
         try:
             router.point(CANARY, canary)
+            router.split(0)
         except Exception:
             self.backend.stop_server(canary)
             raise
@@ -346,7 +377,7 @@ class Deployer:
         baseline = self.sample()
         self._event(
             "canary_started",
-            f"canary server {canary.name} of v{version} is ready, at 0% of the traffic",
+            f"canary server {canary.name} of v{version} is ready, at 0% of the traffic" + (" (started by an earlier attempt)" if reused else ""),
             version=version,
             deployment_id=deployment_id,
             server=canary.name,
@@ -356,7 +387,7 @@ class Deployer:
 
     def sample(self) -> dict[str, Sample]:
         """Both slots' counters now: the router's per-server stats and each server's /metrics."""
-        router = Router.ensure(self.backend)
+        router = self._rollout_router()
         slots = router.slots()
         stats = router.runtime.stats()
         servers = [s for s in self.backend.servers() if s.running]
@@ -390,7 +421,7 @@ class Deployer:
     def shift(self, plan: Mapping[str, Any], percent: int) -> dict[str, Any]:
         version = str(plan["version"])
         canary = self._canary_server(version)
-        router = self.router()
+        router = self._rollout_router()
         if router.slot_of(canary) != CANARY:
             raise CanaryCheckFailed(f"the router's canary slot does not point at {canary.name} any more")
         router.split(int(percent))
@@ -442,9 +473,11 @@ class Deployer:
         }
 
     def analyse(self, plan: Mapping[str, Any], baseline: Mapping[str, Any], step: Mapping[str, Any]) -> dict[str, Any]:
-        """The step's checks; audited; raises :class:`CanaryCheckFailed` when they fail."""
+        """The step's checks; audited; raises :class:`CanaryCheckFailed` when they fail, and
+        :class:`StableLost` when there is no stable server left to compare the canary with."""
         version, percent = str(plan["version"]), int(step["percent"])
         label = f"canary v{version} at {percent}%"
+        lost: StableLost | None = None
         try:
             self._canary_server(version)
             if not self._running(STABLE):
@@ -457,6 +490,9 @@ class Deployer:
             result = {**verdict.to_dict(), "percent": percent, "canary": canary.to_dict(), "stable": stable.to_dict()}
         except CanaryCheckFailed as exc:
             result = {"passed": False, "reason": f"{label}: {exc}", "checks": [], "percent": percent}
+        except StableLost as exc:
+            lost = exc
+            result = {"passed": False, "reason": str(exc), "checks": [], "percent": percent}
         self._event(
             "analysis_passed" if result["passed"] else "analysis_failed",
             result["reason"],
@@ -465,6 +501,8 @@ class Deployer:
             percent=percent,
             checks=result["checks"],
         )
+        if lost is not None:
+            raise lost
         if not result["passed"]:
             raise CanaryCheckFailed(result["reason"])
         return {key: result[key] for key in ("passed", "reason", "checks", "percent")}
@@ -485,7 +523,9 @@ class Deployer:
             else:
                 raise DeploymentError(f"no canary of v{version} is running: nothing to promote")
             new_stable = self._start_ready(STABLE, model)
-        previous = self._commit_champion(version, deployment_id, "passed every canary step", retire="retired")
+        previous = self._commit_champion(
+            version, deployment_id, "passed every canary step", retire="retired", planned_previous=plan.get("champion")
+        )
         self._converge(plan_reconcile(version, self.backend.servers()))
         self._event(
             "promoted",
@@ -498,11 +538,18 @@ class Deployer:
         )
         return {"outcome": "promoted", "version": version, "previous": previous, "server": new_stable.name}
 
-    def _commit_champion(self, version: str, deployment_id: str, reason: str, *, retire: str) -> str | None:
-        """``@champion`` := version (the commit point); tags on the new and the old champion."""
+    def _commit_champion(
+        self, version: str, deployment_id: str, reason: str, *, retire: str, planned_previous: str | None = None
+    ) -> str | None:
+        """``@champion`` := version (the commit point); tags on the new and the old champion.
+
+        ``planned_previous`` is the champion when the run was planned: when an earlier attempt of the
+        step moved the alias already, it is still the one to tag as replaced."""
         from mlops_pipeline.registry.aliases import promote
 
         previous = self.champion()
+        if previous == version and planned_previous:
+            previous = str(planned_previous)
         if previous is None:
             stables = self._running(STABLE)
             previous = stables[-1].version if stables and stables[-1].version != version else None
@@ -515,7 +562,10 @@ class Deployer:
         return previous if previous != version else None
 
     def canary_was_started(self, plan: Mapping[str, Any]) -> bool:
-        return any(e.event == "canary_started" for e in self.audit.iter_events(deployment_id=plan["deployment_id"]))
+        """Is there a canary of this deployment to undo (audited as started, or running)?"""
+        if any(e.event == "canary_started" for e in self.audit.iter_events(deployment_id=plan["deployment_id"])):
+            return True
+        return plan.get("version") is not None and bool(self._running(CANARY, str(plan["version"])))
 
     def rollback(self, plan: Mapping[str, Any], reason: str | None = None) -> dict[str, Any]:
         """Weight 0, canary removed, version tagged ``rolled_back`` with the reason; @challenger
@@ -560,11 +610,15 @@ class Deployer:
     def deploy_direct(self, plan: Mapping[str, Any], prepared: Mapping[str, Any]) -> dict[str, Any]:
         """Start ``version`` as the stable server, make it the champion, move the traffic over."""
         version, deployment_id, action = str(plan["version"]), plan["deployment_id"], plan["action"]
-        server = self._start_ready(STABLE, prepared)
+        started = [s for s in self._running(STABLE, version) if s.sha256 == prepared["labels"]["sha256"]]
+        server = self.backend.wait_ready(started[-1]) if started else self._start_ready(STABLE, prepared)
+        planned_previous = plan.get("champion")
         if action == "rollback":
-            previous = self._commit_champion(version, deployment_id, f"manual rollback by {self.actor}", retire="rolled_back")
+            previous = self._commit_champion(
+                version, deployment_id, f"manual rollback by {self.actor}", retire="rolled_back", planned_previous=planned_previous
+            )
         else:
-            previous = self._commit_champion(version, deployment_id, plan["reason"], retire="retired")
+            previous = self._commit_champion(version, deployment_id, plan["reason"], retire="retired", planned_previous=planned_previous)
         self._converge(plan_reconcile(version, self.backend.servers()))
         event = {"rollback": "rolled_back_to", "promote": "promoted"}.get(action, "deployed")
         self._event(event, plan["reason"], version=version, deployment_id=deployment_id, previous=previous, server=server.name)
@@ -573,50 +627,3 @@ class Deployer:
 
 def _labels_of(server: Server) -> dict[str, str]:
     return {"name": server.model_name, "version": server.version, "run_id": server.run_id, "sha256": server.sha256}
-
-
-def run_deployment(
-    action: str = "deploy",
-    version: str | int | None = None,
-    *,
-    actor: str | None = None,
-    deployer: Deployer | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    on_step: Callable[[str, dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
-    """Every step in this process, the bake windows as sleeps. ``on_step(name, info)`` is called
-    after each step (tests use it to act mid-rollout)."""
-    deployer = deployer or Deployer.open(actor)
-
-    def emit(name: str, info: dict[str, Any]) -> None:
-        if on_step is not None:
-            on_step(name, info)
-
-    emit("reconciled", deployer.reconcile())
-    plan = deployer.plan(action, version)
-    emit("planned", plan)
-    if plan["mode"] == "noop":
-        return {"outcome": "noop", "version": plan["version"], "reason": plan["reason"], "plan": plan}
-    prepared = deployer.prepare(plan)
-    emit("prepared", prepared)
-    if plan["mode"] == "direct":
-        return {**deployer.deploy_direct(plan, prepared), "plan": plan}
-
-    baseline = deployer.start_canary(plan, prepared)
-    emit("canary_started", baseline)
-    try:
-        for percent in deployer.deploy.steps:
-            step = deployer.shift(plan, percent)
-            emit("shifted", step)
-            while True:
-                status = deployer.bake_status(plan, baseline, step)
-                if status["done"]:
-                    break
-                sleep(min(deployer.deploy.poke_seconds, 1.0))
-            emit("analysed", deployer.analyse(plan, baseline, step))
-    except CanaryCheckFailed as exc:
-        return {**deployer.rollback(plan, str(exc)), "plan": plan}
-    except (BackendError, DeploymentError, OSError) as exc:
-        deployer.rollback(plan, f"the rollout failed: {exc}")
-        raise
-    return {**deployer.promote(plan), "plan": plan}
