@@ -229,6 +229,14 @@ class DeploySettings(BaseSettings):
     )
     psi_bins: int = Field(default=10, ge=2, le=20, description="Probability bins for the PSI (merged from the server's 20)")
     ready_timeout_seconds: float = Field(default=180.0, gt=0, description="A new server must answer /ready within this")
+    warmup_requests: int = Field(
+        default=50,
+        ge=0,
+        description="Requests sent straight to a new server before it takes traffic (its first requests are slow: "
+        "they would count against a canary's latency check and reach the first clients); marked as warm-up, so the "
+        "monitor never reads them (0: none)",
+    )
+    warmup_rows: int = Field(default=10, ge=1, le=1000, description="Rows per warm-up request")
     stop_timeout_seconds: float = Field(default=20.0, gt=0, description="Graceful stop before a kill")
     check_interval_ms: int = Field(default=1000, ge=100, description="HAProxy health checks of the serving slots")
     router_rate_limit: int = Field(

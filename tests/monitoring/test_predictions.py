@@ -218,3 +218,19 @@ def test_layout_follows_the_dataset():
     assert layout.id_column == "customer_id" and layout.time_column == "event_time"
     assert "plan" in layout.categorical_features and "tenure_months" in layout.numeric_features
     assert layout.table_schema().names[:5] == ["_ts", "_model_version", "_id", "_event_time", "_probability"]
+
+
+def test_a_new_servers_warm_up_requests_are_not_traffic(tmp_path):
+    """A canary's warm-up requests (traffic source ``warmup``) never reach a window, in a clean block
+    or in one read line by line."""
+    lines = [
+        _request(_record(cid="warm-1"), _record(cid="warm-2"), traffic_source="warmup"),
+        _request(_record(cid="client-1")),
+        _request(_record(cid="warm-3"), traffic_source="warmup"),
+    ]
+    path = _write(tmp_path / "ds=2026-01-05" / REQUESTS, b"".join(lines))
+    table, _ = _read([path])
+    assert table.column(ROW_ID).to_pylist() == ["client-1"]
+    torn = _write(tmp_path / "torn" / "ds=2026-01-05" / REQUESTS, b"".join(lines) + b'{"ts": "2026-01-05T1\n')
+    table, report = _read([torn])
+    assert table.column(ROW_ID).to_pylist() == ["client-1"] and report.bad_lines == 1

@@ -57,6 +57,9 @@ SERVICE_COLUMNS = (TS, VERSION, ROW_ID, EVENT_TIME, PROBABILITY)
 REQUESTS_SUFFIX = ".requests.jsonl"
 # The fields of a request line that every one of its rows carries.
 REQUEST_FIELDS = ("request_id", "ts", "model_name", "model_version", "traffic_source", "endpoint")
+# Requests that are not traffic: a new server's warm-up before it takes any (see deploy.steps); the
+# reader leaves them out, so no window, drift statistic or label join ever sees them.
+NOT_TRAFFIC = frozenset({"warmup"})
 
 DEFAULT_BLOCK_BYTES = 16 << 20
 PARSE_CHUNK_BYTES = 2 << 20  # Arrow parses a block in chunks of this size, on all cores
@@ -101,6 +104,7 @@ class LogLayout:
             [
                 pa.field("ts", pa.timestamp("ns", tz="UTC")),
                 pa.field("model_version", pa.string()),
+                pa.field("traffic_source", pa.string()),
                 pa.field("input", pa.struct([pa.field("records", pa.list_(pa.struct(record)))])),
                 pa.field("output", pa.struct([pa.field("predictions", pa.list_(prediction))])),
             ]
@@ -338,6 +342,10 @@ def _flatten_requests(parsed: pa.Table, layout: LogLayout) -> pa.Table:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    source = parsed.column("traffic_source")
+    warmup = pc.is_in(source, value_set=pa.array(sorted(NOT_TRAFFIC)))
+    if pc.any(warmup).as_py():
+        parsed = parsed.filter(pc.invert(pc.fill_null(warmup, False)))
     records = pc.struct_field(parsed.column("input").combine_chunks(), "records")
     predictions = pc.struct_field(parsed.column("output").combine_chunks(), "predictions")
     if records.null_count or predictions.null_count:
@@ -428,6 +436,8 @@ def _request_rows(
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """The rows of a block of request lines; a line that is not a whole request is reported."""
     for where, request in _lines(block, path, first_line, report):
+        if isinstance(request, dict) and request.get("traffic_source") in NOT_TRAFFIC:
+            continue
         try:
             rows = request_rows(request, layout)
         except ValueError as exc:
