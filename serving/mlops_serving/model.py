@@ -6,6 +6,10 @@ Supported flavors (no mlflow import, no pyfunc):
   matrix built by :mod:`mlops_serving.validation`.
 * ``sklearn``: a fitted Pipeline whose ``predict_proba`` takes a DataFrame of the
   raw feature columns (pickle/cloudpickle, or skops when installed).
+
+Either model's own score goes through the ``metadata.mlops.calibration`` map
+(:mod:`mlops_pipeline.contracts.calibration`, the code training's ``predict_proba``
+runs) before it is answered, logged or counted: the threshold is on that scale.
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ from typing import Any
 import numpy as np
 import yaml
 
+from mlops_pipeline.contracts.calibration import calibrator
+
 from .settings import Settings
-from .spec import ModelSpec, SpecError, parse_spec
+from .spec import ServingSpec, SpecError, parse_spec
 from .validation import Encoded, RecordEncoder
 
 log = logging.getLogger("mlops_serving.model")
@@ -161,12 +167,12 @@ class XGBoostModel:
     flavor = "xgboost"
     batchable = True
 
-    def __init__(self, booster: Any, spec: ModelSpec, nthread: int) -> None:
+    def __init__(self, booster: Any, spec: ServingSpec, nthread: int) -> None:
         self.booster = booster
         self.spec = spec
         if nthread > 0:
             booster.set_param({"nthread": nthread})
-        self._feature_types = ["c" if f.kind == "categorical" else "q" for f in spec.features]
+        self._feature_types = spec.contract.feature_types
         self._fast: _InplacePredictor | None
         try:
             self._fast = _InplacePredictor(booster)
@@ -239,7 +245,7 @@ def _import_xgboost() -> Any:
 
 
 def _load_xgboost(
-    model_dir: Path, flavor_conf: dict[str, Any], spec: ModelSpec, settings: Settings
+    model_dir: Path, flavor_conf: dict[str, Any], spec: ServingSpec, settings: Settings
 ) -> XGBoostModel:
     xgb = _import_xgboost()
 
@@ -267,7 +273,7 @@ def _load_xgboost(
         )
     if booster.feature_types is not None:
         for f, ft in zip(spec.features, booster.feature_types, strict=True):
-            if (ft == "c") != (f.kind == "categorical"):
+            if (ft == "c") != f.is_categorical:
                 raise ModelLoadError(
                     f"feature {f.name!r}: booster type {ft!r} does not match kind {f.kind!r}"
                 )
@@ -279,7 +285,7 @@ class SklearnModel:
     flavor = "sklearn"
     batchable = False
 
-    def __init__(self, model: Any, spec: ModelSpec, predict_fn: str) -> None:
+    def __init__(self, model: Any, spec: ServingSpec, predict_fn: str) -> None:
         import pandas as pd
 
         self._pd = pd
@@ -288,7 +294,7 @@ class SklearnModel:
         self.predict_fn = predict_fn
         classes = list(getattr(model, "classes_", [0, 1]))
         self.classes = classes
-        self._pos = classes.index(1) if 1 in classes else len(classes) - 1
+        self.positive_index = classes.index(1) if 1 in classes else len(classes) - 1
         self._columns = list(spec.feature_names)
 
     def frame(self, records: list[dict[str, Any]]) -> Any:
@@ -298,7 +304,7 @@ class SklearnModel:
 
     def predict(self, encoded: Encoded, records: list[dict[str, Any]]) -> np.ndarray:
         proba = self.model.predict_proba(self.frame(records))
-        return np.asarray(proba[:, self._pos], dtype=np.float64)
+        return np.asarray(proba[:, self.positive_index], dtype=np.float64)
 
     def predict_proba_full(self, records: list[dict[str, Any]]) -> np.ndarray:
         return np.asarray(self.model.predict_proba(self.frame(records)))
@@ -308,7 +314,7 @@ class SklearnModel:
 
 
 def _load_sklearn(
-    model_dir: Path, flavor_conf: dict[str, Any], spec: ModelSpec, predict_fn: str
+    model_dir: Path, flavor_conf: dict[str, Any], spec: ServingSpec, predict_fn: str
 ) -> SklearnModel:
     data = flavor_conf.get("pickled_model") or "model.pkl"
     path = model_dir / data
@@ -338,7 +344,7 @@ def _load_sklearn(
 class ServingModel:
     """A loaded, validated, warmed-up model plus its input contract."""
 
-    def __init__(self, impl: XGBoostModel | SklearnModel, spec: ModelSpec, info: ModelInfo) -> None:
+    def __init__(self, impl: XGBoostModel | SklearnModel, spec: ServingSpec, info: ModelInfo) -> None:
         self.impl = impl
         self.spec = spec
         self.info = info
@@ -346,33 +352,48 @@ class ServingModel:
         self.threshold = spec.threshold
         self.flavor = impl.flavor
         self.batchable = impl.batchable
+        self.calibrated = spec.calibration is not None
+        self._calibrate = calibrator(spec.calibration)
 
     def encode(self, records: list[Any]) -> Encoded:
         return self.encoder.encode(records)
 
     def predict(self, encoded: Encoded, records: list[dict[str, Any]]) -> np.ndarray:
+        """The model's own (raw) scores; :meth:`probabilities` turns them into what is served."""
         return self.impl.predict(encoded, records)
 
     def predict_matrix(self, x: np.ndarray) -> np.ndarray:
         assert isinstance(self.impl, XGBoostModel)
         return self.impl.predict_matrix(x)
 
+    def probabilities(self, raw: np.ndarray) -> np.ndarray:
+        """Raw scores through the model's calibration map (float64), as training's ``predict_proba``;
+        without a map the raw scores are the probabilities and are returned as they are."""
+        if not self.calibrated:
+            return raw
+        return self._calibrate(raw)
+
     def labels(self, probs: np.ndarray) -> list[int]:
         return (probs >= self.threshold).astype(np.int8).tolist()
 
-    def mlflow_predictions(self, probs: np.ndarray, records: list[dict[str, Any]]) -> Any:
-        """What ``mlflow models serve`` would answer for this flavor.
+    def mlflow_predictions(self, raw: np.ndarray, probs: np.ndarray, records: list[dict[str, Any]]) -> Any:
+        """What ``mlflow models serve`` would answer for this flavor, with calibrated probabilities.
 
-        xgboost Booster: the probabilities. sklearn: ``predict`` (class labels) or,
-        when the pyfunc ``predict_fn`` is ``predict_proba``, the probability rows.
+        xgboost Booster: the probabilities. sklearn: ``predict`` (class labels, the pipeline's own
+        argmax over its raw scores) or, when the pyfunc ``predict_fn`` is ``predict_proba``, the
+        probability rows (for two classes ``[1 - p, p]`` with ``p`` calibrated).
         """
         impl = self.impl
         if isinstance(impl, SklearnModel):
             if impl.predict_fn == "predict_proba":
-                return impl.predict_proba_full(records)
+                rows = impl.predict_proba_full(records)
+                if self.calibrated and rows.ndim == 2 and rows.shape[1] == 2:
+                    second = probs if impl.positive_index == 1 else 1.0 - probs
+                    rows = np.column_stack([1.0 - second, second])
+                return rows
             classes = np.asarray(impl.classes)
             if len(classes) == 2:  # argmax over [1 - p, p], without a second model call
-                return np.where(probs > 0.5, classes[1], classes[0])
+                return np.where(raw > 0.5, classes[1], classes[0])
             return classes[np.argmax(impl.predict_proba_full(records), axis=1)]
         return probs
 
@@ -391,7 +412,7 @@ class ServingModel:
             for value in (f.categories or ())[1:]:
                 records.append({**records[0], f.name: value})
         encoded = self.encoder.encode(records)
-        probs = self.predict(encoded, records)
+        probs = self.probabilities(self.predict(encoded, records))
         if probs.shape != (len(records),) or not np.all(np.isfinite(probs)):
             raise ModelLoadError(f"warm-up prediction returned unexpected output {probs!r}")
         if isinstance(self.impl, XGBoostModel):
@@ -421,10 +442,10 @@ def load_model(model_dir: Path, settings: Settings) -> ServingModel:
     flavors = mlmodel.get("flavors") or {}
     try:
         if "xgboost" in flavors:
-            spec = parse_spec(mlmodel, require_categories=True)
+            spec = parse_spec(mlmodel)
             impl: XGBoostModel | SklearnModel = _load_xgboost(model_dir, flavors["xgboost"], spec, settings)
         elif "sklearn" in flavors:
-            spec = parse_spec(mlmodel, require_categories=False)
+            spec = parse_spec(mlmodel)
             predict_fn = (flavors.get("python_function") or {}).get("predict_fn") or "predict"
             impl = _load_sklearn(model_dir, flavors["sklearn"], spec, predict_fn)
         else:
@@ -437,11 +458,12 @@ def load_model(model_dir: Path, settings: Settings) -> ServingModel:
     model = ServingModel(impl, spec, info)
     model.warm_up()
     log.info(
-        "loaded model %s version %s (flavor %s, %d features) from %s [pid %d]",
+        "loaded model %s version %s (flavor %s, %d features, calibration %s) from %s [pid %d]",
         info.model_name,
         info.model_version,
         info.flavor,
         len(spec.features),
+        (spec.calibration or {}).get("method", "none"),
         model_dir,
         os.getpid(),
     )

@@ -1,14 +1,22 @@
-"""The model's input contract: MLflow signature + our ``metadata.mlops`` preprocessing spec."""
+"""The model's input contract as the server reads it: ``metadata.mlops`` plus the MLflow signature.
+
+The ``metadata.mlops`` block (features, categories, id/time columns, threshold, calibration) is
+parsed and validated by the project's contract, :mod:`mlops_pipeline.contracts.features`, the
+same code training wrote it with. The signature adds what a request is checked against: which
+fields may be null (``required: false``) and which numeric fields must be integers or booleans.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mlops_pipeline.contracts.features import CATEGORICAL, Feature, FeatureError, ModelSpec
+
 NUMERIC_SIGNATURE_TYPES = frozenset({"double", "float", "long", "integer", "boolean"})
 INTEGER_SIGNATURE_TYPES = frozenset({"long", "integer"})
-KINDS = frozenset({"numeric", "categorical"})
 
 
 class SpecError(ValueError):
@@ -17,11 +25,27 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    name: str
-    kind: str  # "numeric" | "categorical"
-    categories: tuple[Any, ...] | None = None
+    """One contract feature with what the signature says about its values."""
+
+    feature: Feature
     nullable: bool = False  # signature ``required: false``
     signature_type: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.feature.name
+
+    @property
+    def kind(self) -> str:
+        return self.feature.kind
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return self.feature.categories
+
+    @property
+    def is_categorical(self) -> bool:
+        return self.feature.kind == CATEGORICAL
 
     @property
     def is_integer(self) -> bool:
@@ -32,12 +56,10 @@ class FeatureSpec:
         return self.signature_type == "boolean"
 
     def json_schema(self) -> dict[str, Any]:
-        if self.kind == "categorical":
+        if self.is_categorical:
             schema: dict[str, Any] = {"type": "string"}
-            if self.categories is not None:
-                schema["description"] = (
-                    "one of: " + ", ".join(map(str, self.categories)) + " (unseen values allowed)"
-                )
+            if self.categories:
+                schema["description"] = "one of: " + ", ".join(self.categories) + " (unseen values allowed)"
         elif self.is_boolean:
             schema = {"type": "boolean"}
         elif self.is_integer:
@@ -50,26 +72,43 @@ class FeatureSpec:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ServingSpec:
+    """The contract (:class:`~mlops_pipeline.contracts.features.ModelSpec`) and, per feature, the
+    signature's rules for request values."""
+
+    contract: ModelSpec
     features: tuple[FeatureSpec, ...]
-    id_column: str | None = None
-    time_column: str | None = None
-    target: str | None = None
-    threshold: float = 0.5
 
     @property
     def feature_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.features)
 
     @property
+    def id_column(self) -> str:
+        return self.contract.id_column
+
+    @property
+    def time_column(self) -> str:
+        return self.contract.time_column
+
+    @property
+    def threshold(self) -> float:
+        return self.contract.threshold
+
+    @property
+    def calibration(self) -> Mapping[str, Any] | None:
+        return self.contract.calibration
+
+    @property
     def passthrough_columns(self) -> tuple[str, ...]:
-        return tuple(c for c in (self.id_column, self.time_column) if c)
+        """Fields a record may carry besides the features: logged, never a model input."""
+        return (self.contract.id_column, self.contract.time_column)
 
     def example_record(self) -> dict[str, Any]:
         """A valid record, used to warm the model up at startup."""
         record: dict[str, Any] = {}
         for f in self.features:
-            if f.kind == "categorical":
+            if f.is_categorical:
                 record[f.name] = f.categories[0] if f.categories else "unknown"
             elif f.is_boolean:
                 record[f.name] = False
@@ -114,88 +153,35 @@ def _signature_columns(mlmodel: dict[str, Any]) -> list[dict[str, Any]] | None:
     return columns
 
 
-def parse_spec(mlmodel: dict[str, Any], require_categories: bool) -> ModelSpec:
-    """Build the :class:`ModelSpec` from a parsed MLmodel document."""
+def parse_spec(mlmodel: dict[str, Any]) -> ServingSpec:
+    """The :class:`ServingSpec` of a parsed MLmodel document: its ``metadata.mlops`` block through the
+    contract, each feature checked against the signature (when there is one)."""
+    block = (mlmodel.get("metadata") or {}).get("mlops")
+    if block is None:
+        raise SpecError("MLmodel has no metadata.mlops block (the model's input contract)")
+    try:
+        contract = ModelSpec.from_metadata(block)
+    except FeatureError as exc:
+        raise SpecError(str(exc)) from None
     columns = _signature_columns(mlmodel)
-    sig = {c["name"]: c for c in columns} if columns is not None else {}
-    meta = (mlmodel.get("metadata") or {}).get("mlops") or {}
-    if not isinstance(meta, dict):
-        raise SpecError("MLmodel metadata.mlops must be a mapping")
-    id_column = meta.get("id_column") or None
-    time_column = meta.get("time_column") or None
-    raw_features = meta.get("features")
-
-    if raw_features is None:
-        if columns is None:
-            raise SpecError("MLmodel has neither metadata.mlops.features nor a signature")
-        raw_features = []
-        for col in columns:
-            if col["name"] in (id_column, time_column):
-                continue
-            kind = "numeric" if col.get("type") in NUMERIC_SIGNATURE_TYPES else "categorical"
-            raw_features.append({"name": col["name"], "kind": kind})
-    if not isinstance(raw_features, list) or not raw_features:
-        raise SpecError("metadata.mlops.features must be a non-empty list")
-
+    signature = {c["name"]: c for c in columns} if columns is not None else {}
     features: list[FeatureSpec] = []
-    seen: set[str] = set()
-    for i, raw in enumerate(raw_features):
-        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"]:
-            raise SpecError(f"metadata.mlops.features[{i}] needs a non-empty string 'name'")
-        name = raw["name"]
-        if name in seen:
-            raise SpecError(f"duplicate feature {name!r} in metadata.mlops.features")
-        if name in (id_column, time_column):
-            raise SpecError(f"feature {name!r} is also the id/time column")
-        seen.add(name)
-        kind = raw.get("kind", "numeric")
-        if kind not in KINDS:
-            raise SpecError(f"feature {name!r}: kind must be 'numeric' or 'categorical', got {kind!r}")
-        categories = raw.get("categories")
-        if kind == "categorical":
-            if categories is None:
-                if require_categories:
-                    raise SpecError(f"categorical feature {name!r} has no 'categories' list")
-            elif not isinstance(categories, list) or not categories:
-                raise SpecError(f"feature {name!r}: 'categories' must be a non-empty list")
-            elif len(set(categories)) != len(categories):
-                raise SpecError(f"feature {name!r}: duplicate categories")
-            elif not all(isinstance(c, str) for c in categories):
-                raise SpecError(f"feature {name!r}: categories must be strings")
-        sig_col = sig.get(name)
-        if columns is not None and sig_col is None:
+    for feature in contract.features:
+        name = feature.name
+        column = signature.get(name)
+        if columns is not None and column is None:
             raise SpecError(f"feature {name!r} is not in the MLmodel signature")
-        sig_type = sig_col.get("type") if sig_col else None
-        if kind == "numeric" and sig_type is not None and sig_type not in NUMERIC_SIGNATURE_TYPES:
+        sig_type = column.get("type") if column else None
+        if feature.kind == CATEGORICAL:
+            if sig_type not in (None, "string"):
+                raise SpecError(f"categorical feature {name!r} must have signature type 'string', got {sig_type!r}")
+        elif sig_type is not None and sig_type not in NUMERIC_SIGNATURE_TYPES:
             raise SpecError(f"numeric feature {name!r} has non-numeric signature type {sig_type!r}")
-        if kind == "categorical" and sig_type not in (None, "string"):
-            raise SpecError(
-                f"categorical feature {name!r} must have signature type 'string', got {sig_type!r}"
-            )
-        nullable = bool(sig_col is not None and sig_col.get("required", True) is False)
-        features.append(
-            FeatureSpec(
-                name=name,
-                kind=kind,
-                categories=tuple(categories) if categories is not None else None,
-                nullable=nullable,
-                signature_type=sig_type,
-            )
-        )
+        nullable = bool(column is not None and column.get("required", True) is False)
+        features.append(FeatureSpec(feature, nullable=nullable, signature_type=sig_type))
     if columns is not None:
-        extra = [
-            c["name"] for c in columns if c["name"] not in seen and c["name"] not in (id_column, time_column)
-        ]
+        known = {*contract.names, contract.id_column, contract.time_column}
+        extra = [c["name"] for c in columns if c["name"] not in known]
         if extra:
             raise SpecError(f"signature columns missing from metadata.mlops.features: {extra}")
-
-    threshold = meta.get("threshold", 0.5)
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
-        raise SpecError(f"metadata.mlops.threshold must be a number in [0, 1], got {threshold!r}")
-    return ModelSpec(
-        features=tuple(features),
-        id_column=id_column,
-        time_column=time_column,
-        target=meta.get("target"),
-        threshold=float(threshold),
-    )
+    return ServingSpec(contract, tuple(features))

@@ -1,16 +1,16 @@
-"""Request validation and feature encoding.
+"""Request validation on top of the contract's feature encoding.
 
-The encoder turns a list of JSON records into the float32 model matrix that
-training uses (column ``i`` = feature ``i``; numeric -> float, null -> NaN;
-categorical -> index in ``categories``, null/unseen -> NaN) and rejects any
-record that does not match the signature with a message naming the record
-index and the field.
+The matrix is the one :mod:`mlops_pipeline.contracts.features` defines and training builds
+(column ``i`` = feature ``i``; numeric -> float, null -> NaN; categorical -> index in
+``categories``, null/unseen -> NaN), built by that module's :class:`Encoder`. What this module
+adds is the request check: any record that does not match the signature is rejected with a
+message naming the record index and the field.
 
-Two paths produce identical results: an optimistic bulk path (C-level
-``itemgetter``/``map`` + numpy checks) for well-formed input, and a precise
-per-field path that is taken as soon as anything looks unusual and that
-either raises the exact error or encodes the odd-but-valid input (nulls,
-omitted optional fields, NaN in nullable fields, id/time columns of odd types).
+Two paths produce identical results: an optimistic bulk path (C-level ``itemgetter``/``map`` +
+numpy checks, then the encoder's column blocks) for well-formed input, and a precise per-field
+path that is taken as soon as anything looks unusual and that either raises the exact error or
+encodes the odd-but-valid input (nulls, omitted optional fields, NaN in nullable fields, id/time
+columns of odd types) with the encoder's category codes, value by value.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .spec import FeatureSpec, ModelSpec
+from .spec import FeatureSpec, ServingSpec
 
 NAN = float("nan")
 F32_MAX = float(np.finfo(np.float32).max)
@@ -31,7 +31,6 @@ F32_MAX = float(np.finfo(np.float32).max)
 BULK_MIN_RECORDS = 4
 _PLAIN, _INT, _BOOL, _CAT = 0, 1, 2, 3
 _NUM_TYPES = frozenset({float, int})
-_STR_TYPES = frozenset({str})
 _PASSTHROUGH_TYPES = (str, int, float, type(None))
 _PASSTHROUGH_TYPESET = frozenset(_PASSTHROUGH_TYPES)
 
@@ -93,44 +92,34 @@ def _getter(names: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
 
 
 class RecordEncoder:
-    """Validates records against a :class:`ModelSpec` and builds the model matrix."""
+    """Validates records against a :class:`ServingSpec` and builds the contract's model matrix."""
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ServingSpec) -> None:
         self.spec = spec
+        self.contract = spec.contract.encoder
         feats = spec.features
         self.n_features = len(feats)
         self._feature_set = frozenset(f.name for f in feats)
         self._allowed = self._feature_set | frozenset(spec.passthrough_columns)
         self._passthrough = spec.passthrough_columns
-        self._num_pos = [j for j, f in enumerate(feats) if f.kind == "numeric"]
-        self._cat_pos = [j for j, f in enumerate(feats) if f.kind == "categorical"]
+        self._num_pos = list(self.contract.numeric_positions)
+        self._cat_pos = list(self.contract.categorical_positions)
         self._num_get = _getter([feats[j].name for j in self._num_pos])
         self._cat_get = _getter([feats[j].name for j in self._cat_pos])
         num_feats = [feats[j] for j in self._num_pos]
         # Bulk path handles plain numbers only; boolean-typed numerics go the precise way.
         self._num_bool = any(f.is_boolean for f in num_feats)
         self._num_int_cols = [i for i, f in enumerate(num_feats) if f.is_integer]
-        self._cat_feats = [feats[j] for j in self._cat_pos]
-        self._cat_maps: list[dict[Any, float] | None] = [
-            {c: float(i) for i, c in enumerate(f.categories)} if f.categories is not None else None
-            for f in self._cat_feats
-        ]
-        self._all_num_pos_contiguous = self._num_pos == list(range(len(self._num_pos)))
-        maps = {f.name: m for f, m in zip(self._cat_feats, self._cat_maps, strict=True)}
+        self._cat_names = [feats[j].name for j in self._cat_pos]
+        codes = self.contract.codes
         self._plan = [
             (
                 f.name,
-                _CAT
-                if f.kind == "categorical"
-                else _BOOL
-                if f.is_boolean
-                else _INT
-                if f.is_integer
-                else _PLAIN,
-                maps.get(f.name),
+                _CAT if f.is_categorical else _BOOL if f.is_boolean else _INT if f.is_integer else _PLAIN,
+                codes[j] or {},  # numerics have no codes
                 f,
             )
-            for f in feats
+            for j, f in enumerate(feats)
         ]
 
     # ------------------------------------------------------------------ public
@@ -177,54 +166,42 @@ class RecordEncoder:
         except (KeyError, TypeError):
             raise _Slow from None
 
-        x = np.empty((n, nf), dtype=np.float32)
-        n_num = len(self._num_pos)
-        if n_num:
+        contract = self.contract
+        numeric: np.ndarray | None = None
+        if self._num_pos:
             if self._num_bool or not set(map(type, flat_num)) <= _NUM_TYPES:
                 raise _Slow
             try:
-                num64 = np.array(flat_num, dtype=np.float64).reshape(n, n_num)
+                numeric = contract.numeric_rows(flat_num, n)
             except (OverflowError, ValueError, TypeError):
                 raise _Slow from None
             # NaN/inf/out-of-float32-range all fail this (same rule as the precise path).
-            if not (np.abs(num64) <= F32_MAX).all():
+            if not (np.abs(numeric) <= F32_MAX).all():
                 raise _Slow
-            num32 = num64.astype(np.float32)
             if self._num_int_cols:
-                ints = num64[:, self._num_int_cols]
+                ints = numeric[:, self._num_int_cols]
                 if not np.array_equal(ints, np.floor(ints)):
                     raise _Slow
-            if self._all_num_pos_contiguous:
-                x[:, :n_num] = num32
-            else:
-                x[:, self._num_pos] = num32
 
         unseen: dict[str, int] | None = None
         n_cat = len(self._cat_pos)
-        for c, (pos, cmap) in enumerate(zip(self._cat_pos, self._cat_maps, strict=True)):
+        categorical: list[list[float]] = []
+        for c, pos in enumerate(self._cat_pos):
             values = flat_cat[c::n_cat] if n_cat > 1 else flat_cat
-            if cmap is None:
-                if not set(map(type, values)) <= _STR_TYPES:
-                    raise _Slow
-                x[:, pos] = np.nan
-                continue
             try:
-                codes = list(map(cmap.get, values))
+                codes, misses = contract.categorical_codes(pos, values)
             except TypeError:  # unhashable value
                 raise _Slow from None
-            if None in codes:
-                misses = 0
-                for i, code in enumerate(codes):
-                    if code is None:
-                        if type(values[i]) is not str:
-                            raise _Slow
-                        codes[i] = NAN
-                        misses += 1
+            if misses:
+                # Only strings may miss (unseen categories); null or another type needs the precise path.
+                for i in misses:
+                    if type(values[i]) is not str:
+                        raise _Slow
                 if unseen is None:
                     unseen = {}
-                unseen[self._cat_feats[c].name] = misses
-            x[:, pos] = codes
-        return Encoded(x, unseen)
+                unseen[self._cat_names[c]] = len(misses)
+            categorical.append(codes)
+        return Encoded(contract.assemble(numeric, categorical, n), unseen)
 
     # ------------------------------------------------------------ precise path
     def encode_precise(self, records: list[Any]) -> Encoded:
@@ -266,21 +243,17 @@ class RecordEncoder:
                         append(value)
                         continue
                 elif mode == _CAT:
-                    if t is str and cmap is not None:
+                    if t is str:
                         code = cmap.get(value)
                         if code is None:
                             unseen[name] = unseen.get(name, 0) + 1
                             code = NAN
                         append(code)
                         continue
-                    code = _check_categorical(f, value, i, cmap)
-                    if code is None:  # pragma: no cover - strings handled above
-                        code = NAN
-                    append(code)
+                    append(_check_categorical(f, value, i))
                     continue
                 append(_check_numeric(f, value, i))
-        x = np.array(flat, dtype=np.float32).reshape(len(records), self.n_features)
-        return Encoded(x, unseen or None)
+        return Encoded(self.contract.from_rows(flat, len(records)), unseen or None)
 
 
 def _check_numeric(f: FeatureSpec, value: Any, i: int) -> float:
@@ -313,12 +286,8 @@ def _check_numeric(f: FeatureSpec, value: Any, i: int) -> float:
     raise RecordError(i, f"field {f.name!r} must be {expected}, got {json_type(value)}")
 
 
-def _check_categorical(f: FeatureSpec, value: Any, i: int, cmap: dict[Any, float] | None) -> float | None:
-    """Category code, ``NAN`` for null, ``None`` for an unseen (but valid) string."""
-    if type(value) is str:
-        if cmap is None:
-            return NAN
-        return cmap.get(value)
+def _check_categorical(f: FeatureSpec, value: Any, i: int) -> float:
+    """The code of a non-string value: NaN for an allowed null, else the record's error."""
     if value is None:
         if f.nullable:
             return NAN

@@ -228,15 +228,18 @@ def test_building_a_model_image_again_reuses_it(docker_client: Any, images: Imag
 def test_serving_base_tag_follows_the_sources(docker_client: Any, images: Images, tmp_path: Path) -> None:
     base_id = docker_client.images.get(images.base).id
     copy = tmp_path / "checkout"
-    shutil.copytree(
-        REPO_ROOT / "serving", copy / "serving", symlinks=False, ignore=shutil.ignore_patterns("__pycache__")
-    )
+    for part in ("serving", "include/mlops_pipeline/contracts"):
+        shutil.copytree(REPO_ROOT / part, copy / part, symlinks=False, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO_ROOT / "include/mlops_pipeline/__init__.py", copy / "include/mlops_pipeline/__init__.py")
     tag = serving_base_tag(copy, base_id)
 
     assert tag.startswith("mlops/serving-base:") and len(tag.partition(":")[2]) == 16
     assert serving_base_tag(copy, base_id) == tag
     (copy / "serving/mlops_serving/__init__.py").write_text("# changed\n", encoding="utf-8")
-    assert serving_base_tag(copy, base_id) != tag
+    changed = serving_base_tag(copy, base_id)
+    assert changed != tag
+    (copy / "include/mlops_pipeline/contracts/psi.py").write_text("# changed\n", encoding="utf-8")
+    assert serving_base_tag(copy, base_id) != changed  # the contract the server imports is part of the image
     assert serving_base_tag(copy, "sha256:another-base") != serving_base_tag(copy, base_id)
 
 

@@ -1,10 +1,12 @@
 """Build a small, real MLflow model directory for the serving tests and benchmarks.
 
 ``build_model_dir(path, flavor="xgboost", shift=0.0)`` trains a tiny churn-like
-model on synthetic data and saves it exactly the way training does: an MLflow
-model directory (``MLmodel`` with signature and ``metadata.mlops`` spec) plus a
-``model_info.json``.  ``shift`` builds a deliberately different model whose
-predictions are pushed far away from the normal one (a "bad canary").
+model on synthetic data and saves it the way training does: an MLflow model
+directory (``MLmodel`` with signature and ``metadata.mlops`` spec) plus a
+``model_info.json``. The matrix the booster learns from is the project's contract
+encoding (:mod:`mlops_pipeline.contracts.features`). ``shift`` builds a deliberately
+different model whose predictions are pushed far away from the normal one (a "bad
+canary"). Models trained by the project's own training code are in test_parity.py.
 
 Only the project venv is needed (mlflow, xgboost, scikit-learn, pandas).
 """
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mlops_pipeline.contracts.features import ModelSpec
 
 NUMERIC_FEATURES: list[str] = [
     "tenure_months",
@@ -155,25 +159,18 @@ def _labels(records: list[dict[str, Any]], seed: int) -> np.ndarray:
     return (rng.uniform(size=len(records)) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int32)
 
 
+def contract() -> ModelSpec:
+    """The fixture's ``metadata.mlops`` block read by the project's contract."""
+    return ModelSpec.from_metadata(mlops_spec())
+
+
 def encode_matrix(records: list[dict[str, Any]]) -> np.ndarray:
-    """Reference encoding (the training one): float32, categoricals as category index, null/unseen -> NaN."""
-    x = np.full((len(records), len(FEATURE_ORDER)), np.nan, dtype=np.float32)
-    for i, rec in enumerate(records):
-        for j, name in enumerate(FEATURE_ORDER):
-            v = rec.get(name)
-            if v is None:
-                continue
-            if name in CATEGORICAL_FEATURES:
-                cats = CATEGORICAL_FEATURES[name]
-                if v in cats:
-                    x[i, j] = cats.index(v)
-            else:
-                x[i, j] = float(v)
-    return x
+    """The model matrix of ``records``, encoded by the contract (what training and serving build)."""
+    return contract().encoder.encode_records(records)
 
 
 def feature_types() -> list[str]:
-    return ["c" if name in CATEGORICAL_FEATURES else "q" for name in FEATURE_ORDER]
+    return contract().feature_types
 
 
 def _signature() -> Any:

@@ -13,6 +13,7 @@ import pytest
 import xgboost as xgb
 import yaml
 
+from mlops_pipeline.contracts.calibration import apply, check
 from mlops_serving.model import ModelLoadError, XGBoostModel, load_model
 from mlops_serving.settings import Settings
 
@@ -125,3 +126,45 @@ def test_feature_order_mismatch_is_rejected(tmp_path: Path, xgb_model_dir: Path)
 def test_missing_model_dir_is_a_load_error(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="no MLmodel"):
         load_model(tmp_path / "nothing", Settings())
+
+
+PLATT_BLOCK = {"method": "platt", "a": 1.7, "b": -0.4}
+
+
+def _with_calibration(doc, block=PLATT_BLOCK):  # type: ignore[no-untyped-def]
+    doc["metadata"]["mlops"]["calibration"] = block
+
+
+@pytest.mark.parametrize("flavor", ["xgboost", "sklearn"])
+def test_the_calibration_map_is_applied(tmp_path: Path, xgb_model_dir: Path, sklearn_model_dir: Path, flavor: str) -> None:
+    source = xgb_model_dir if flavor == "xgboost" else sklearn_model_dir
+    model = load_model(_edit_mlmodel(source, tmp_path / "m", _with_calibration), Settings())
+    records = make_records(60, seed=15, nulls=True)
+    raw = model.predict(model.encode(records), records)
+    probs = model.probabilities(raw)
+    np.testing.assert_array_equal(probs, apply(raw, check(PLATT_BLOCK)))
+    assert np.max(np.abs(probs - raw)) > 0.01
+    assert model.labels(probs) == [int(p >= model.threshold) for p in probs]
+    if flavor == "xgboost":
+        np.testing.assert_array_equal(model.mlflow_predictions(raw, probs, records), probs)
+    else:  # MLflow's sklearn answer is the pipeline's own predict, untouched by the map
+        assert model.mlflow_predictions(raw, probs, records).tolist() == [int(p > 0.5) for p in raw]
+
+
+def test_probability_rows_of_a_predict_proba_pipeline_are_calibrated(tmp_path: Path, sklearn_model_dir: Path) -> None:
+    def edit(doc):  # type: ignore[no-untyped-def]
+        _with_calibration(doc)
+        doc["flavors"]["python_function"]["predict_fn"] = "predict_proba"
+
+    model = load_model(_edit_mlmodel(sklearn_model_dir, tmp_path / "m", edit), Settings())
+    records = make_records(20, seed=16)
+    raw = model.predict(model.encode(records), records)
+    rows = model.mlflow_predictions(raw, model.probabilities(raw), records)
+    np.testing.assert_allclose(rows[:, 1], apply(raw, check(PLATT_BLOCK)), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(rows.sum(axis=1), 1.0)
+
+
+def test_a_bad_calibration_block_is_a_load_error_naming_the_key(tmp_path: Path, xgb_model_dir: Path) -> None:
+    d = _edit_mlmodel(xgb_model_dir, tmp_path / "m", lambda doc: _with_calibration(doc, {"method": "platt", "a": "x"}))
+    with pytest.raises(ModelLoadError, match=r"metadata\.mlops\.calibration\.a and calibration\.b must be numbers"):
+        load_model(d, Settings())

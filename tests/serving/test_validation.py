@@ -7,9 +7,11 @@ import random
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from mlops_serving.spec import FeatureSpec, ModelSpec, SpecError, parse_spec
+from mlops_pipeline.training.features import encode as training_encode
+from mlops_serving.spec import FeatureSpec, ServingSpec, SpecError, parse_spec
 from mlops_serving.validation import RecordEncoder, RecordError
 
 from .model_fixture import CATEGORICAL_FEATURES, FEATURE_ORDER, encode_matrix, make_records, mlops_spec
@@ -36,12 +38,12 @@ def _mlmodel(**meta_overrides: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def spec() -> ModelSpec:
-    return parse_spec(_mlmodel(), require_categories=True)
+def spec() -> ServingSpec:
+    return parse_spec(_mlmodel())
 
 
 @pytest.fixture(scope="module")
-def encoder(spec: ModelSpec) -> RecordEncoder:
+def encoder(spec: ServingSpec) -> RecordEncoder:
     return RecordEncoder(spec)
 
 
@@ -49,7 +51,7 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True)
 
 
-def test_spec_parsed_from_mlmodel(spec: ModelSpec) -> None:
+def test_spec_parsed_from_mlmodel(spec: ServingSpec) -> None:
     assert spec.feature_names == tuple(FEATURE_ORDER)
     assert spec.id_column == "customer_id" and spec.time_column == "event_time"
     assert spec.threshold == 0.5
@@ -62,7 +64,13 @@ def test_spec_parsed_from_mlmodel(spec: ModelSpec) -> None:
 @pytest.mark.parametrize("n", [1, 3, 4, 50, 257])
 def test_encoding_matches_training_encoding(encoder: RecordEncoder, n: int) -> None:
     records = make_records(n, seed=n, with_ids=True, nulls=True)
-    expected = encode_matrix(records)
+    records[0]["plan"] = "enterprise"  # unseen
+    # Training's path: the records as the data frame training reads, through training's encode.
+    frame = pd.DataFrame.from_records(records, columns=[*FEATURE_ORDER, "customer_id", "event_time"])
+    for name in CATEGORICAL_FEATURES:
+        frame[name] = frame[name].astype("string")
+    expected = training_encode(frame, encoder.spec.contract)
+    assert _same(encode_matrix(records), expected)
     assert _same(encoder.encode(records).matrix, expected)
     assert _same(encoder.encode_precise(records).matrix, expected)
 
@@ -203,10 +211,19 @@ def test_bulk_and_precise_paths_agree_on_random_input(encoder: RecordEncoder) ->
         ({"features": []}, "non-empty list"),
         ({"features": [{"name": "tenure_months", "kind": "weird"}]}, "kind must be"),
         ({"features": [{"name": "plan", "kind": "categorical"}]}, "no 'categories'"),
+        ({"features": [{"name": "plan", "kind": "categorical", "categories": ["a", "a"]}]}, "duplicate categories"),
+        ({"features": [{"name": "customer_id", "kind": "numeric"}]}, "also the id or time column"),
         ({"threshold": 1.5}, "threshold"),
+        ({"threshold": None}, "threshold"),
+        ({"calibration": {"method": "isotonic", "x": [0.5, 0.2], "y": [0.1, 0.3]}}, r"calibration\.x must be ascending"),
         ({"features": [{"name": "nope", "kind": "numeric"}]}, "not in the MLmodel signature"),
     ],
 )
 def test_bad_spec_is_rejected(meta: dict[str, Any], message: str) -> None:
     with pytest.raises(SpecError, match=message):
-        parse_spec(_mlmodel(**meta), require_categories=True)
+        parse_spec(_mlmodel(**meta))
+
+
+def test_a_model_without_the_contract_block_is_rejected() -> None:
+    with pytest.raises(SpecError, match="no metadata.mlops block"):
+        parse_spec({"signature": {"inputs": SIGNATURE}, "metadata": {}})

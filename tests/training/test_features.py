@@ -111,3 +111,51 @@ def test_signature_and_example_use_raw_columns(dataset):
     assert {c["name"]: c["required"] for c in inputs}["plan"] is False  # had a null in training
     example = input_example(train, spec)
     assert list(example.columns) == spec.names and example["plan"].dtype == object
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"features": []}, r"metadata\.mlops\.features must be a non-empty list"),
+        ({"features": [{"kind": "numeric"}]}, r"features\[0\] needs a non-empty string 'name'"),
+        ({"features": [{"name": "a", "kind": "numeric"}, {"name": "a", "kind": "numeric"}]}, r"features\[1\]: duplicate feature 'a'"),
+        ({"features": [{"name": "a", "kind": "text"}]}, r"features\[0\]: feature 'a': kind must be"),
+        ({"features": [{"name": "a", "kind": "categorical"}]}, r"categorical feature 'a' has no 'categories' list"),
+        ({"features": [{"name": "a", "kind": "categorical", "categories": ["x", 1]}]}, r"'categories' must be a list of strings"),
+        ({"features": [{"name": "event_time", "kind": "numeric"}]}, r"'event_time' is also the id or time column"),
+        ({"id_column": ""}, r"metadata\.mlops\.id_column must be a non-empty string"),
+        ({"threshold": True}, r"metadata\.mlops\.threshold must be a number in \[0, 1\]"),
+        ({"threshold": 1.01}, r"metadata\.mlops\.threshold must be a number in \[0, 1\]"),
+    ],
+)
+def test_a_bad_metadata_block_is_refused_naming_the_key(dataset, change, message):
+    block = {**fit_model_spec(_train_frame(dataset), dataset).to_metadata(), **change}
+    with pytest.raises(FeatureError, match=message):
+        ModelSpec.from_metadata(block)
+
+
+def test_frames_and_records_encode_alike(dataset):
+    """Training's frame path and the record path (what the server builds on) are one encoder."""
+    train = _train_frame(dataset)
+    spec = fit_model_spec(train, dataset)
+    rows = train.copy()
+    rows.loc[0, "plan"] = "platinum"  # unseen
+    rows.loc[1, "age"] = np.nan
+    records = [
+        {k: (None if (v is pd.NA or v is None or (isinstance(v, float) and math.isnan(v))) else v) for k, v in r.items()}
+        for r in rows.astype(object).to_dict("records")
+    ]
+    del records[2]["region"]  # an omitted value is a null
+    rows.loc[2, "region"] = None
+    expected = encode(rows, spec)
+    assert np.array_equal(spec.encoder.encode_records(records), expected, equal_nan=True)
+    codes, misses = spec.encoder.categorical_codes(spec.names.index("plan"), list(rows["plan"].astype(object)))
+    assert misses == [0, 4] and math.isnan(codes[0]) and codes[1] == 0.0  # unseen and null
+
+
+def test_probabilities_are_the_raw_scores_through_the_calibration_map(dataset):
+    spec = fit_model_spec(_train_frame(dataset), dataset)
+    raw = np.array([0.1, 0.5, 0.9])
+    assert np.array_equal(spec.probabilities(raw), raw)
+    calibrated = spec.with_calibration({"method": "isotonic", "x": [0.0, 1.0], "y": [0.2, 0.6]})
+    np.testing.assert_allclose(calibrated.probabilities(raw), [0.24, 0.4, 0.56])

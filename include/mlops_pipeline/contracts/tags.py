@@ -12,7 +12,11 @@ TRIGGER_REASON = "trigger_reason"
 DAG_RUN_ID = "dag_run_id"
 REGISTERED_VERSION = "registered_version"
 
-# model versions: registration and the gate
+# model versions: registration (and shown by the Model ops view) and the gate
+CANDIDATE = "candidate"
+FLAVOR = "flavor"
+DATA_WINDOW = "data_window"
+GIT_COMMIT = "git_commit"
 ARTIFACT_SHA256 = "artifact_sha256"
 GATE_STATUS = "gate_status"
 GATE_DECISION = "gate_decision"

@@ -58,7 +58,6 @@ LOW_CARDINALITY = 5  # Evidently compares numeric columns with <= 5 distinct val
 GRID_POINTS = 2048
 MAX_CATEGORIES = 1000  # further unseen categories are counted together
 OTHER_CATEGORY = "__other__"
-PSI_EPSILON = 1e-4
 
 
 @dataclass(frozen=True)
@@ -311,13 +310,12 @@ def population_stability(reference: Mapping[Any, int], current: Mapping[Any, int
 
 
 def _psi(reference: np.ndarray, current: np.ndarray) -> float | None:
-    import numpy as np
+    """The project's PSI (:mod:`mlops_pipeline.contracts.psi`, the canary check's too); None without data."""
+    from mlops_pipeline.contracts.psi import psi
 
     if reference.sum() == 0 or current.sum() == 0:
         return None
-    ref = np.maximum(reference / reference.sum(), PSI_EPSILON)
-    cur = np.maximum(current / current.sum(), PSI_EPSILON)
-    return float(np.sum((cur - ref) * np.log(cur / ref)))
+    return psi(reference, current)
 
 
 # --- a uniform sample of a stream -----------------------------------------------------------------

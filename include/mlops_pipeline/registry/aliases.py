@@ -9,17 +9,17 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from mlops_pipeline.contracts.tags import CHALLENGER, CHALLENGER_ASSET_NAME, CHAMPION
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-
-# The Airflow asset that mlops_train updates when a version becomes @challenger.
-CHALLENGER_ASSET_NAME = "mlops_challenger"
+# The alias names and the Airflow asset that mlops_train updates when a version becomes @challenger
+# are contracts (mlops_pipeline.contracts.tags); re-exported here for the registry's users.
+__all__ = ["CHALLENGER", "CHALLENGER_ASSET_NAME", "CHAMPION", "promote", "set_challenger", "version_for_alias"]
 
 
 def version_for_alias(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:

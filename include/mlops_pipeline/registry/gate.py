@@ -37,6 +37,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mlops_pipeline.contracts.tags import GATE_DECISION, GATE_STATUS, REJECTION_REASON
+from mlops_pipeline.contracts.tags import REJECTED as REJECTED_TAG
 from mlops_pipeline.registry.aliases import set_challenger
 
 if TYPE_CHECKING:
@@ -44,8 +46,8 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-GATE_STATUS_TAG = "gate_status"
-GATE_DECISION_TAG = "gate_decision"
+GATE_STATUS_TAG = GATE_STATUS
+GATE_DECISION_TAG = GATE_DECISION
 PASSED = "passed"
 REJECTED = "rejected"
 NON_INFERIORITY = "non_inferiority"
@@ -280,7 +282,7 @@ def record_decision(client: MlflowClient, model_name: str, version: str, decisio
     if decision.passed:
         set_challenger(client, model_name, version)
     else:
-        client.set_model_version_tag(model_name, version, "rejected", "true")
-        client.set_model_version_tag(model_name, version, "rejection_reason", decision.reason[:5000])
+        client.set_model_version_tag(model_name, version, REJECTED_TAG, "true")
+        client.set_model_version_tag(model_name, version, REJECTION_REASON, decision.reason[:5000])
     client.set_model_version_tag(model_name, version, GATE_DECISION_TAG, json.dumps(decision.to_dict(), sort_keys=True))
     client.set_model_version_tag(model_name, version, GATE_STATUS_TAG, decision.status)

@@ -146,7 +146,8 @@ def register_version(
 
     import mlflow.artifacts
 
-    from mlops_pipeline.deploy.artifacts import DIGEST_TAG, directory_digest
+    from mlops_pipeline.contracts.tags import ARTIFACT_SHA256
+    from mlops_pipeline.deploy.artifacts import directory_digest
 
     with tempfile.TemporaryDirectory(prefix="mlops-digest-") as scratch:
         digest = directory_digest(mlflow.artifacts.download_artifacts(artifact_uri=model_info.model_uri, dst_path=scratch))
@@ -155,7 +156,7 @@ def register_version(
         name=model_name,
         source=model_info.model_uri,
         run_id=run_id,
-        tags={**tags, DIGEST_TAG: digest},
+        tags={**tags, ARTIFACT_SHA256: digest},
         description=description,
         model_id=model_info.model_id,
     )

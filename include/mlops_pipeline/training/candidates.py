@@ -4,14 +4,14 @@
   categoricals with the categories of :class:`ModelSpec`, unseen or null -> all zeros) and a
   LogisticRegression. Built from scikit-learn classes only, so loading it needs no project code;
   ``predict_proba`` takes a DataFrame of the raw feature columns.
-* ``xgboost``: a native Booster on the encoded matrix of :mod:`mlops_pipeline.training.features`,
+* ``xgboost``: a native Booster on the contract's encoded matrix (:mod:`mlops_pipeline.training.features`),
   ``tree_method=hist``, early stopping on the valid split; the returned booster holds exactly the
   trees up to the best iteration, so plain ``booster.predict`` is what was evaluated.
 
 Each candidate has defaults and a search space (:data:`SEARCH_SPACES`, what the tuning step may
 vary). The model's own score is :func:`raw_proba`; the probability every consumer sees is
 :func:`predict_proba`, the raw score through the spec's calibration map
-(:mod:`mlops_pipeline.contracts.calibration`), exactly as the model server computes it.
+(:mod:`mlops_pipeline.contracts.calibration`), the code the model server runs too.
 
 Same data, hyperparameters and seed give the same model: XGBoost and the linear algebra under
 scikit-learn run with a fixed number of threads.
@@ -114,9 +114,7 @@ def raw_proba(model: Any, spec: ModelSpec, frame: pd.DataFrame) -> np.ndarray:
 
 def predict_proba(model: Any, spec: ModelSpec, frame: pd.DataFrame) -> np.ndarray:
     """Churn probability per row of ``frame``: the raw score through ``spec.calibration`` (what serving serves)."""
-    from mlops_pipeline.contracts.calibration import apply
-
-    return apply(raw_proba(model, spec, frame), spec.calibration)
+    return spec.probabilities(raw_proba(model, spec, frame))
 
 
 def merged_params(name: str, overrides: dict[str, Any] | None) -> dict[str, Any]:

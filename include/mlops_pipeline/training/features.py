@@ -1,30 +1,26 @@
-"""The model's input contract: the feature list, its encoding, and the ``metadata.mlops`` block.
+"""Training's side of the model input contract: data frames in, the contract's matrix out.
 
-This module is the single definition of how raw feature columns become the XGBoost matrix; the
-model server implements the same rules from the ``metadata.mlops`` block in ``MLmodel``::
-
-    metadata:
-      mlops:
-        features:                      # in model input order
-          - {name: tenure_months, kind: numeric}
-          - {name: plan, kind: categorical, categories: [basic, premium, standard]}
-        id_column: customer_id
-        time_column: event_time
-        target: churned
-        threshold: 0.5                 # label = int(proba >= threshold), on the calibrated probability
-        calibration: {method: platt, a: 1.1, b: -0.3}   # optional; see mlops_pipeline.contracts.calibration
-
-Encoding: a float32 matrix, column i = feature i in that order; numeric -> float (null -> NaN);
-categorical -> index of the value in ``categories`` (null or unseen -> NaN). Categories are the
-sorted distinct values of the training split. XGBoost is trained with feature types ``q``/``c``
-and ``enable_categorical=True``; the scikit-learn baseline takes the raw columns instead.
+The contract itself — the ``metadata.mlops`` block (:class:`ModelSpec`, :class:`Feature`) and the
+encoding rules — lives in :mod:`mlops_pipeline.contracts.features`, shared with the model server.
+This module adds what needs pandas, XGBoost or MLflow: the spec fitted on the training split
+(categories = the sorted distinct values seen there), frame columns handed to the contract's
+encoder, the DMatrix, and the raw-column signature and input example logged with the model.
+XGBoost is trained with feature types ``q``/``c`` and ``enable_categorical=True``; the
+scikit-learn baseline takes the raw columns instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
+
+from mlops_pipeline.contracts.features import (
+    CATEGORICAL,
+    NUMERIC,
+    Feature,
+    FeatureError,
+    FeatureKind,
+    ModelSpec,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -34,88 +30,21 @@ if TYPE_CHECKING:
 
     from mlops_pipeline.datasets import DatasetSpec
 
-FeatureKind = Literal["numeric", "categorical"]
-NUMERIC: FeatureKind = "numeric"
-CATEGORICAL: FeatureKind = "categorical"
-
-
-class FeatureError(ValueError):
-    """A frame does not fit the model's input contract (e.g. a feature column is missing)."""
-
-
-@dataclass(frozen=True)
-class Feature:
-    name: str
-    kind: FeatureKind
-    categories: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        if self.kind == CATEGORICAL:
-            return {"name": self.name, "kind": self.kind, "categories": list(self.categories)}
-        return {"name": self.name, "kind": self.kind}
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What ``metadata.mlops`` says: features in input order, key columns, decision threshold and the
-    calibration map from the model's raw score to the probability (None: the raw score is it)."""
-
-    features: tuple[Feature, ...]
-    id_column: str
-    time_column: str
-    target: str
-    threshold: float = 0.5
-    calibration: Mapping[str, Any] | None = field(default=None, hash=False)
-
-    @property
-    def names(self) -> list[str]:
-        return [f.name for f in self.features]
-
-    @property
-    def feature_types(self) -> list[str]:
-        return ["c" if f.kind == CATEGORICAL else "q" for f in self.features]
-
-    def with_threshold(self, threshold: float) -> ModelSpec:
-        return replace(self, threshold=float(threshold))
-
-    def with_calibration(self, block: Mapping[str, Any] | None) -> ModelSpec:
-        from mlops_pipeline.contracts.calibration import check
-
-        return replace(self, calibration=check(block))
-
-    def to_metadata(self) -> dict[str, Any]:
-        block: dict[str, Any] = {
-            "features": [f.to_dict() for f in self.features],
-            "id_column": self.id_column,
-            "time_column": self.time_column,
-            "target": self.target,
-            "threshold": float(self.threshold),
-        }
-        if self.calibration is not None:
-            block["calibration"] = dict(self.calibration)
-        return block
-
-    @classmethod
-    def from_metadata(cls, block: dict[str, Any]) -> ModelSpec:
-        from mlops_pipeline.contracts.calibration import CalibrationError, check
-
-        try:
-            features = tuple(
-                Feature(name=f["name"], kind=f["kind"], categories=tuple(f.get("categories") or ()))
-                for f in block["features"]
-            )
-            return cls(
-                features=features,
-                id_column=block["id_column"],
-                time_column=block["time_column"],
-                target=block["target"],
-                threshold=float(block["threshold"]),
-                calibration=check(block.get("calibration")),
-            )
-        except (KeyError, TypeError) as exc:
-            raise FeatureError(f"metadata.mlops block is incomplete ({exc!r}): {block!r}") from exc
-        except CalibrationError as exc:
-            raise FeatureError(f"metadata.mlops.{exc}") from exc
+__all__ = [
+    "CATEGORICAL",
+    "NUMERIC",
+    "Feature",
+    "FeatureError",
+    "FeatureKind",
+    "ModelSpec",
+    "encode",
+    "feature_frame",
+    "fit_model_spec",
+    "input_example",
+    "model_signature",
+    "require_columns",
+    "to_dmatrix",
+]
 
 
 def fit_model_spec(train: pd.DataFrame, dataset: DatasetSpec, threshold: float = 0.5) -> ModelSpec:
@@ -147,20 +76,22 @@ def feature_frame(frame: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
 
 
 def encode(frame: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
-    """The XGBoost input matrix for ``frame`` (see the module docstring for the rules)."""
+    """The XGBoost input matrix for ``frame``: its feature columns through the contract's encoder.
+
+    pandas' missing values (NaN, None, ``pd.NA``) become nulls; a numeric column's non-numbers are
+    coerced to null, a categorical column's values are compared as strings."""
     import numpy as np
     import pandas as pd
 
     require_columns(frame, spec.names, where="the input frame")
-    matrix = np.full((len(frame), len(spec.features)), np.nan, dtype=np.float32)
-    for i, feature in enumerate(spec.features):
+    columns: dict[str, Any] = {}
+    for feature in spec.features:
         column = frame[feature.name]
         if feature.kind == CATEGORICAL:
-            codes = pd.Categorical(column.astype("string"), categories=list(feature.categories)).codes
-            matrix[:, i] = np.where(codes >= 0, codes, np.nan)
+            columns[feature.name] = column.astype("string").to_numpy(dtype=object, na_value=None)
         else:
-            matrix[:, i] = pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-    return matrix
+            columns[feature.name] = pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    return spec.encoder.encode_columns(columns, len(frame))
 
 
 def to_dmatrix(frame: pd.DataFrame, spec: ModelSpec, label: Any = None) -> xgb.DMatrix:

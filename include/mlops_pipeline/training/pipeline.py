@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
+from mlops_pipeline.contracts.tags import GATE_REASON, GATE_STATUS
 from mlops_pipeline.training import steps
 from mlops_pipeline.training.data import TrainingDataError
 from mlops_pipeline.training.recorder import MODEL_CARD_ARTIFACT, RESULT_ARTIFACT
@@ -286,8 +287,8 @@ def gate_candidate(
             client.log_metric(run_id, "gate_difference", comparison.difference)
             client.log_metric(run_id, "gate_difference_low", comparison.low)
             client.log_metric(run_id, "gate_difference_high", comparison.high)
-        client.set_tag(run_id, "gate_status", decision.status)
-        client.set_tag(run_id, "gate_reason", decision.reason[:5000])
+        client.set_tag(run_id, GATE_STATUS, decision.status)
+        client.set_tag(run_id, GATE_REASON, decision.reason[:5000])
     log.info("gate for %s version %s: %s (%s); decision %s", name, version, decision.status, decision.reason,
              json.dumps({k: v for k, v in decision.to_dict().items() if k in ("n", "interval", "method", "difference")}))
 

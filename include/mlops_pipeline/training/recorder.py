@@ -35,6 +35,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops_pipeline.contracts.tags import (
+    CANDIDATE,
+    DAG_RUN_ID,
+    DATA_WINDOW,
+    FLAVOR,
+    GATE_STATUS,
+    GIT_COMMIT,
+    REGISTERED_VERSION,
+    TRIGGER_REASON,
+)
+
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
@@ -94,13 +105,13 @@ def find_finished(client: MlflowClient, experiment_id: str, dag_run_id: str, dig
     runs = client.search_runs(
         [experiment_id],
         filter_string=(
-            f"tags.dag_run_id = '{dag_run_id.replace(chr(39), '')}' and tags.request_digest = '{digest}' "
+            f"tags.{DAG_RUN_ID} = '{dag_run_id.replace(chr(39), '')}' and tags.request_digest = '{digest}' "
             "and attributes.status = 'FINISHED'"
         ),
         max_results=5,
     )
     for run in runs:
-        if "registered_version" in run.data.tags:
+        if REGISTERED_VERSION in run.data.tags:
             import mlflow.artifacts
 
             try:
@@ -117,14 +128,14 @@ def run_tags(outcome: TrainingOutcome) -> dict[str, str]:
     window = outcome.prepared.window
     provenance = outcome.provenance
     return {
-        "trigger_reason": outcome.reason,
-        "dag_run_id": outcome.dag_run_id or "",
-        "git_commit": provenance.commit,
+        TRIGGER_REASON: outcome.reason,
+        DAG_RUN_ID: outcome.dag_run_id or "",
+        GIT_COMMIT: provenance.commit,
         "mlflow.source.git.commit": provenance.commit,
         "git_dirty": "unknown" if provenance.dirty is None else str(provenance.dirty).lower(),
         "request_digest": provenance.digest,
         "dataset": outcome.dataset.name,
-        "data_window": f"{window.first_ds}..{window.last_ds}",
+        DATA_WINDOW: f"{window.first_ds}..{window.last_ds}",
         "winner": outcome.winner,
         KIND_TAG: "training",
         **{k: str(v)[:5000] for k, v in outcome.extra_tags.items()},
@@ -288,15 +299,15 @@ def record(
             model_info,
             run_id,
             tags={
-                "trigger_reason": outcome.reason,
-                "dag_run_id": outcome.dag_run_id or "",
-                "candidate": outcome.winner,
-                "flavor": winner.candidate.flavor,
-                "data_window": f"{window.first_ds}..{window.last_ds}",
-                "git_commit": outcome.provenance.commit,
+                TRIGGER_REASON: outcome.reason,
+                DAG_RUN_ID: outcome.dag_run_id or "",
+                CANDIDATE: outcome.winner,
+                FLAVOR: winner.candidate.flavor,
+                DATA_WINDOW: f"{window.first_ds}..{window.last_ds}",
+                GIT_COMMIT: outcome.provenance.commit,
                 "calibration": winner.calibration.method,
                 f"holdout_{metric}": f"{winner.holdout[metric]:.6f}",
-                "gate_status": "pending",
+                GATE_STATUS: "pending",
             },
             description=(
                 f"{outcome.winner} trained on ds={window.first_ds}..{window.last_ds} ({outcome.reason}); "
@@ -309,7 +320,7 @@ def record(
         )  # fmt: skip
         mlflow.log_text(render_model_card(result, None, result["importances"]), MODEL_CARD_ARTIFACT)
         mlflow.log_dict(result, RESULT_ARTIFACT)
-        client.set_tag(run_id, "registered_version", str(version.version))
+        client.set_tag(run_id, REGISTERED_VERSION, str(version.version))
     log.info("registered %s version %s from run %s (%s)", outcome.model_name, version.version, run_id, outcome.winner)
     return result
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from mlops_pipeline.contracts import tags
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
@@ -21,17 +23,17 @@ if TYPE_CHECKING:
 KEY_METRICS = ("holdout_roc_auc", "holdout_pr_auc", "holdout_log_loss", "holdout_brier", "valid_roc_auc")
 # Version tags that say where a version stands (training, gate, deployment).
 KEY_TAGS = (
-    "deploy_status",
-    "deploy_reason",
-    "gate_status",
-    "rejection_reason",
-    "previous_champion",
-    "trigger_reason",
-    "candidate",
-    "flavor",
-    "data_window",
-    "git_commit",
-    "artifact_sha256",
+    tags.DEPLOY_STATUS,
+    tags.DEPLOY_REASON,
+    tags.GATE_STATUS,
+    tags.REJECTION_REASON,
+    tags.PREVIOUS_CHAMPION,
+    tags.TRIGGER_REASON,
+    tags.CANDIDATE,
+    tags.FLAVOR,
+    tags.DATA_WINDOW,
+    tags.GIT_COMMIT,
+    tags.ARTIFACT_SHA256,
 )
 
 
@@ -80,7 +82,7 @@ def _millis_to_iso(value: Any) -> str | None:
 
 def summarise_version(alias: str, model_name: str, version: Any, run_metrics: dict[str, float] | None) -> VersionSummary:
     """A :class:`VersionSummary` from an MLflow ``ModelVersion`` and its run's metrics."""
-    tags = dict(version.tags or {})
+    version_tags = dict(version.tags or {})
     return VersionSummary(
         alias=alias,
         model_name=model_name,
@@ -91,7 +93,7 @@ def summarise_version(alias: str, model_name: str, version: Any, run_metrics: di
         status=str(version.status) if version.status is not None else None,
         description=version.description or "",
         metrics=key_metrics(run_metrics or {}),
-        tags={key: str(tags[key]) for key in KEY_TAGS if tags.get(key)},
+        tags={key: str(version_tags[key]) for key in KEY_TAGS if version_tags.get(key)},
     )
 
 
