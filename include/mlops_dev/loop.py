@@ -9,8 +9,9 @@ trigger, starts a client process standing in for the model's users, and then onl
    history and the days since the change (one of the history days is a bad batch: a quarantine);
 2. trigger ``mlops_train`` as of the change day (it trains on the days before it) -> the gate ->
    ``@challenger`` -> the ``mlops_challenger`` asset event -> ``mlops_deploy`` (first deployment);
-3. the client sends each row of the post-change days once (their own event times), then steady
-   traffic stamped "now";
+3. a client process stands in for the users: steady traffic stamped "now" from the moment a model
+   serves, and each row of the post-change days once (their own event times) after the first
+   deployment;
 4. unpause ``mlops_monitor`` and backfill its windows over the post-change days, with
    ``retrain_on_backfill`` so the replayed history may trigger: drift, then a retrain that waits
    until ``min_post_change_days`` of post-change data exist, then the monitor's trigger of
@@ -216,13 +217,20 @@ class ClientProcess:
     rows: int = 10
     process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def replay_signal(self) -> Path:
+        return self.status_file.with_suffix(".replay")
+
     def start(self) -> ClientProcess:
+        """Steady traffic from the moment the router serves; the days' rows wait for :meth:`replay`."""
         self.status_file.parent.mkdir(parents=True, exist_ok=True)
         self.status_file.unlink(missing_ok=True)
+        self.replay_signal.unlink(missing_ok=True)
         log = open(self.status_file.with_suffix(".log"), "ab")  # noqa: SIM115 - the child keeps it
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mlops_dev.traffic", "client", "--days", ",".join(d.isoformat() for d in self.days),
-             "--status", str(self.status_file), "--rate", str(self.rate), "--rows", str(self.rows)],
+             "--status", str(self.status_file), "--rate", str(self.rate), "--rows", str(self.rows),
+             "--replay-when", str(self.replay_signal)],
             env={**os.environ, **self.env}, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         return self
@@ -233,18 +241,22 @@ class ClientProcess:
         except (FileNotFoundError, ValueError):
             return {}
 
+    def replay(self) -> None:
+        """Let the client send the days' rows (once)."""
+        self.replay_signal.touch()
+
     def wait_replayed(self, timeout: float, progress: Progress | None = None) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             status = self.status()
-            if status.get("phase") in ("steady", "stopped"):
+            if status.get("replay") == "done":
                 return status
             if self.process is not None and self.process.poll() is not None:
                 tail = self.status_file.with_suffix(".log").read_text(errors="replace")[-3000:]
                 raise LoopError(f"the client process exited ({self.process.returncode}):\n{tail}")
             if progress is not None:
                 replayed = status.get("replayed") or {}
-                progress(f"client: {status.get('phase', 'starting')}, {replayed.get('rows', 0)} rows served")
+                progress(f"client: sending the days' rows, {replayed.get('rows', 0)} served")
             if time.monotonic() > deadline:
                 raise LoopError(f"the client did not finish sending the days' rows in {timeout:.0f}s: {status}")
             time.sleep(1)
@@ -309,6 +321,10 @@ def run_loop(
     if missing:
         raise LoopError(f"post-change days {missing} were not validated: {result.ingested}")
 
+    # the model's users: steady traffic from the moment a model serves (a canary needs their requests)
+    say("users: a client process sends steady traffic to the router as soon as a model serves")
+    client.start()
+
     # 2. the first trigger: mlops_train as of the change day -> gate -> @challenger -> asset -> deploy
     started = time.monotonic()
     first = trigger_training(observer, timeline.change_day)
@@ -325,11 +341,10 @@ def run_loop(
     say(f"    mlops_deploy {deploy_run['dag_run_id']} ({deploy_run['run_type']}): {outcome.get('outcome')} "
         f"v{outcome.get('version')} ({time.monotonic() - started:.0f}s)")
 
-    # 3. the model's users: each post-change row once, then steady traffic
+    # 3. the post-change days' traffic: each of their rows once, with its own event time
     started = time.monotonic()
-    say(f"serve: a client sends every row of {', '.join(d.isoformat() for d in timeline.post_change)} through the router, "
-        "then steady traffic")
-    client.start()
+    say(f"serve: the client sends every row of {', '.join(d.isoformat() for d in timeline.post_change)} through the router")
+    client.replay()
     status = client.wait_replayed(timeout=600, progress=observer.progress)
     done()
     time.sleep(3)  # the servers flush their prediction logs every second

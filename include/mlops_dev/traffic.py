@@ -8,9 +8,11 @@ the demo starts, the way real users would be there anyway::
     python -m mlops_dev.traffic client --days 2026-11-28,2026-11-29 --status .run/client.json
         [--rate 40] [--rows 10] [--url http://127.0.0.1:8000] [--seconds N]
 
-``client`` waits for the router to serve, sends every validated row of ``--days`` once with its own
-event time (the days' traffic, which the nightly monitor judges), then keeps a steady stream
-(``--rate`` requests/s of ``--rows`` rows, the same customers stamped "now") until stopped. Its
+``client`` waits for the router to serve, then keeps a steady stream (``--rate`` requests/s of
+``--rows`` rows: the days' customers stamped "now") until stopped; it also sends every validated row
+of ``--days`` once with its own event time (the days' traffic, which the nightly monitor judges),
+at once or when the file ``--replay-when`` appears (the demo releases it once the first model
+serves). Its
 status file (JSON, rewritten atomically every second) says what was sent, what failed and which
 model versions answered. Every request carries ``X-Traffic-Source: demo``, so the prediction log
 tells this traffic from a real client's.
@@ -293,21 +295,34 @@ def run_client(
     seconds: float,
     status_file: Path | None,
     stop: threading.Event,
+    replay_when: Path | None = None,
     api_key: str | None = None,
 ) -> dict[str, Any]:
-    """The days' rows once, then steady traffic until ``stop`` is set or ``seconds`` pass."""
+    """Steady traffic from the moment the router serves, until ``stop`` is set or ``seconds`` pass;
+    the days' rows once (with their own event times) when ``replay_when`` exists (at once without it)."""
     from mlops_pipeline.config import get_settings
     from mlops_pipeline.datasets import load_dataset_spec
 
-    status: dict[str, Any] = {"pid": os.getpid(), "url": url, "days": list(days), "phase": "waiting", "started_at": datetime.now(UTC).isoformat()}
+    status: dict[str, Any] = {
+        "pid": os.getpid(), "url": url, "days": list(days), "phase": "waiting", "replay": "waiting",
+        "started_at": datetime.now(UTC).isoformat(),
+    }  # fmt: skip
     _write_status(status_file, status)
-    wait_until_serving(url)
     records = day_records(days)
     once, steady = ReplayStats(), ReplayStats()
 
     def publish() -> None:
         _write_status(status_file, {**status, "replayed": once.to_dict(), "steady": steady.to_dict(),
                                     "updated_at": datetime.now(UTC).isoformat(timespec="seconds")})
+
+    def replay_the_days() -> None:
+        while replay_when is not None and not replay_when.exists():
+            if stop.wait(0.5):
+                return
+        status["replay"] = "running"
+        send_once(url, records, stats=once, api_key=api_key)
+        status.update(replay="done", replayed_rows=len(records), replay_done_at=datetime.now(UTC).isoformat())
+        publish()
 
     stopper = threading.Event()
 
@@ -317,14 +332,15 @@ def run_client(
 
     publisher = threading.Thread(target=keep_publishing, daemon=True)
     publisher.start()
+    replayer = threading.Thread(target=replay_the_days, daemon=True)
     try:
-        status["phase"] = "replaying"
-        send_once(url, records, stats=once, api_key=api_key)
-        status.update(phase="steady", replayed_rows=len(records), replay_done_at=datetime.now(UTC).isoformat())
-        publish()
+        wait_until_serving(url)
+        status["phase"] = "serving"
+        replayer.start()
         time_column = load_dataset_spec(get_settings().dataset).time_column
         replay(url, records, rate=rate, seconds=seconds, rows=rows, until=stop.is_set, stats=steady,
                restamp=restamped_now(time_column), api_key=api_key)
+        replayer.join(timeout=600)
         status["phase"] = "stopped"
     finally:
         stopper.set()
@@ -335,8 +351,9 @@ def run_client(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlops_dev.traffic", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    client = commands.add_parser("client", help="the days' rows once, then steady traffic until stopped")
+    client = commands.add_parser("client", help="steady traffic until stopped; the days' rows once")
     client.add_argument("--days", required=True, help="comma-separated days (YYYY-MM-DD) whose rows are sent once")
+    client.add_argument("--replay-when", type=Path, default=None, help="send the days' rows once this file exists (default: at once)")
     client.add_argument("--status", type=Path, default=None, help="status file (JSON), rewritten every second")
     client.add_argument("--rate", type=float, default=40.0, help="steady requests per second (default 40)")
     client.add_argument("--rows", type=int, default=10, help="rows per steady request (default 10)")
@@ -362,9 +379,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     days = [day.strip() for day in args.days.split(",") if day.strip()]
-    log.info("client for %s at %s: the days' rows once, then %.0f req/s of %d rows", days, url, args.rate, args.rows)
+    log.info("client at %s: %.0f req/s of %d rows; the rows of %s once", url, args.rate, args.rows, days)
     result = run_client(url, days, rate=args.rate, rows=args.rows, seconds=args.seconds, status_file=args.status,
-                        stop=stop, api_key=api_key)
+                        stop=stop, replay_when=args.replay_when, api_key=api_key)
     log.info("client stopped: %s", json.dumps({k: result[k] for k in ("replayed", "steady")}))
     return 0
 

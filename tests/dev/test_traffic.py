@@ -140,10 +140,11 @@ def test_the_client_sends_each_row_once_then_steady_traffic_stamped_now(lake, re
     lake.write_partition("validated", "2026-01-02", [DataFile("part", ".parquet", frame_to_parquet_bytes(frame), rows)], {})
 
     stop = threading.Event()
-    threading.Timer(2.0, stop.set).start()
-    status = tmp_path / "client.json"
+    status, signal = tmp_path / "client.json", tmp_path / "client.replay"
+    threading.Timer(1.0, signal.touch).start()  # the days' rows wait for the signal; steady traffic does not
+    threading.Timer(3.0, stop.set).start()
     result = run_client(f"http://127.0.0.1:{recorder.server_port}", ["2026-01-02"], rate=20, rows=5, seconds=30,
-                        status_file=status, stop=stop)
+                        status_file=status, stop=stop, replay_when=signal)
 
     replayed = [r for r in recorder.received if r[1]["records"][0][spec.time_column].startswith("2026-01-02")]
     assert sum(len(body["records"]) for _, body, _ in replayed) == rows  # each row once, with its own time
@@ -152,4 +153,6 @@ def test_the_client_sends_each_row_once_then_steady_traffic_stamped_now(lake, re
     assert steady and all(len(body["records"]) == 5 for _, body, _ in steady)
     assert result["steady"]["sent"] == len(steady)
     assert {source for _, _, source in recorder.received} == {DEMO_SOURCE}
-    assert json.loads(status.read_text())["phase"] == "stopped"
+    assert json.loads(status.read_text())["phase"] == "stopped" and result["replay"] == "done"
+    first_replayed = next(i for i, r in enumerate(recorder.received) if r[1]["records"][0][spec.time_column].startswith("2026-01-02"))
+    assert first_replayed > 0  # steady traffic began before the signal
