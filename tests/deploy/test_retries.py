@@ -118,7 +118,7 @@ def deployer(lake) -> Deployer:
     backend, router = FakeBackend(), FakeRouter()
     deployer = Deployer(
         settings=SimpleNamespace(),  # type: ignore[arg-type]
-        deploy=DeploySettings(),
+        deploy=DeploySettings(warmup_requests=0),  # the fake servers answer no HTTP (warm-up: test_warmup.py)
         backend=backend,  # type: ignore[arg-type]
         client=FakeRegistry(),  # type: ignore[arg-type]
         audit=AuditLog(lake),

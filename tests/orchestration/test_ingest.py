@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ def file_dataset(folder: Path, start_date: str) -> Path:
     spec = spec.replace("name: churn\n", "name: churn_files\n", 1)
     head, _, rest = spec.partition("source:\n")
     rest = rest[rest.index("id_column:"):]
+    rest = re.sub(r"(?m)^start_date:.*\n", "", rest)  # this copy starts where the test says
     text = (
         f"{head}source:\n  kind: file\n  path_template: {folder}/{{ds}}.csv\nstart_date: {start_date}\n"
         + rest.replace("suite: ../gx/churn_suite.json", f"suite: {REPO / 'include' / 'gx' / 'churn_suite.json'}")
@@ -36,8 +38,9 @@ def test_scenario_of_follows_the_schedule_unless_one_is_forced():
 
 
 def test_a_day_is_extracted_and_validated_into_xcom_able_dicts(monkeypatch, tmp_path):
-    lake_uri = use_settings(monkeypatch, tmp_path / "lake", MLOPS_SYNTHETIC_ROWS_PER_DAY="300")
-    start, end = day("2013-02-09")  # the synthetic source has every day; the default start date is 2000-01-01
+    # The synthetic source has every day; churn.yaml starts in 2026, so the test moves the start date back.
+    lake_uri = use_settings(monkeypatch, tmp_path / "lake", MLOPS_SYNTHETIC_ROWS_PER_DAY="300", MLOPS_START_DATE="2013-01-01")
+    start, end = day("2013-02-09")
 
     raw = ingest.extract(start, end, params={"scenario": "schedule"}, run_id="manual__2013-02-09")
     assert raw["ds"] == "2013-02-09" and raw["uri"] == f"{lake_uri}/raw/ds=2013-02-09"
