@@ -33,7 +33,11 @@ VALIDATED = Asset(name="mlops_validated")
     schedule=DailyWindowTimetable("0 0 * * *", timezone="UTC"),
     catchup=False,
     max_active_runs=4,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=20), "execution_timeout": timedelta(minutes=15)},
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(seconds=20),
+        "execution_timeout": timedelta(minutes=15),
+    },
     params={
         "scenario": Param(
             "schedule",
@@ -46,18 +50,37 @@ VALIDATED = Asset(name="mlops_validated")
 )
 def mlops_ingest():
     @task
-    def extract(data_interval_start=None, data_interval_end=None, params=None, run_id=None) -> dict:
+    def extract(
+        data_interval_start=None,
+        data_interval_end=None,
+        logical_date=None,
+        dag_run=None,
+        params=None,
+        run_id=None,
+    ) -> dict:
         """Refuse a window before the start date; copy the window's batch from the source into raw/ds=..."""
         from mlops_pipeline.orchestration import ingest as adapter
+        from mlops_pipeline.orchestration.timetables import run_window
 
-        return adapter.extract(data_interval_start, data_interval_end, params=params, run_id=run_id)
+        start, end = run_window(data_interval_start, data_interval_end, logical_date, dag_run)
+        return adapter.extract(start, end, params=params, run_id=run_id)
 
     @task(outlets=[VALIDATED])
-    def validate(raw: dict, data_interval_start=None, data_interval_end=None, run_id=None, outlet_events=None) -> dict:
+    def validate(
+        raw: dict,
+        data_interval_start=None,
+        data_interval_end=None,
+        logical_date=None,
+        dag_run=None,
+        run_id=None,
+        outlet_events=None,
+    ) -> dict:
         """Run the expectation suite; publish to validated/ (and the asset) or quarantine and fail."""
         from mlops_pipeline.orchestration import ingest as adapter
+        from mlops_pipeline.orchestration.timetables import run_window
 
-        validated = adapter.validate(data_interval_start, data_interval_end, run_id=run_id)
+        start, end = run_window(data_interval_start, data_interval_end, logical_date, dag_run)
+        validated = adapter.validate(start, end, run_id=run_id)
         outlet_events[VALIDATED].extra = adapter.asset_extra(validated)
         return validated
 

@@ -83,21 +83,35 @@ from mlops_pipeline.orchestration.timetables import DailyWindowTimetable
 )
 def mlops_monitor():
     @task(task_id=MONITOR_TASK_ID)
-    def monitor(data_interval_start=None, data_interval_end=None, run_id=None) -> dict:
+    def monitor(
+        data_interval_start=None, data_interval_end=None, logical_date=None, dag_run=None, run_id=None
+    ) -> dict:
         """Drift and quality of the window against the champion's reference; reports to the lake and MLflow."""
         from mlops_pipeline.orchestration import monitor as adapter
+        from mlops_pipeline.orchestration.timetables import run_window
 
-        return adapter.monitor(data_interval_start, data_interval_end, run_id=run_id)
+        start, end = run_window(data_interval_start, data_interval_end, logical_date, dag_run)
+        return adapter.monitor(start, end, run_id=run_id)
 
     @task.branch(task_id=DECIDE_TASK_ID)
-    def decide(findings: dict, data_interval_start=None, data_interval_end=None, dag_run=None, params=None, ti=None) -> str:
+    def decide(
+        findings: dict,
+        data_interval_start=None,
+        data_interval_end=None,
+        logical_date=None,
+        dag_run=None,
+        params=None,
+        ti=None,
+    ) -> str:
         """Retrain or not (decision.json beside the report); follow the matching branch."""
         from mlops_pipeline.orchestration import monitor as adapter
+        from mlops_pipeline.orchestration.timetables import run_window
 
+        start, end = run_window(data_interval_start, data_interval_end, logical_date, dag_run)
         return adapter.decide(
             findings,
-            data_interval_start=data_interval_start,
-            data_interval_end=data_interval_end,
+            data_interval_start=start,
+            data_interval_end=end,
             dag_run=dag_run,
             params=params,
             ti=ti,
@@ -118,11 +132,13 @@ def mlops_monitor():
         return adapter.finalize(ti)
 
     decision = decide(monitor())
+    DECIDED_WINDOW = f"ti.xcom_pull(task_ids='{DECIDE_TASK_ID}', key='{TRIGGER_CONF_XCOM}')['window']"
     trigger = TriggerDagRunOperator(
         task_id=TRIGGER_TASK_ID,
         trigger_dag_id=TRAIN_DAG_ID,
-        trigger_run_id="mlops_monitor__{{ ds }}",
-        logical_date="{{ data_interval_end }}",
+        # the window the decision was made for (a manual run names its own day; see run_window)
+        trigger_run_id="mlops_monitor__{{ " + DECIDED_WINDOW + "['ds'] }}",
+        logical_date="{{ " + DECIDED_WINDOW + "['end'] }}",
         conf=decision[TRIGGER_CONF_XCOM],
         skip_when_already_exists=True,  # one training run per window, however often the window runs
     )

@@ -47,3 +47,19 @@ def test_a_backfill_over_2013_gets_one_window_per_day():
         windows.append(info.data_interval.start.date().isoformat())
         last = info.data_interval
     assert windows == [f"2013-01-0{d}" for d in range(1, 9)]
+
+
+def test_a_manual_run_processes_the_midnight_it_names_whatever_interval_airflow_inferred():
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from mlops_pipeline.orchestration.timetables import run_window
+
+    named = datetime(2013, 2, 9, tzinfo=UTC)
+    inferred = (datetime(2026, 11, 30, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))  # "now" on the CLI
+    manual, scheduled = SimpleNamespace(run_type="manual"), SimpleNamespace(run_type="scheduled")
+    assert run_window(*inferred, named, manual) == (named, datetime(2013, 2, 10, tzinfo=UTC))
+    assert run_window(*inferred, named, scheduled) == inferred
+    trigger_now = datetime(2026, 12, 1, 18, 40, tzinfo=UTC)  # not a midnight: the last complete day
+    assert run_window(*inferred, trigger_now, manual) == inferred
+    assert run_window(*inferred, inferred[0], manual) == inferred

@@ -39,7 +39,10 @@ def test_trigger_reason(params, run_type, reason):
 def test_conf_beyond_the_params_becomes_run_tags():
     tags = train.extra_tags({**MONITOR_CONF, "days": 7})
     assert set(tags) == {"trigger_report", "trigger_window", "trigger_change_start"}
-    assert tags["trigger_change_start"] == "2013-02-25" and json.loads(tags["trigger_window"])["ds"] == "2013-02-27"
+    assert (
+        tags["trigger_change_start"] == "2013-02-25"
+        and json.loads(tags["trigger_window"])["ds"] == "2013-02-27"
+    )
 
 
 def test_the_candidates_param_offers_the_configured_candidates():
@@ -57,11 +60,20 @@ def test_the_context_becomes_the_training_request(monkeypatch, tmp_path):
         return {"model_name": "churn", "version": "4"}
 
     monkeypatch.setattr("mlops_pipeline.training.pipeline.train_and_register", train_and_register)
-    dag_run = FakeDagRun(run_id="mlops_monitor__2013-02-27", run_type=RunType.MANUAL, conf=MONITOR_CONF, dag_id="mlops_train")
+    dag_run = FakeDagRun(
+        run_id="mlops_monitor__2013-02-27", run_type=RunType.MANUAL, conf=MONITOR_CONF, dag_id="mlops_train"
+    )
     params = {"reason": "drift", "days": None, "candidates": [], "hyperparameters": {}, "seed": None}
-    assert train.train(params, dag_run=dag_run, data_interval_end=AS_OF, logical_date=AS_OF) == {"model_name": "churn", "version": "4"}
+    assert train.train(params, dag_run=dag_run, data_interval_end=AS_OF, logical_date=AS_OF) == {
+        "model_name": "churn",
+        "version": "4",
+    }
     request = seen["request"]
-    assert (request.as_of, request.reason, request.dag_run_id) == (AS_OF, "drift", "mlops_monitor__2013-02-27")
+    assert (request.as_of, request.reason, request.dag_run_id) == (
+        AS_OF,
+        "drift",
+        "mlops_monitor__2013-02-27",
+    )
     assert request.days is None and request.candidates is None and request.hyperparameters is None
     assert request.extra_tags["trigger_change_start"] == "2013-02-25"
 
@@ -74,8 +86,13 @@ def test_a_date_before_the_start_date_fails_at_once_without_training(monkeypatch
 
     monkeypatch.setattr("mlops_pipeline.training.pipeline.train_and_register", train_and_register)
     moment = datetime(2012, 12, 30, 3, tzinfo=UTC)
-    with pytest.raises(AirflowFailException, match=r"mlops_train for 2012-12-30 is before the configured start date 2013-01-01"):
-        train.train({}, dag_run=FakeDagRun(dag_id="mlops_train"), data_interval_end=moment, logical_date=moment)
+    with pytest.raises(
+        AirflowFailException,
+        match=r"mlops_train for 2012-12-30 is before the configured start date 2013-01-01",
+    ):
+        train.train(
+            {}, dag_run=FakeDagRun(dag_id="mlops_train"), data_interval_end=moment, logical_date=moment
+        )
 
 
 def test_a_date_without_validated_data_before_it_fails_at_once_naming_the_date(monkeypatch, tmp_path):
@@ -88,7 +105,9 @@ def test_a_date_without_validated_data_before_it_fails_at_once_naming_the_date(m
         "mlops_train cannot train as of 2013-03-01: training run manual__2026-01-09T00:00:00+00:00 (as of 2013-03-01) "
         "failed at step prepare: empty training window: no validated partition before ds=2013-03-01"
     )
-    assert isinstance(failed.value.__cause__, TrainingStepError) and isinstance(failed.value.__cause__, TrainingDataError)
+    assert isinstance(failed.value.__cause__, TrainingStepError) and isinstance(
+        failed.value.__cause__, TrainingDataError
+    )
 
 
 def test_the_run_after_stands_in_for_a_run_without_a_logical_date():
@@ -99,6 +118,13 @@ def test_the_run_after_stands_in_for_a_run_without_a_logical_date():
         train.as_of_of(None, None, None)
 
 
+def test_a_manual_run_trains_as_of_its_logical_date_not_the_interval_inferred_from_when_it_was_triggered():
+    # the monitor's TriggerDagRunOperator passes its window's end; Airflow infers the interval from "now"
+    now = datetime(2026, 12, 1, 18, tzinfo=UTC)
+    assert train.as_of_of(now, AS_OF, now, "manual") == AS_OF
+    assert train.as_of_of(AS_OF, datetime(2013, 2, 25, 3, tzinfo=UTC), now, "scheduled") == AS_OF
+
+
 def test_gate_failures_on_bad_input_fail_at_once_and_a_pass_is_announced(monkeypatch):
     def gate_candidate(result):
         raise TrainingDataError("rebuilt holdout has 10 rows, the run logged 12")
@@ -106,6 +132,14 @@ def test_gate_failures_on_bad_input_fail_at_once_and_a_pass_is_announced(monkeyp
     monkeypatch.setattr("mlops_pipeline.training.pipeline.gate_candidate", gate_candidate)
     with pytest.raises(AirflowFailException, match=r"gate for churn v4: rebuilt holdout has 10 rows"):
         train.gate({"model_name": "churn", "version": "4"})
-    decision = {"model_name": "churn", "version": "4", "run_id": "r", "model_uri": "models:/churn/4", "candidate_score": 0.8,
-                "metric": "roc_auc", "passed": True, "reason": "above the floor"}
+    decision = {
+        "model_name": "churn",
+        "version": "4",
+        "run_id": "r",
+        "model_uri": "models:/churn/4",
+        "candidate_score": 0.8,
+        "metric": "roc_auc",
+        "passed": True,
+        "reason": "above the floor",
+    }
     assert train.announce_challenger(decision) == {k: decision[k] for k in train.CHALLENGER_KEYS}

@@ -16,6 +16,9 @@ configured start date is enforced by each run's first task
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 from airflow.timetables.base import DataInterval
 from airflow.timetables.interval import CronDataIntervalTimetable
 
@@ -28,3 +31,26 @@ class DailyWindowTimetable(CronDataIntervalTimetable):
         if aligned == run_after:
             return DataInterval(start=aligned, end=self._get_next(aligned))
         return super().infer_manual_data_interval(run_after=run_after)
+
+
+def run_window(
+    data_interval_start: Any, data_interval_end: Any, logical_date: Any, dag_run: Any
+) -> tuple[Any, Any]:
+    """The day a run processes: its data interval, except for a manual run whose logical date is a
+    midnight other than the interval's start.
+
+    Airflow infers a manual run's interval from the moment it is created; the REST API and ``dags
+    test`` pass the logical date as that moment, but ``airflow dags trigger -l`` and a
+    ``TriggerDagRunOperator`` pass "now", so ``-l 2013-02-09`` would otherwise process yesterday.
+    The day named is the day processed."""
+    run_type = getattr(getattr(dag_run, "run_type", None), "value", getattr(dag_run, "run_type", None))
+    if run_type != "manual" or logical_date is None or data_interval_start == logical_date:
+        return data_interval_start, data_interval_end
+    if (logical_date.hour, logical_date.minute, logical_date.second, logical_date.microsecond) != (
+        0,
+        0,
+        0,
+        0,
+    ):
+        return data_interval_start, data_interval_end  # "trigger now": the last complete day
+    return logical_date, logical_date + timedelta(days=1)

@@ -28,7 +28,10 @@ log = logging.getLogger(__name__)
 __all__ = ["CANDIDATES", "CHALLENGER_ASSET_NAME", "announce_challenger", "gate", "train", "trigger_reason"]
 
 DAG_ID = "mlops_train"
-CANDIDATES = ["baseline", "xgboost"]  # the candidates Param's choices (config.CandidateName, without importing config)
+CANDIDATES = [
+    "baseline",
+    "xgboost",
+]  # the candidates Param's choices (config.CandidateName, without importing config)
 PARAM_NAMES = ("reason", "days", "candidates", "hyperparameters", "seed")
 DEFAULT_REASON = "manual"
 RUN_TYPE_REASONS = {"scheduled": "schedule", "backfill": "backfill", "asset_triggered": "asset"}
@@ -57,10 +60,22 @@ def extra_tags(conf: Mapping[str, Any] | None) -> dict[str, str]:
     return tags
 
 
-def as_of_of(data_interval_end: datetime | None, logical_date: datetime | None, run_after: datetime | None) -> datetime:
-    """The moment a run trains as of: its data interval's end, else its logical date, else when it ran
-    (a run without a logical date)."""
-    moment = data_interval_end or logical_date or run_after
+def as_of_of(
+    data_interval_end: datetime | None,
+    logical_date: datetime | None,
+    run_after: datetime | None,
+    run_type: str | None = None,
+) -> datetime:
+    """The moment a run trains as of.
+
+    A manual run trains as of the logical date it was given (the monitor's trigger passes its
+    window's end; a person may name any date): Airflow infers a manual run's data interval from when
+    it was triggered, not from that date. Any other run trains as of its data interval's end. A run
+    without either trains as of when it ran."""
+    if run_type == "manual":
+        moment = logical_date or data_interval_end or run_after
+    else:
+        moment = data_interval_end or logical_date or run_after
     if moment is None:
         raise ValueError("the run has no data interval, logical date or run_after to train as of")
     return moment
@@ -77,7 +92,9 @@ def train(
     from mlops_pipeline.training.pipeline import TrainRequest, train_and_register
 
     params = params or {}
-    as_of = as_of_of(data_interval_end, logical_date, getattr(dag_run, "run_after", None))
+    as_of = as_of_of(
+        data_interval_end, logical_date, getattr(dag_run, "run_after", None), run_type_of(dag_run)
+    )
     refuse_before_start(DAG_ID, as_of)
     request = TrainRequest(
         as_of=as_of,
