@@ -160,15 +160,6 @@ class RegistrySettings(BaseSettings):
     gate_min_rows: int = Field(default=200, ge=1, description="Fewest holdout rows the gate decides on")
     gate_min_class_rows: int = Field(default=20, ge=1, description="Fewest rows of each class the gate decides on")
 
-    def gate_config(self) -> Any:
-        from mlops_pipeline.registry.gate import GateConfig
-
-        return GateConfig(
-            metric=self.gate_metric, floor=self.gate_floor, margin=self.gate_margin, mode=self.gate_mode,
-            confidence=self.gate_confidence, resamples=self.gate_resamples, seed=self.gate_seed,
-            min_rows=self.gate_min_rows, min_class_rows=self.gate_min_class_rows,
-        )  # fmt: skip
-
 
 # --- deploy ---------------------------------------------------------------------------------------
 

@@ -22,12 +22,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops_pipeline.contracts import tags as tag_names
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 
-DIGEST_TAG = "artifact_sha256"
+DIGEST_TAG = tag_names.ARTIFACT_SHA256
 NOT_ARTIFACT = frozenset({"registered_model_meta", "model_info.json"})
 MODEL_INFO_FILE = "model_info.json"
 

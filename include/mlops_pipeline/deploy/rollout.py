@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlops_pipeline.contracts import tags as tag_names
 from mlops_pipeline.deploy.backends import CANARY, STABLE, Backend, BackendError, Server, http_text
 from mlops_pipeline.deploy.canary import (
     Sample,
@@ -58,11 +59,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STATUS_TAG = "deploy_status"
-REASON_TAG = "deploy_reason"
-DEPLOYMENT_TAG = "deployment_id"
-PREVIOUS_CHAMPION_TAG = "previous_champion"
-RETRAIN_REASONS = frozenset({"drift", "performance"})  # trigger_reason of a run the monitor asked for
+STATUS_TAG = tag_names.DEPLOY_STATUS
+REASON_TAG = tag_names.DEPLOY_REASON
+DEPLOYMENT_TAG = tag_names.DEPLOYMENT_ID
+PREVIOUS_CHAMPION_TAG = tag_names.PREVIOUS_CHAMPION
+# trigger_reason of a run the monitor asked for (monitoring.decision's reasons)
+RETRAIN_REASONS = frozenset({"drift", "performance", "estimated_performance"})
 
 
 class CanaryCheckFailed(RuntimeError):

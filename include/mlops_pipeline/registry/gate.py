@@ -46,6 +46,8 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
+    from mlops_pipeline.config import RegistrySettings
+
 GATE_STATUS_TAG = GATE_STATUS
 GATE_DECISION_TAG = GATE_DECISION
 PASSED = "passed"
@@ -65,6 +67,15 @@ class GateConfig:
     seed: int = 42
     min_rows: int = 200
     min_class_rows: int = 20
+
+    @classmethod
+    def from_settings(cls, registry: RegistrySettings) -> GateConfig:
+        """The ``MLOPS_REGISTRY_GATE_*`` settings (and the dataset's ``policy.gate``)."""
+        return cls(
+            metric=registry.gate_metric, floor=registry.gate_floor, margin=registry.gate_margin, mode=registry.gate_mode,
+            confidence=registry.gate_confidence, resamples=registry.gate_resamples, seed=registry.gate_seed,
+            min_rows=registry.gate_min_rows, min_class_rows=registry.gate_min_class_rows,
+        )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.mode not in (NON_INFERIORITY, SUPERIORITY):

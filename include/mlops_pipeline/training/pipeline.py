@@ -239,7 +239,7 @@ def gate_candidate(
     from mlops_pipeline.config import get_settings
     from mlops_pipeline.registry.aliases import CHAMPION, version_for_alias
     from mlops_pipeline.registry.client import mlflow_client
-    from mlops_pipeline.registry.gate import compare, decide, record_decision, recorded_decision
+    from mlops_pipeline.registry.gate import GateConfig, compare, decide, record_decision, recorded_decision
     from mlops_pipeline.training.features import FeatureError
     from mlops_pipeline.training.model_card import render_model_card
 
@@ -251,7 +251,7 @@ def gate_candidate(
     name, version, run_id = result["model_name"], str(result["version"]), result["run_id"]
     decision = recorded_decision(client.get_model_version(name, version))
     if decision is None:
-        config = settings.registry.gate_config()
+        config = GateConfig.from_settings(settings.registry)
         holdout = _holdout_for(result, settings)
         target = result["model_spec"]["target"]
         if holdout.empty or holdout[target].nunique() < 2:
