@@ -11,7 +11,8 @@ so backfills over past windows work like the nights they replay.
    ``reports/drift/ds=YYYY-MM-DD/`` (``report.html``, ``quality.html``, ``report.json``) and a run
    in the ``<model>-monitoring`` MLflow experiment with the headline numbers as metrics.
 2. ``decide`` (branch): drift share / key features / ROC AUC floor and drop vs the champion's
-   holdout, minimum rows, enough post-change data, cooldown since the last retrain; writes
+   holdout (realised on arrived labels, or estimated from the calibrated probabilities before
+   them: reason ``estimated_performance``), minimum rows, enough post-change data, cooldown since the last retrain; writes
    ``decision.json`` beside the report and follows ``trigger_retrain`` or ``no_retrain``. A window
    with no prediction rows is ``no_data``, with fewer than ``min_rows`` ``not_enough_data``. A
    drift-triggered retrain waits until ``min_post_change_days`` days of data exist since the drift
@@ -19,9 +20,9 @@ so backfills over past windows work like the nights they replay.
    Backfill runs record the decision but do not trigger unless ``MLOPS_MONITOR_TRIGGER_ON_BACKFILL``
    (or its Variable) says so, or the backfill was created with ``dag_run_conf={"retrain_on_backfill":
    true}`` (the Param; ``false`` forbids, ``null`` follows the setting).
-3. ``trigger_retrain``: ``mlops_train`` with conf ``{reason: drift|performance, report, window,
-   change_start}``, logical date = this window's end (it trains on data up to the window), one run
-   per window.
+3. ``trigger_retrain``: ``mlops_train`` with conf ``{reason: drift|performance|estimated_performance,
+   report, window, change_start}``, logical date = the decided window's end (it trains on data up to
+   the window), run id ``mlops_monitor__<ds>``: one run per window.
 4. ``finalize`` (after either branch): records the triggered run in ``decision.json`` and alerts
    on findings and on missing data; a window with no prediction rows then fails (a model without
    traffic, or whose prediction log stopped, is an incident). Task failures alert too (log; webhook or

@@ -2,22 +2,27 @@
 
 Runs weekly (Monday 03:00 UTC), by hand, or when another DAG triggers it with conf
 ``{"reason": "drift", ...}`` (the monitor does). Its window is the last N ``validated/ds=...``
-partitions strictly before the run's data interval end (its logical date for manual runs), so a
+partitions strictly before the run's data interval end (the logical date it was given, for a manual
+run: Airflow infers a manual run's interval from when it was created), so a
 backfill for an old date trains on exactly the data that existed before that date.
 
-1. ``train``: split by event time (train / valid / holdout), fit a scikit-learn baseline and
-   XGBoost, choose each threshold on valid, evaluate on holdout, log everything to one MLflow run
-   (params, metrics, lake datasets with digests, git commit, environment, SHAP importances, the
-   model with its ``metadata.mlops`` contract) and register the better candidate as a new version.
-2. ``gate``: score the new version and the current ``@champion`` on the same holdout. Pass (above
-   the floor and within the allowed drop from the champion) -> ``@challenger``; fail -> the version
-   stays registered, tagged ``rejected=true`` with the reason, no alias moves, and the run stops here.
+1. ``train``: split by event time (train / valid / holdout); per candidate (a scikit-learn baseline,
+   XGBoost) an Optuna search on rolling time-series folds within a trial and time budget, the fit,
+   calibration of the winner on valid (isotonic or Platt by cross-validation), each threshold chosen
+   on valid, evaluation on holdout; everything logged to one MLflow run with a nested run per
+   candidate and per trial (params, metrics, lake datasets with digests, git commit, environment,
+   SHAP importances, the model with its ``metadata.mlops`` contract and calibration); the best
+   candidate registered as a new version.
+2. ``gate``: score the new version and the current ``@champion`` on the same holdout rows; pass when
+   it reaches the floor and the confidence interval of the paired difference (DeLong for ROC AUC)
+   shows it non-inferior within the margin -> ``@challenger``; fail -> the version stays
+   registered, tagged ``rejected=true`` with the reason, no alias moves, and the run stops here.
 3. ``announce_challenger``: updates the ``mlops_challenger`` asset, which the deploy DAG listens to.
 
 ``train`` and ``gate`` run in the ``training`` pool (one slot: trainings never compete for cores). A retried
 ``train`` reuses its finished MLflow run instead of registering a second version; a re-run gate
-returns the recorded decision. Settings: ``MLOPS_TRAIN_*`` (window, split, seed, gate floor and
-margin), ``MLFLOW_TRACKING_URI``, ``MLOPS_MODEL_NAME``.
+returns the recorded decision. Settings: ``MLOPS_TRAIN_*`` (window, split, seed, search budget,
+calibration), ``MLOPS_REGISTRY_GATE_*`` (floor, margin, mode), ``MLFLOW_TRACKING_URI``, ``MLOPS_MODEL_NAME``.
 
 The DAG has no Airflow ``start_date``: a run may be for any date, also years back (a user's history,
 or the monitor's trigger for an old window). ``train`` refuses a date before the configured start

@@ -59,6 +59,8 @@ def test_a_manual_run_processes_the_midnight_it_names_whatever_interval_airflow_
     inferred = (datetime(2026, 11, 30, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC))  # "now" on the CLI
     manual, scheduled = SimpleNamespace(run_type="manual"), SimpleNamespace(run_type="scheduled")
     assert run_window(*inferred, named, manual) == (named, datetime(2013, 2, 10, tzinfo=UTC))
+    triggered = SimpleNamespace(run_type="operator_triggered")
+    assert run_window(*inferred, named, triggered) == (named, datetime(2013, 2, 10, tzinfo=UTC))
     assert run_window(*inferred, named, scheduled) == inferred
     trigger_now = datetime(2026, 12, 1, 18, 40, tzinfo=UTC)  # not a midnight: the last complete day
     assert run_window(*inferred, trigger_now, manual) == inferred

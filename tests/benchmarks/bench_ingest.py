@@ -18,11 +18,13 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -72,11 +74,22 @@ def bench_backfill(days: int) -> dict:
 
     from mlops_pipeline.config import get_settings
 
-    get_settings.cache_clear()
     first = date(2025, 1, 1)
     last = first + timedelta(days=days - 1)
-    services.setup()
+    # Its own metadata database (a copy of the migrated template), lake and start date: the
+    # project's DB and lake are left as they are.
+    database = f"bench_ingest_{uuid.uuid4().hex[:8]}"
+    scratch = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    overrides = {
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": services.create_database(database),
+        "MLOPS_LAKE_URI": (scratch / "lake").as_uri(),
+        "MLOPS_START_DATE": first.isoformat(),
+    }
+    saved = {key: os.environ.get(key) for key in overrides}
+    os.environ.update(overrides)
+    get_settings.cache_clear()
     try:
+        services.setup()
         services.start(["api-server", "scheduler", "dag-processor"], wait=240)
         api = AirflowAPI.local()
         api.wait_for_dag("mlops_ingest", timeout=300)
@@ -95,6 +108,14 @@ def bench_backfill(days: int) -> dict:
         print()
     finally:
         services.stop(["api-server", "scheduler", "dag-processor"])
+        services.drop_database(database)
+        shutil.rmtree(scratch, ignore_errors=True)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        get_settings.cache_clear()
     return {
         "days": days,
         "backfill_s": round(elapsed, 1),

@@ -122,6 +122,7 @@ def test_a_manual_run_trains_as_of_its_logical_date_not_the_interval_inferred_fr
     # the monitor's TriggerDagRunOperator passes its window's end; Airflow infers the interval from "now"
     now = datetime(2026, 12, 1, 18, tzinfo=UTC)
     assert train.as_of_of(now, AS_OF, now, "manual") == AS_OF
+    assert train.as_of_of(now, AS_OF, now, "operator_triggered") == AS_OF  # Airflow >= 3.2's run type for it
     assert train.as_of_of(AS_OF, datetime(2013, 2, 25, 3, tzinfo=UTC), now, "scheduled") == AS_OF
 
 

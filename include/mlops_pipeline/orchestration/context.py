@@ -25,6 +25,12 @@ def window_of(start: datetime, end: datetime) -> Window:
     return Window(start, end)
 
 
+# Runs whose logical date someone chose: a person (the UI, the REST API, ``dags trigger -l``) or
+# another DAG's TriggerDagRunOperator (``operator_triggered`` from Airflow 3.2). Airflow infers their
+# data interval from when they were created, not from that date.
+TRIGGERED_RUN_TYPES = frozenset({"manual", "operator_triggered"})
+
+
 def run_type_of(dag_run: Any) -> str | None:
     """``scheduled``, ``manual``, ``backfill``, ``asset_triggered`` ... (the enum's value)."""
     if dag_run is None:

@@ -36,15 +36,16 @@ class DailyWindowTimetable(CronDataIntervalTimetable):
 def run_window(
     data_interval_start: Any, data_interval_end: Any, logical_date: Any, dag_run: Any
 ) -> tuple[Any, Any]:
-    """The day a run processes: its data interval, except for a manual run whose logical date is a
-    midnight other than the interval's start.
+    """The day a run processes: its data interval, except for a manual (or operator-triggered) run
+    whose logical date is a midnight other than the interval's start.
 
     Airflow infers a manual run's interval from the moment it is created; the REST API and ``dags
     test`` pass the logical date as that moment, but ``airflow dags trigger -l`` and a
     ``TriggerDagRunOperator`` pass "now", so ``-l 2013-02-09`` would otherwise process yesterday.
     The day named is the day processed."""
-    run_type = getattr(getattr(dag_run, "run_type", None), "value", getattr(dag_run, "run_type", None))
-    if run_type != "manual" or logical_date is None or data_interval_start == logical_date:
+    from mlops_pipeline.orchestration.context import TRIGGERED_RUN_TYPES, run_type_of
+
+    if run_type_of(dag_run) not in TRIGGERED_RUN_TYPES or logical_date is None or data_interval_start == logical_date:
         return data_interval_start, data_interval_end
     if (logical_date.hour, logical_date.minute, logical_date.second, logical_date.microsecond) != (
         0,

@@ -20,7 +20,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from mlops_pipeline.orchestration.context import bad_input_fails_at_once, refuse_before_start, run_type_of
+from mlops_pipeline.orchestration.context import (
+    TRIGGERED_RUN_TYPES,
+    bad_input_fails_at_once,
+    refuse_before_start,
+    run_type_of,
+)
 from mlops_pipeline.registry.aliases import CHALLENGER_ASSET_NAME
 
 log = logging.getLogger(__name__)
@@ -43,7 +48,7 @@ def trigger_reason(params: Mapping[str, Any], run_type: str | None) -> str:
     reason = str(params.get("reason") or "").strip()
     if reason and reason != DEFAULT_REASON:
         return reason
-    if run_type and run_type != "manual":
+    if run_type and run_type not in TRIGGERED_RUN_TYPES:
         return RUN_TYPE_REASONS.get(run_type, run_type)
     return reason or DEFAULT_REASON
 
@@ -68,11 +73,11 @@ def as_of_of(
 ) -> datetime:
     """The moment a run trains as of.
 
-    A manual run trains as of the logical date it was given (the monitor's trigger passes its
+    A manual or operator-triggered run trains as of the logical date it was given (the monitor's trigger passes its
     window's end; a person may name any date): Airflow infers a manual run's data interval from when
     it was triggered, not from that date. Any other run trains as of its data interval's end. A run
     without either trains as of when it ran."""
-    if run_type == "manual":
+    if run_type in TRIGGERED_RUN_TYPES:
         moment = logical_date or data_interval_end or run_after
     else:
         moment = data_interval_end or logical_date or run_after
