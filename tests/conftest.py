@@ -17,7 +17,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytest_plugins = [p for p in ("tests.mlflow_fixtures",) if (REPO / (p.replace(".", "/") + ".py")).is_file()]
+pytest_plugins = [
+    p for p in ("tests.mlflow_fixtures", "tests.reliability.report") if (REPO / (p.replace(".", "/") + ".py")).is_file()
+]
 
 
 def free_port() -> int:

@@ -147,9 +147,10 @@ def test_a_good_batch_passes_in_both_formats(file_datasets, fmt):
 
 
 @pytest.mark.parametrize(("case", "fmt", "build", "fragments"), CASES, ids=[c[0] for c in CASES])
-def test_bad_batch_is_quarantined_with_a_clear_message(file_datasets, case, fmt, build, fragments):
+def test_bad_batch_is_quarantined_with_a_clear_message(file_datasets, case, fmt, build, fragments, reliability):
     from mlops_pipeline.ingest import BatchRejected
 
+    reliability.record("bad input: ingestion", case, "quarantined, message names " + "; ".join(fragments)[:80])
     source, specs = file_datasets
     day = date(2026, 3, 2) + timedelta(days=CASES.index(next(c for c in CASES if c[0] == case)))
     lake, run = run_batch(specs, source, fmt, day, build(good(day)))

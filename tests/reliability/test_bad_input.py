@@ -1,8 +1,10 @@
-"""Bad input, both catalogues in one run: the ingestion batches (tests/ingest) and the malformed
-requests to the model server (tests/serving), plus the request kinds those do not cover.
+"""Bad input beyond the catalogues: the request kinds the serving catalogue (tests/serving) does not
+cover, and the size of both catalogues.
 
-Every batch must end in quarantine with a message naming what is wrong; every request must get a
-4xx with a JSON error naming the problem, never a 5xx, and the server must keep serving.
+The catalogues themselves (every bad batch ends in quarantine with a message naming what is wrong;
+every malformed request gets a 4xx with a JSON error naming the problem) run once, in their own
+modules, and record their cases into this suite's report. Here every extra request must get its
+4xx, never a 5xx, and the server must keep serving.
 """
 
 from __future__ import annotations
@@ -45,7 +47,6 @@ EXTRA_REQUESTS: list[tuple[str, str, bytes, dict[str, str], int, list[str]]] = [
     ("deep_json_in_field", "/predict", _record(plan="__X__").replace(b'"__X__"', b"[" * 3000 + b"]" * 3000), JSON, 400, ["nesting too deep"]),
     ("nan_in_mlflow_split", "/invocations", b'{"dataframe_split": {"columns": ["tenure_months"], "data": [[Infinity]]}}', JSON, 422, ["finite number"]),
 ]
-SERVING_CASES = serving_catalogue.CASES + EXTRA_REQUESTS
 SERVING_LIMITS = {"MLOPS_SERVING_MAX_BODY_BYTES": "200000", "MLOPS_SERVING_MAX_RECORDS": "500"}
 
 
@@ -59,27 +60,22 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process.stop()
 
 
-@pytest.mark.parametrize(("case", "fmt", "build", "fragments"), ingest_catalogue.CASES, ids=[c[0] for c in ingest_catalogue.CASES])
-def test_bad_batch(file_datasets, case, fmt, build, fragments, reliability) -> None:  # noqa: F811
-    reliability.record("bad input: ingestion", case, "quarantined, message names " + "; ".join(fragments)[:80])
-    ingest_catalogue.test_bad_batch_is_quarantined_with_a_clear_message(file_datasets, case, fmt, build, fragments)
-
-
 @pytest.mark.parametrize(
     ("path", "body", "headers", "status", "fragments"),
-    [pytest.param(*case[1:], id=case[0]) for case in SERVING_CASES],
+    [pytest.param(*case[1:], id=case[0]) for case in EXTRA_REQUESTS],
 )
 def test_malformed_request(server: ServerProcess, request: pytest.FixtureRequest, path, body, headers, status, fragments, reliability) -> None:
     case = request.node.callspec.id
     reliability.record("bad input: serving", case, f"HTTP {status}, error names " + "; ".join(fragments)[:60], body_bytes=len(body))
-    serving_catalogue.test_bad_request_is_4xx_and_named(server, path, body, headers, status, fragments)
+    serving_catalogue.check_bad_request(server, path, body, headers, status, fragments)
 
 
 def test_catalogues_are_big_enough_and_the_server_survived(server: ServerProcess, reliability) -> None:
-    kinds = {"ingestion": len(ingest_catalogue.CASES), "serving": len(SERVING_CASES)}
+    serving_cases = serving_catalogue.CASES + EXTRA_REQUESTS
+    kinds = {"ingestion": len(ingest_catalogue.CASES), "serving": len(serving_cases)}
     reliability.record("bad input", "catalogue sizes, server alive after all", ">= 12 batch kinds, >= 20 request kinds, no 5xx", **kinds)
     assert kinds["ingestion"] >= 12 and kinds["serving"] >= 20
-    assert len({c[0] for c in SERVING_CASES}) == len(SERVING_CASES)
+    assert len({c[0] for c in serving_cases}) == len(serving_cases)
     serving_catalogue.test_server_still_healthy_and_no_5xx_counted(server)
     response = httpx.post(server.url + "/predict", json={"records": make_records(3, seed=1)}, timeout=10)
     assert response.status_code == 200

@@ -257,12 +257,24 @@ CASES: list[tuple[str, str, bytes, dict[str, str], int, list[str]]] = [
 )
 def test_bad_request_is_4xx_and_named(
     live_server: ServerProcess,
+    request: pytest.FixtureRequest,
     path: str,
     body: bytes,
     headers: dict[str, str],
     status: int,
     fragments: list[str],
+    reliability: Any,
 ) -> None:
+    reliability.record(
+        "bad input: serving", request.node.callspec.id, f"HTTP {status}, error names " + "; ".join(fragments)[:60], body_bytes=len(body)
+    )
+    check_bad_request(live_server, path, body, headers, status, fragments)
+
+
+def check_bad_request(
+    live_server: ServerProcess, path: str, body: bytes, headers: dict[str, str], status: int, fragments: list[str]
+) -> None:
+    """The request gets ``status`` and a JSON error that names every fragment."""
     resp = httpx.post(live_server.url + path, content=body, headers=headers, timeout=30)
     assert resp.status_code == status, resp.text
     payload = resp.json()
