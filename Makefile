@@ -39,7 +39,7 @@ test: setup lint  ## install, then lint and run every test
 test-fast: install  ## unit tests only (no services)
 	@$(PY) -m pytest -m "not integration and not docker"
 
-demo: setup  ## install, start MLflow + Airflow, run the closed loop (ingest, train, deploy, drift -> retrain -> canary), print a summary
+demo: setup  ## install, start PostgreSQL, MLflow and Airflow; the scheduler runs the loop (backfills, first trigger, drift -> retrain -> canary); print a summary
 	@$(PY) -m mlops_dev.demo
 
 stop:  ## stop everything `make demo` started (serving containers and router included; PostgreSQL last)

@@ -146,7 +146,7 @@ def summary(settings: Any, observer: Any, result: Any, seconds: float) -> None:
           f"{steady.get('sent', 0)} steady requests; {steady.get('failed', 0) + client.get('replayed', {}).get('failed', 0)} failed")
     print("  DAG runs:")
     for step, run in result.runs.items():
-        print(f"    {step:14s} {run['dag_id']:14s} {run['state']:8s} {run.get('run_type', ''):16s} {observer.link(run['dag_id'], run['dag_run_id'])}")
+        print(f"    {step:14s} {run['dag_id']:14s} {run['state']:8s} {run.get('run_type', ''):18s} {observer.link(run['dag_id'], run['dag_run_id'])}")
     print()
     print(f"  Airflow UI:      http://127.0.0.1:{settings.airflow_port}   login: admin / {services.admin_password()}")
     print(f"  MLflow UI:       http://127.0.0.1:{settings.mlflow_port}   (model {settings.registered_model_name}: "

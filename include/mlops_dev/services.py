@@ -487,6 +487,9 @@ def airflow_environment() -> dict[str, str]:
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(settings.airflow_port + 713),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(settings.airflow_port + 714),
         "GX_ANALYTICS_ENABLED": "False",
+        # The dags commands warn on stdout that graphviz (for `dags show`) is missing, which breaks
+        # `-o json` for a pipe; nothing of the project renders graphs.
+        "PYTHONWARNINGS": "ignore:Could not import graphviz",
         "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
         # Offline-friendly MLflow: telemetry's exit-time flush otherwise blocks each process ~30 s
         # without a network; models carry their own pinned requirements, not the project's uv.lock;
