@@ -111,7 +111,7 @@ def main() -> int:
     api = AirflowAPI.local()
     progress = ProgressLine()
     observer = Observer(api, progress=progress, ui_base=f"http://127.0.0.1:{settings.airflow_port}")
-    client = ClientProcess(timeline.post_change, settings.run_dir / "demo" / "client.json")
+    client = ClientProcess(timeline.post_change, settings.run_dir / "demo" / "client.json", before_days=timeline.good_history)
     try:
         result = run_loop(observer, timeline, client, say=say, done=progress.done)
     except LoopError as exc:

@@ -72,6 +72,11 @@ class Timeline:
     def days(self) -> tuple[date, ...]:
         return self.history + self.post_change
 
+    @property
+    def good_history(self) -> tuple[date, ...]:
+        """The history without its bad batch (the days the lake validates)."""
+        return tuple(d for d in self.history if d != self.bad_batch_day)
+
     def environment(self) -> dict[str, str]:
         """The synthetic source's schedule for these dates (covariate drift from the change day)."""
         env = {"MLOPS_COVARIATE_DRIFT_FROM": self.change_day.isoformat()}
@@ -213,6 +218,7 @@ class ClientProcess:
     days: Sequence[date]
     status_file: Path
     env: Mapping[str, str] = field(default_factory=dict)
+    before_days: Sequence[date] = ()  # the steady stream's customers until :meth:`replay` (the days before the change)
     rate: float = 40.0
     rows: int = 10
     process: subprocess.Popen[bytes] | None = None
@@ -230,7 +236,7 @@ class ClientProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mlops_dev.traffic", "client", "--days", ",".join(d.isoformat() for d in self.days),
              "--status", str(self.status_file), "--rate", str(self.rate), "--rows", str(self.rows),
-             "--replay-when", str(self.replay_signal)],
+             "--replay-when", str(self.replay_signal), "--before-days", ",".join(d.isoformat() for d in self.before_days)],
             env={**os.environ, **self.env}, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         return self

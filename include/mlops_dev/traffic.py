@@ -9,7 +9,8 @@ the demo starts, the way real users would be there anyway::
         [--rate 40] [--rows 10] [--url http://127.0.0.1:8000] [--seconds N]
 
 ``client`` waits for the router to serve, then keeps a steady stream (``--rate`` requests/s of
-``--rows`` rows: the days' customers stamped "now") until stopped; it also sends every validated row
+``--rows`` rows: the days' customers stamped "now"; the customers of ``--before-days`` until the
+days' rows are released) until stopped; it also sends every validated row
 of ``--days`` once with its own event time (the days' traffic, which the nightly monitor judges),
 at once or when the file ``--replay-when`` appears (the demo releases it once the first model
 serves). Its
@@ -296,10 +297,15 @@ def run_client(
     status_file: Path | None,
     stop: threading.Event,
     replay_when: Path | None = None,
+    before_days: Sequence[str] = (),
     api_key: str | None = None,
 ) -> dict[str, Any]:
     """Steady traffic from the moment the router serves, until ``stop`` is set or ``seconds`` pass;
-    the days' rows once (with their own event times) when ``replay_when`` exists (at once without it)."""
+    the days' rows once (with their own event times) when ``replay_when`` exists (at once without it).
+
+    The steady stream is drawn from ``before_days`` until the days' rows are released, then from
+    ``days``: the users' traffic changes when the data does, so a model deployed before the change
+    is judged on the traffic of its time."""
     from mlops_pipeline.config import get_settings
     from mlops_pipeline.datasets import load_dataset_spec
 
@@ -309,6 +315,7 @@ def run_client(
     }  # fmt: skip
     _write_status(status_file, status)
     records = day_records(days)
+    earlier = day_records(before_days) if before_days and replay_when is not None else []
     once, steady = ReplayStats(), ReplayStats()
 
     def publish() -> None:
@@ -338,8 +345,14 @@ def run_client(
         status["phase"] = "serving"
         replayer.start()
         time_column = load_dataset_spec(get_settings().dataset).time_column
-        replay(url, records, rate=rate, seconds=seconds, rows=rows, until=stop.is_set, stats=steady,
-               restamp=restamped_now(time_column), api_key=api_key)
+        deadline = time.monotonic() + seconds
+        if earlier and replay_when is not None:
+            status["steady_from"] = "before_days"
+            replay(url, earlier, rate=rate, seconds=seconds, rows=rows, stats=steady, api_key=api_key,
+                   until=lambda: stop.is_set() or replay_when.exists(), restamp=restamped_now(time_column))
+        status["steady_from"] = "days"
+        replay(url, records, rate=rate, seconds=max(0.0, deadline - time.monotonic()), rows=rows, until=stop.is_set,
+               stats=steady, restamp=restamped_now(time_column), api_key=api_key)
         replayer.join(timeout=600)
         status["phase"] = "stopped"
     finally:
@@ -354,6 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     client = commands.add_parser("client", help="steady traffic until stopped; the days' rows once")
     client.add_argument("--days", required=True, help="comma-separated days (YYYY-MM-DD) whose rows are sent once")
     client.add_argument("--replay-when", type=Path, default=None, help="send the days' rows once this file exists (default: at once)")
+    client.add_argument("--before-days", default="", help="comma-separated days the steady stream is drawn from until --replay-when")
     client.add_argument("--status", type=Path, default=None, help="status file (JSON), rewritten every second")
     client.add_argument("--rate", type=float, default=40.0, help="steady requests per second (default 40)")
     client.add_argument("--rows", type=int, default=10, help="rows per steady request (default 10)")
@@ -379,9 +393,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     days = [day.strip() for day in args.days.split(",") if day.strip()]
+    before = [day.strip() for day in args.before_days.split(",") if day.strip()]
     log.info("client at %s: %.0f req/s of %d rows; the rows of %s once", url, args.rate, args.rows, days)
     result = run_client(url, days, rate=args.rate, rows=args.rows, seconds=args.seconds, status_file=args.status,
-                        stop=stop, replay_when=args.replay_when, api_key=api_key)
+                        stop=stop, replay_when=args.replay_when, before_days=before, api_key=api_key)
     log.info("client stopped: %s", json.dumps({k: result[k] for k in ("replayed", "steady")}))
     return 0
 

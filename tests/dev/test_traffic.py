@@ -156,3 +156,41 @@ def test_the_client_sends_each_row_once_then_steady_traffic_stamped_now(lake, re
     assert json.loads(status.read_text())["phase"] == "stopped" and result["replay"] == "done"
     first_replayed = next(i for i, r in enumerate(recorder.received) if r[1]["records"][0][spec.time_column].startswith("2026-01-02"))
     assert first_replayed > 0  # steady traffic began before the signal
+
+
+def test_the_steady_stream_draws_on_the_days_before_until_the_days_rows_are_released(lake, recorder, tmp_path) -> None:
+    from mlops_dev.traffic import run_client
+
+    from mlops_pipeline.config import get_settings
+    from mlops_pipeline.data.lake import DataFile, frame_to_parquet_bytes
+    from mlops_pipeline.datasets import load_dataset_spec
+
+    spec = load_dataset_spec(get_settings().dataset)
+    import pandas as pd
+
+    def day(ds: str, prefix: str, rows: int = 60) -> None:
+        frame = pd.DataFrame(
+            {
+                spec.id_column: [f"{prefix}{i}" for i in range(rows)],
+                spec.time_column: pd.to_datetime([f"{ds}T12:00:00Z"] * rows),
+                **{name: list(range(1, rows + 1)) for name in spec.numeric_features},
+                **{name: ["a"] * rows for name in spec.categorical_features},
+                spec.target: [1] * rows,
+            }
+        )
+        lake.write_partition("validated", ds, [DataFile("part", ".parquet", frame_to_parquet_bytes(frame), rows)], {})
+
+    day("2026-01-01", "before-")
+    day("2026-01-02", "after-")
+    stop = threading.Event()
+    status, signal = tmp_path / "client.json", tmp_path / "client.replay"
+    threading.Timer(1.5, signal.touch).start()
+    threading.Timer(4.0, stop.set).start()
+    run_client(f"http://127.0.0.1:{recorder.server_port}", ["2026-01-02"], rate=20, rows=5, seconds=30,
+               status_file=status, stop=stop, replay_when=signal, before_days=["2026-01-01"])  # fmt: skip
+
+    steady = [body["records"] for _, body, _ in recorder.received if not body["records"][0][spec.time_column].startswith("2026-01-0")]
+    customers = [records[0][spec.id_column].split("-")[0] for records in steady]
+    assert customers[0] == "before" and customers[-1] == "after", customers
+    switched = customers.index("after")
+    assert set(customers[:switched]) == {"before"} and set(customers[switched:]) == {"after"}

@@ -121,7 +121,7 @@ def loop(airflow_stack, airflow_databases, mlflow_server, docker_client, tmp_pat
     fault = Fault(stack)
     lines: list[str] = []
     observer = Observer(api, progress=lines.append, poll_seconds=2.0, on_poll=fault)
-    client = ClientProcess(timeline.post_change, base / "client.json", env=env)
+    client = ClientProcess(timeline.post_change, base / "client.json", env=env, before_days=timeline.good_history)
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
             patch.setenv(key, value)

@@ -39,10 +39,22 @@ def test_window_is_the_last_n_days_strictly_before_the_as_of_date(tmp_path):
     assert TrainingWindow.from_dict(window.to_dict()) == window
 
 
+def test_a_gap_is_not_filled_with_older_days(tmp_path):
+    lake = synthetic_lake(tmp_path / "lake", date(2026, 1, 1), 3, rows=100)  # 01..03
+    later = synthetic_lake(tmp_path / "later", date(2026, 2, 1), 2, rows=100)  # 02-01..02
+    for ds in ("2026-02-01", "2026-02-02"):
+        write_validated(lake, ds, later.read_frame("validated", ds))
+    window = select_window(lake, date(2026, 2, 3), days=7)
+    assert [p.ds for p in window.partitions] == ["2026-02-01", "2026-02-02"]
+
+
 def test_empty_window_names_the_date_and_the_lake(tmp_path):
     lake = synthetic_lake(tmp_path / "lake", date(2026, 1, 1), 2, rows=100)
-    with pytest.raises(TrainingDataError, match=r"empty training window: no validated partition before ds=2026-01-01 in file://"):
+    with pytest.raises(TrainingDataError, match=r"empty training window: no validated partition in ds=2025-12-25..2026-01-01 \(exclusive\) in file://"):
         select_window(lake, date(2026, 1, 1), days=7)
+    # data long before the window does not count
+    with pytest.raises(TrainingDataError, match=r"the last 7 day\(s\) before ds=2026-03-01"):
+        select_window(lake, date(2026, 3, 1), days=7)
     with pytest.raises(TrainingDataError, match="empty training window"):
         select_window(Lake((tmp_path / "nothing").as_uri()), date(2026, 3, 1), days=7)
 

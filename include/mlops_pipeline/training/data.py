@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -125,17 +125,19 @@ def as_of_date(moment: datetime | date) -> date:
 
 
 def select_window(lake: Lake, as_of: datetime | date, days: int) -> TrainingWindow:
-    """The last ``days`` validated partitions with ``ds`` before ``as_of`` (fewer if the lake has fewer)."""
-    cutoff = as_of_date(as_of).isoformat()
-    eligible = [ds for ds in lake.list_partitions(ZONE) if ds < cutoff]
-    chosen = eligible[-days:]
+    """The validated partitions of the ``days`` calendar days before ``as_of``: ``as_of - days <= ds <
+    as_of``. A day missing from the lake (quarantined, not ingested) leaves a gap; it is never filled
+    with older data, so a window never mixes in a period long before the one asked for."""
+    cutoff_day = as_of_date(as_of)
+    cutoff, first = cutoff_day.isoformat(), (cutoff_day - timedelta(days=days)).isoformat()
+    chosen = [ds for ds in lake.list_partitions(ZONE) if first <= ds < cutoff]
     if not chosen:
         raise TrainingDataError(
-            f"empty training window: no validated partition before ds={cutoff} in {lake.uri}/{ZONE} "
-            f"(asked for the last {days} day(s)); run mlops_ingest for earlier days first"
+            f"empty training window: no validated partition in ds={first}..{cutoff} (exclusive) in {lake.uri}/{ZONE} "
+            f"(the last {days} day(s) before ds={cutoff}); run mlops_ingest for those days first"
         )
     if len(chosen) < days:
-        log.warning("only %d validated day(s) before %s in %s (asked for %d)", len(chosen), cutoff, lake.uri, days)
+        log.warning("only %d of the %d day(s) before %s are validated in %s", len(chosen), days, cutoff, lake.uri)
     partitions = []
     for ds in chosen:
         manifest = lake.read_manifest(ZONE, ds)
