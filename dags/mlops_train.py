@@ -1,8 +1,8 @@
 """mlops_train: the last N validated days -> candidates -> MLflow -> registered version -> gate -> @challenger.
 
 Runs weekly (Monday 03:00 UTC), by hand, or when another DAG triggers it with conf
-``{"reason": "drift", ...}`` (the monitor does). Its window is the last N ``validated/ds=...``
-partitions strictly before the run's data interval end (the logical date it was given, for a manual
+``{"reason": "drift", ...}`` (the monitor does). Its window is the ``validated/ds=...`` partitions
+of the N days before the run's data interval end (the logical date it was given, for a manual
 run: Airflow infers a manual run's interval from when it was created), so a
 backfill for an old date trains on exactly the data that existed before that date.
 
