@@ -50,10 +50,10 @@ def test_a_gap_is_not_filled_with_older_days(tmp_path):
 
 def test_empty_window_names_the_date_and_the_lake(tmp_path):
     lake = synthetic_lake(tmp_path / "lake", date(2026, 1, 1), 2, rows=100)
-    with pytest.raises(TrainingDataError, match=r"empty training window: no validated partition in ds=2025-12-25..2026-01-01 \(exclusive\) in file://"):
+    with pytest.raises(TrainingDataError, match=r"empty training window: no validated partition before ds=2026-01-01 in the 7 day\(s\) from ds=2025-12-25, in file://"):
         select_window(lake, date(2026, 1, 1), days=7)
     # data long before the window does not count
-    with pytest.raises(TrainingDataError, match=r"the last 7 day\(s\) before ds=2026-03-01"):
+    with pytest.raises(TrainingDataError, match=r"before ds=2026-03-01 in the 7 day\(s\) from ds=2026-02-22"):
         select_window(lake, date(2026, 3, 1), days=7)
     with pytest.raises(TrainingDataError, match="empty training window"):
         select_window(Lake((tmp_path / "nothing").as_uri()), date(2026, 3, 1), days=7)

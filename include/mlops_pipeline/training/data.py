@@ -133,8 +133,8 @@ def select_window(lake: Lake, as_of: datetime | date, days: int) -> TrainingWind
     chosen = [ds for ds in lake.list_partitions(ZONE) if first <= ds < cutoff]
     if not chosen:
         raise TrainingDataError(
-            f"empty training window: no validated partition in ds={first}..{cutoff} (exclusive) in {lake.uri}/{ZONE} "
-            f"(the last {days} day(s) before ds={cutoff}); run mlops_ingest for those days first"
+            f"empty training window: no validated partition before ds={cutoff} in the {days} day(s) from ds={first}, "
+            f"in {lake.uri}/{ZONE}; run mlops_ingest for those days first"
         )
     if len(chosen) < days:
         log.warning("only %d of the %d day(s) before %s are validated in %s", len(chosen), days, cutoff, lake.uri)
