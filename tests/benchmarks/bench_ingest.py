@@ -18,13 +18,11 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -76,15 +74,9 @@ def bench_backfill(days: int) -> dict:
 
     first = date(2025, 1, 1)
     last = first + timedelta(days=days - 1)
-    # Its own metadata database (a copy of the migrated template), lake and start date: the
-    # project's DB and lake are left as they are.
-    database = f"bench_ingest_{uuid.uuid4().hex[:8]}"
-    scratch = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    overrides = {
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": services.create_database(database),
-        "MLOPS_LAKE_URI": (scratch / "lake").as_uri(),
-        "MLOPS_START_DATE": first.isoformat(),
-    }
+    # main() gave the run its own Airflow home, run dir (so its own PostgreSQL cluster and port) and
+    # lake; the dataset's start date moves back to the first window.
+    overrides = {"MLOPS_START_DATE": first.isoformat()}
     saved = {key: os.environ.get(key) for key in overrides}
     os.environ.update(overrides)
     get_settings.cache_clear()
@@ -107,9 +99,7 @@ def bench_backfill(days: int) -> dict:
         elapsed = time.perf_counter() - started
         print()
     finally:
-        services.stop(["api-server", "scheduler", "dag-processor"])
-        services.drop_database(database)
-        shutil.rmtree(scratch, ignore_errors=True)
+        services.stop(["api-server", "scheduler", "dag-processor", "postgres"])
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -136,12 +126,14 @@ def main() -> int:
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    scratch.chmod(0o755)  # the embedded PostgreSQL runs as its own system user and must reach its data
     os.environ.update(
         {
             "AIRFLOW_HOME": str(scratch / "airflow"),
             "MLOPS_RUN_DIR": str(scratch / "run"),
             "MLOPS_LAKE_URI": str(scratch / "lake"),
             "MLOPS_AIRFLOW_PORT": os.environ.get("MLOPS_BENCH_AIRFLOW_PORT", "28080"),
+            "MLOPS_POSTGRES_PORT": os.environ.get("MLOPS_BENCH_POSTGRES_PORT", "25433"),
         }
     )
     from mlops_dev.services import airflow_environment
