@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 MANIFEST_NAME = "_manifest.json"
-ZONES = ("raw", "validated", "quarantine")
+ZONES = ("raw", "validated", "quarantine", "predictions")
 
 
 class LakeError(RuntimeError):
