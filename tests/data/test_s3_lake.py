@@ -123,3 +123,38 @@ def test_file_source_reads_users_data_from_s3(s3_env, tmp_path):
     assert validate(lake, spec, day_window(date(2026, 1, 7)), build_docs=False)["rows"] == 500
     with pytest.raises(SourceMissing, match="no source file for ds=2026-01-08 at s3://source-bucket/exports/2026-01-08/churn.parquet"):
         extract(lake, spec, day_window(date(2026, 1, 8)), settings)
+
+
+def test_versions_on_s3_keep_history_and_refuse_a_taken_number(s3_env):
+    import pandas as pd
+
+    from mlops_pipeline.config import get_settings
+    from mlops_pipeline.data.lake import DataFile, frame_to_parquet_bytes
+    from mlops_pipeline.storage import open_lake
+
+    lake = open_lake(get_settings())
+    frames = [pd.DataFrame({"id": [f"x{i}" for i in range(n)], "value": [float(i) for i in range(n)]}) for n in (4, 6, 8)]
+    written = [
+        lake.write_partition("validated", "2026-02-01", [DataFile("part-00000", ".parquet", frame_to_parquet_bytes(f), len(f))], {})
+        for f in frames
+    ]
+    assert [m["version"] for m in written] == [1, 2, 3]
+    assert lake.version_numbers("validated", "2026-02-01") == [1, 2, 3]
+    assert lake.read_manifest("validated", "2026-02-01") == written[-1]
+    pd.testing.assert_frame_equal(lake.read_frame("validated", "2026-02-01", version=written[0]["version_digest"]), frames[0])
+    again = lake.write_partition("validated", "2026-02-01", [DataFile("part-00000", ".parquet", frame_to_parquet_bytes(frames[2]), 8)], {})
+    assert again == written[-1] and lake.version_numbers("validated", "2026-02-01") == [1, 2, 3]
+
+    # A version file is created only if absent: the conditional PUT refuses a taken key.
+    taken = lake.version_path("validated", "2026-02-01", 2)
+    original = lake.read_bytes(taken)
+    assert not lake._create_if_absent(taken, b"{}")
+    with pytest.raises(FileExistsError):  # the server itself refuses, not only the check before the PUT
+        lake.fs.pipe_file(taken, b"{}", mode="create")
+    assert lake.read_bytes(taken) == original
+    lake.fs.rm(taken)
+    lake.fs.invalidate_cache()
+    assert lake._create_if_absent(taken, original) and lake.read_bytes(taken) == original
+
+    assert lake.prune("validated", "2026-02-01", keep=1, protected={written[0]["version_digest"]}) == [2]
+    assert lake.version_numbers("validated", "2026-02-01") == [1, 3]
