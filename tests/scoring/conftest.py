@@ -34,7 +34,7 @@ def write_validated_days(root: Path, first_day: date = FIRST_DAY, days: int = DA
     from mlops_pipeline.datasets import load_dataset_spec
 
     spec = load_dataset_spec("churn")
-    lake = Lake(str(root))
+    lake = Lake(root.as_uri())
     written = []
     for offset in range(days):
         day = first_day + timedelta(days=offset)
