@@ -410,6 +410,12 @@ class Settings(BaseSettings):
     )
     aws_conn_id: str = Field(default="aws_default", description="Airflow connection used for s3:// paths when it exists")
     s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (MinIO, moto) for the lake")
+    lake_keep_versions: int = Field(
+        default=5,
+        ge=1,
+        description="Versions of each lake day to keep (MLOPS_LAKE_KEEP_VERSIONS); a version a registered model was "
+        "trained on is kept whatever its age",
+    )
 
     # Synthetic scenario schedule: these override the dataset file's own schedule when set.
     covariate_drift_from: date | None = None

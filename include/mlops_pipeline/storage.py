@@ -47,7 +47,28 @@ def open_lake(settings: Settings | None = None) -> Lake:
     from mlops_pipeline.data.lake import Lake
 
     settings = settings or get_settings()
-    return Lake(settings.lake_uri, storage_options_for(settings.lake_uri, settings))
+    resolved = settings
+    return Lake(
+        settings.lake_uri,
+        storage_options_for(settings.lake_uri, settings),
+        keep_versions=settings.lake_keep_versions,
+        protected_versions=lambda: registered_data_versions(resolved),
+    )
+
+
+def registered_data_versions(settings: Settings) -> set[str] | None:
+    """The lake version digests registered models were trained on (retention keeps them), or None when
+    the registry cannot be asked: then the lake prunes nothing (it never guesses that data is unused)."""
+    from mlops_pipeline.registry.client import mlflow_client
+    from mlops_pipeline.registry.lineage import protected_data_versions
+
+    try:
+        # One quick health check: a write waits seconds for an answer, not the training's minute of retries.
+        client = mlflow_client(settings, settings.registry.model_copy(update={"connect_attempts": 1}))
+        return protected_data_versions(client)
+    except Exception as exc:  # any failure means "unknown", which protects everything
+        log.warning("cannot list the data versions registered models use (%s); lake retention skipped", exc)
+        return None
 
 
 def read_source_bytes(uri: str, settings: Settings, conn_id: str | None = None) -> bytes:

@@ -200,3 +200,18 @@ def test_delete_partition_withdraws_the_head_and_keeps_the_history(local_lake):
 def test_unknown_zone_is_refused(local_lake):
     with pytest.raises(LakeError, match="unknown lake zone 'gold'"):
         local_lake.partition_path("gold", "2026-01-05")
+
+
+def test_open_lake_prunes_nothing_when_the_registry_is_unreachable(tmp_path, caplog):
+    """Retention cannot tell which versions registered models use: it keeps them all and says so."""
+    from mlops_pipeline.config import Settings
+    from mlops_pipeline.storage import open_lake
+    from tests.conftest import free_port
+
+    settings = Settings(lake_uri=(tmp_path / "lake").as_uri(), mlflow_tracking_uri=f"http://127.0.0.1:{free_port()}", lake_keep_versions=1)
+    lake = open_lake(settings)
+    assert lake.keep_versions == 1
+    for offset in range(3):
+        lake.write_partition("validated", "2026-01-05", _part(10, offset), {})
+    assert lake.version_numbers("validated", "2026-01-05") == [1, 2, 3]
+    assert "lake retention skipped" in caplog.text and "pruning nothing" in caplog.text

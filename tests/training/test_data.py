@@ -9,6 +9,8 @@ import pytest
 from mlops_pipeline.data.lake import Lake
 from mlops_pipeline.datasets import load_dataset_spec
 from mlops_pipeline.training.data import (
+    PartitionRef,
+    PinnedDataMissing,
     TimeSplit,
     TrainingDataError,
     TrainingWindow,
@@ -68,11 +70,29 @@ def test_missing_column_names_partition_and_column(tmp_path, dataset):
         load_window(lake, dataset, window)
 
 
-def test_a_partition_rewritten_after_selection_is_refused(tmp_path, dataset):
+def test_a_partition_rewritten_after_selection_is_read_as_pinned(tmp_path, dataset):
+    lake = synthetic_lake(tmp_path / "lake", date(2026, 1, 1), 2, rows=100)
+    window = select_window(lake, date(2026, 1, 3), days=2)
+    pinned = window.partitions[0]
+    assert (pinned.version, len(pinned.digest)) == (1, 32)
+    assert PartitionRef.from_dict(pinned.to_dict()) == pinned
+    write_validated(lake, "2026-01-01", lake.read_frame("validated", "2026-01-01").head(50))
+    assert lake.read_manifest("validated", "2026-01-01")["version"] == 2
+    assert len(load_window(lake, dataset, window)) == 200  # the version the window pinned, not the new head
+    assert len(load_window(lake, dataset, select_window(lake, date(2026, 1, 3), days=2))) == 150
+
+    # A reference from before versions existed (checksums only) finds its version by the computed digest.
+    legacy = {k: v for k, v in pinned.to_dict().items() if k not in ("version", "version_digest")}
+    assert PartitionRef.from_dict(legacy).digest == pinned.digest
+
+
+def test_a_pinned_version_that_is_gone_is_named(tmp_path, dataset):
     lake = synthetic_lake(tmp_path / "lake", date(2026, 1, 1), 2, rows=100)
     window = select_window(lake, date(2026, 1, 3), days=2)
     write_validated(lake, "2026-01-01", lake.read_frame("validated", "2026-01-01").head(50))
-    with pytest.raises(TrainingDataError, match="changed since the window was assembled"):
+    assert lake.prune("validated", "2026-01-01", keep=1, protected=set()) == [1]
+    gone = window.partitions[0]
+    with pytest.raises(PinnedDataMissing, match=rf"1 pinned partition version\(s\) are gone from file://.*: validated/ds=2026-01-01 version 1 \(digest {gone.digest}\)"):
         load_window(lake, dataset, window)
 
 

@@ -16,6 +16,7 @@ REGISTERED_VERSION = "registered_version"
 CANDIDATE = "candidate"
 FLAVOR = "flavor"
 DATA_WINDOW = "data_window"
+DATA_VERSIONS = "data_versions"  # the pinned lake versions: "ds@vN:digest" separated by spaces
 GIT_COMMIT = "git_commit"
 ARTIFACT_SHA256 = "artifact_sha256"
 GATE_STATUS = "gate_status"

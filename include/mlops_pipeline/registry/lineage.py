@@ -30,12 +30,21 @@ LAKE_SOURCE_TYPE = "mlops_lake"
 
 
 class LakeSource(DatasetSource):
-    """Partitions of the lake: ``{"uris": [...], "rows_from": ..., "rows_until": ...}`` in the run's inputs."""
+    """Partitions of the lake: ``{"uris": [...], "rows_from": ..., "rows_until": ..., "versions": [...]}`` in
+    the run's inputs; ``versions`` pins each partition's lake version (``ds``, ``uri``, ``version``,
+    ``version_digest``), so the exact bytes can be read again after a day was re-ingested."""
 
-    def __init__(self, uris: list[str], rows_from: str | None = None, rows_until: str | None = None):
+    def __init__(
+        self,
+        uris: list[str],
+        rows_from: str | None = None,
+        rows_until: str | None = None,
+        versions: list[dict[str, Any]] | None = None,
+    ):
         self.uris = list(uris)
         self.rows_from = rows_from
         self.rows_until = rows_until
+        self.versions = list(versions or [])
 
     @staticmethod
     def _get_source_type() -> str:
@@ -63,11 +72,13 @@ class LakeSource(DatasetSource):
         raise NotImplementedError("LakeSource is always constructed explicitly")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"uris": self.uris, "rows_from": self.rows_from, "rows_until": self.rows_until}
+        return {"uris": self.uris, "rows_from": self.rows_from, "rows_until": self.rows_until, "versions": self.versions}
 
     @classmethod
     def from_dict(cls, source_dict: dict[Any, Any]) -> LakeSource:
-        return cls(source_dict["uris"], source_dict.get("rows_from"), source_dict.get("rows_until"))
+        return cls(
+            source_dict["uris"], source_dict.get("rows_from"), source_dict.get("rows_until"), source_dict.get("versions")
+        )
 
 
 def log_lake_dataset(
@@ -80,6 +91,7 @@ def log_lake_dataset(
     target: str,
     rows_from: str | None = None,
     rows_until: str | None = None,
+    versions: list[dict[str, Any]] | None = None,
 ) -> PandasDataset:
     """Log ``frame`` as an input of the active run: source = the lake partitions, given digest."""
     import warnings
@@ -87,7 +99,7 @@ def log_lake_dataset(
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas
 
-    dataset = from_pandas(frame, source=LakeSource(uris, rows_from, rows_until), name=name, digest=digest, targets=target)
+    dataset = from_pandas(frame, source=LakeSource(uris, rows_from, rows_until, versions), name=name, digest=digest, targets=target)
     with warnings.catch_warnings():
         # MLflow infers the dataset's schema while logging and hints that integer columns (the 0/1
         # target) cannot hold missing values; that concerns model signatures, declared explicitly.
@@ -188,3 +200,49 @@ def _artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) 
         else:
             paths.append(entry.path)
     return paths
+
+
+def protected_data_versions(client: MlflowClient) -> set[str] | None:
+    """The lake version digests every registered model version was trained on (all models of the
+    registry, pruning must not take any of them). Read from each version's ``data_versions`` tag (one
+    paged search, no per-version call); a version without the tag (a long window, or registered before
+    versions existed) is read from its run's window record. None when one cannot be read: the caller
+    then treats everything as protected."""
+    from mlops_pipeline.contracts.tags import DATA_VERSIONS
+
+    digests: set[str] = set()
+    page_token = None
+    while True:
+        page = client.search_model_versions(max_results=1000, page_token=page_token)
+        for model_version in page:
+            pins = (model_version.tags or {}).get(DATA_VERSIONS)
+            if pins:
+                digests.update(pin.rsplit(":", 1)[-1] for pin in pins.split())
+            elif model_version.run_id:
+                window = _run_window(client, model_version.run_id)
+                if window is None:
+                    log.warning("%s v%s: no readable training window; protecting every version", model_version.name, model_version.version)
+                    return None
+                digests.update(window)
+        page_token = getattr(page, "token", None)
+        if not page_token:
+            return digests
+
+
+def _run_window(client: MlflowClient, run_id: str) -> set[str] | None:
+    """The version digests of a run's training window (``data/window.json``), computed from the
+    checksums for a run from before versions existed; an empty set for a run without one."""
+    import tempfile
+
+    from mlops_pipeline.training.data import TrainingWindow
+
+    paths = {entry.path for entry in client.list_artifacts(run_id, "data")}
+    if "data/window.json" not in paths:
+        return set()  # not a training run of this pipeline: it read nothing from the lake
+    try:
+        with tempfile.TemporaryDirectory(prefix="mlops-window-") as scratch:
+            record = json.loads(Path(client.download_artifacts(run_id, "data/window.json", scratch)).read_text())
+    except Exception as exc:
+        log.warning("run %s: cannot read data/window.json (%s)", run_id, exc)
+        return None
+    return {part.digest for part in TrainingWindow.from_dict(record["window"]).partitions}

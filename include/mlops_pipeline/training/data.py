@@ -37,19 +37,57 @@ class TrainingDataError(ValueError):
 
 @dataclass(frozen=True)
 class PartitionRef:
-    """One validated partition as the run used it: where it is and the checksums of its files."""
+    """One validated partition as the run used it: where it is, the checksums of its files, and the
+    lake version they are (its number and digest): the pin that finds these exact bytes again after
+    the day was re-ingested. A reference from before versions existed has no number; its digest is
+    computed from the checksums, the same way the lake computes it."""
 
     ds: str
     uri: str
     sha256s: tuple[str, ...]
     rows: int
+    version: int | None = None
+    version_digest: str | None = None
+
+    @property
+    def digest(self) -> str:
+        from mlops_pipeline.data.lake import version_digest
+
+        return self.version_digest or version_digest(self.sha256s)
+
+    @property
+    def pin(self) -> str:
+        """How messages and tags name the pinned version: ``ds@vN:digest``."""
+        return f"{self.ds}@v{self.version if self.version is not None else '?'}:{self.digest}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ds": self.ds, "uri": self.uri, "sha256s": list(self.sha256s), "rows": self.rows}
+        return {
+            "ds": self.ds, "uri": self.uri, "sha256s": list(self.sha256s), "rows": self.rows,
+            "version": self.version, "version_digest": self.digest,
+        }  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PartitionRef:
-        return cls(ds=data["ds"], uri=data["uri"], sha256s=tuple(data["sha256s"]), rows=int(data["rows"]))
+        version = data.get("version")
+        return cls(
+            ds=data["ds"], uri=data["uri"], sha256s=tuple(data["sha256s"]), rows=int(data["rows"]),
+            version=int(version) if version is not None else None, version_digest=data.get("version_digest"),
+        )  # fmt: skip
+
+
+class PinnedDataMissing(TrainingDataError):
+    """The exact partition versions a run was trained on are no longer in the lake."""
+
+    def __init__(self, lake_uri: str, missing: list[PartitionRef]):
+        self.lake_uri, self.missing = lake_uri, list(missing)
+        names = ", ".join(f"{ZONE}/ds={p.ds} version {p.version if p.version is not None else '?'} (digest {p.digest})" for p in missing)
+        super().__init__(
+            f"{len(missing)} pinned partition version(s) are gone from {lake_uri}: {names}; they were pruned or "
+            "deleted (retention keeps the versions registered models use, see MLOPS_LAKE_KEEP_VERSIONS)"
+        )
+
+    def __reduce__(self) -> tuple[type[PinnedDataMissing], tuple[str, list[PartitionRef]]]:
+        return type(self), (self.lake_uri, self.missing)
 
 
 @dataclass(frozen=True)
@@ -128,6 +166,8 @@ def select_window(lake: Lake, as_of: datetime | date, days: int) -> TrainingWind
     """The validated partitions of the ``days`` calendar days before ``as_of``: ``as_of - days <= ds <
     as_of``. A day missing from the lake (quarantined, not ingested) leaves a gap; it is never filled
     with older data, so a window never mixes in a period long before the one asked for."""
+    from mlops_pipeline.data.lake import manifest_digest
+
     cutoff_day = as_of_date(as_of)
     cutoff, first = cutoff_day.isoformat(), (cutoff_day - timedelta(days=days)).isoformat()
     chosen = [ds for ds in lake.list_partitions(ZONE) if first <= ds < cutoff]
@@ -149,26 +189,43 @@ def select_window(lake: Lake, as_of: datetime | date, days: int) -> TrainingWind
                 uri=lake.partition_uri(ZONE, ds),
                 sha256s=tuple(sorted(f["sha256"] for f in manifest["files"])),
                 rows=int(manifest.get("row_count") or 0),
+                version=manifest.get("version"),
+                version_digest=manifest_digest(manifest),
             )
         )
     return TrainingWindow(lake_uri=lake.uri, as_of=cutoff, days_requested=days, partitions=tuple(partitions))
 
 
+def pinned_manifests(lake: Lake, window: TrainingWindow) -> list[dict[str, Any]]:
+    """The manifest of each pinned partition version of ``window`` (the head or a kept older version);
+    raises :class:`PinnedDataMissing` naming every one that is gone."""
+    found, missing = [], []
+    for part in window.partitions:
+        manifest = lake.find_version(ZONE, part.ds, part.digest)
+        if manifest is None:
+            missing.append(part)
+            continue
+        current = tuple(sorted(f["sha256"] for f in manifest["files"]))
+        if current != part.sha256s:  # the digest matched a prefix of another content: refuse rather than guess
+            raise TrainingDataError(
+                f"validated/ds={part.ds} in {lake.uri}: version {part.pin} lists files {list(current)}, "
+                f"the run pinned {list(part.sha256s)}"
+            )
+        found.append(manifest)
+    if missing:
+        raise PinnedDataMissing(lake.uri, missing)
+    return found
+
+
 def load_window(lake: Lake, dataset: DatasetSpec, window: TrainingWindow) -> pd.DataFrame:
-    """All rows of the window, ordered by event time then id; checks each partition's columns and checksums."""
+    """All rows of the window's pinned partition versions (a day re-ingested since is read as it was),
+    ordered by event time then id; checks each partition's columns and checksums."""
     import pandas as pd
 
     needed = dataset.columns
     frames = []
-    for part in window.partitions:
-        manifest = lake.read_manifest(ZONE, part.ds)
-        current = tuple(sorted(f["sha256"] for f in (manifest or {}).get("files", [])))
-        if current != part.sha256s:
-            raise TrainingDataError(
-                f"validated/ds={part.ds} in {lake.uri} changed since the window was assembled "
-                f"(files {list(part.sha256s)} -> {list(current)}); run the task again"
-            )
-        frame = lake.read_frame(ZONE, part.ds)
+    for part, manifest in zip(window.partitions, pinned_manifests(lake, window), strict=True):
+        frame = lake.read_manifest_frame(manifest)
         missing = [c for c in needed if c not in frame.columns]
         if missing:
             raise TrainingDataError(

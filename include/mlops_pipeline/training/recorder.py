@@ -4,7 +4,7 @@
 one MLflow run:
 
 * tags (trigger reason, Airflow run, git commit, request digest, window, winner) and params
-  (window, split, seed, search budget, each candidate's final hyperparameters, threshold and
+  (window and its pinned lake versions ``window.data_versions``, split, seed, search budget, each candidate's final hyperparameters, threshold and
   calibration method, the gate's settings);
 * metrics: every candidate's valid and holdout metrics on calibrated probabilities, its
   cross-validated search score (mean and standard deviation over the folds), the calibration
@@ -14,7 +14,9 @@ one MLflow run:
   per search trial (its parameters, fold scores, mean and standard deviation, state), with the
   trials' own start and end times;
 * artifacts: SHAP importances, the environment lock, the window and the monitoring reference
-  sample, each search and calibration as JSON, the model card, ``train_result.json``;
+  sample, each search and calibration as JSON, the model card, ``train_result.json``, and
+  ``reproduce/request.json`` (pinned data versions, resolved config, training settings: what
+  ``training.reproduce`` retrains from);
 * the winner's model in its native flavor with ``metadata.mlops`` (features, threshold and the
   calibration map), then a new registered version linked to the run.
 
@@ -38,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 from mlops_pipeline.contracts.tags import (
     CANDIDATE,
     DAG_RUN_ID,
+    DATA_VERSIONS,
     DATA_WINDOW,
     FLAVOR,
     GATE_STATUS,
@@ -60,6 +63,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RESULT_ARTIFACT = "train_result.json"
+REPRODUCE_ARTIFACT = "reproduce/request.json"
+MAX_VERSION_TAG_CHARS = 5000  # MLflow's limit on a model version tag value
 MODEL_CARD_ARTIFACT = "model_card.md"
 DATASET_CONTEXTS = {"train": "training", "valid": "validation", "holdout": "holdout"}
 KIND_TAG = "mlops.kind"
@@ -152,6 +157,7 @@ def run_params(outcome: TrainingOutcome, registry: RegistrySettings) -> dict[str
         "window.days": len(window.partitions),
         "window.first_ds": window.first_ds,
         "window.last_ds": window.last_ds,
+        "window.data_versions": data_versions(outcome),
         "split.valid_start": splits.boundaries.valid_start,
         "split.holdout_start": splits.boundaries.holdout_start,
         "split.valid_fraction": training.valid_fraction,
@@ -182,6 +188,29 @@ def run_params(outcome: TrainingOutcome, registry: RegistrySettings) -> dict[str
         params[f"{name}.calibration"] = result.calibration.method
         params[f"{name}.tuned"] = ",".join(result.tuning.searched) if result.tuning.best_trial is not None else "-"
     return params
+
+
+def data_versions(outcome: TrainingOutcome) -> str:
+    """The pinned lake version of each partition of the window: ``ds@vN:digest`` separated by spaces."""
+    return " ".join(p.pin for p in outcome.prepared.window.partitions)
+
+
+def reproduce_record(outcome: TrainingOutcome) -> dict[str, Any]:
+    """Everything a retraining needs to repeat this one (``training.reproduce``): the pinned window,
+    the split, the resolved choices (days, seed, candidates, fixed values) and the training settings."""
+    return {
+        "model_name": outcome.model_name,
+        "dataset": outcome.dataset.name,
+        "as_of": outcome.as_of,
+        "window": outcome.prepared.window.to_dict(),
+        "split": outcome.prepared.splits.boundaries.to_dict(),
+        "config": outcome.config.to_dict(),
+        "training": outcome.training.model_dump(mode="json"),
+        "selection_metric": outcome.selection_metric,
+        "winner": outcome.winner,
+        "flavor": outcome.won.candidate.flavor,
+        "request_digest": outcome.provenance.digest,
+    }
 
 
 def _calibration_metrics(result: CandidateOutcome) -> dict[str, float]:
@@ -289,10 +318,15 @@ def record(
             _write_data_records(folder / "data", outcome)
             _write_json(folder / "tuning", {name: r.tuning.to_dict() for name, r in outcome.outcomes.items()})
             _write_json(folder / "calibration", {name: r.calibration.report() for name, r in outcome.outcomes.items()})
+            _write_json(folder / "reproduce", {"request": reproduce_record(outcome)})
             mlflow.log_artifacts(str(folder))
         model_info = _log_model(winner.candidate, outcome.prepared.splits.train)
         window = outcome.prepared.window
         metric = outcome.selection_metric
+        pins = data_versions(outcome)
+        # Retention protects these lake versions (registry.lineage.protected_data_versions); a window too
+        # long for a tag is read from the run's reproduce record instead.
+        pin_tag = {DATA_VERSIONS: pins} if len(pins) <= MAX_VERSION_TAG_CHARS else {}
         version = register_version(
             client,
             outcome.model_name,
@@ -308,6 +342,7 @@ def record(
                 "calibration": winner.calibration.method,
                 f"holdout_{metric}": f"{winner.holdout[metric]:.6f}",
                 GATE_STATUS: "pending",
+                **pin_tag,
             },
             description=(
                 f"{outcome.winner} trained on ds={window.first_ds}..{window.last_ds} ({outcome.reason}); "
@@ -345,6 +380,7 @@ def _log_datasets(outcome: TrainingOutcome) -> None:
             target=outcome.dataset.target,
             rows_from=row_ranges[split_name][0],
             rows_until=row_ranges[split_name][1],
+            versions=info.get("versions"),
         )
 
 
@@ -493,38 +529,47 @@ def _without_log_records(logger_name: str, prefix: str) -> Iterator[None]:
         logger.removeFilter(keep)
 
 
-def _log_model(winner: Candidate, train: pd.DataFrame) -> ModelInfo:
-    """Log the winner in its native flavor with ``metadata.mlops`` (the serving contract, calibration included)."""
+def model_flavor(winner: Candidate, train: pd.DataFrame) -> tuple[Any, dict[str, Any]]:
+    """The MLflow flavor module the winner is stored with and its arguments (signature, input example,
+    ``metadata.mlops`` with the serving contract and calibration, format, pinned requirements). One
+    place for both: the training logs with them, a reproduction saves with them."""
     from mlops_pipeline.training.features import input_example, model_signature
     from mlops_pipeline.training.reproducibility import pinned
 
-    signature = model_signature(train, winner.spec)
-    example = input_example(train, winner.spec)
-    metadata = {"mlops": winner.spec.to_metadata()}
+    arguments: dict[str, Any] = {
+        "signature": model_signature(train, winner.spec),
+        "input_example": input_example(train, winner.spec),
+        "metadata": {"mlops": winner.spec.to_metadata()},
+    }
     if winner.flavor == "xgboost":
         import mlflow.xgboost
 
-        # MLflow checks the input example through the generic pyfunc wrapper, which hands raw string
-        # columns to XGBoost and fails; the model server encodes with metadata.mlops first, so that
-        # check does not apply and its warning would only mislead.
-        with _without_log_records("mlflow.models.model", "Failed to validate serving input example"):
-            return mlflow.xgboost.log_model(
-                winner.model,
-                name="model",
-                signature=signature,
-                input_example=example,
-                metadata=metadata,
-                model_format="ubj",
-                pip_requirements=pinned("xgboost", "numpy", "scipy", "pandas"),
-            )
+        return mlflow.xgboost, {**arguments, "model_format": "ubj", "pip_requirements": pinned("xgboost", "numpy", "scipy", "pandas")}
     import mlflow.sklearn
 
-    return mlflow.sklearn.log_model(
-        winner.model,
-        name="model",
-        signature=signature,
-        input_example=example,
-        metadata=metadata,
-        serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_PICKLE,
-        pip_requirements=pinned("scikit-learn", "numpy", "scipy", "pandas"),
-    )
+    return mlflow.sklearn, {
+        **arguments,
+        "serialization_format": mlflow.sklearn.SERIALIZATION_FORMAT_PICKLE,
+        "pip_requirements": pinned("scikit-learn", "numpy", "scipy", "pandas"),
+    }
+
+
+def _quiet_example_check() -> contextlib.AbstractContextManager[None]:
+    # MLflow checks the input example through the generic pyfunc wrapper, which hands raw string
+    # columns to XGBoost and fails; the model server encodes with metadata.mlops first, so that
+    # check does not apply and its warning would only mislead.
+    return _without_log_records("mlflow.models.model", "Failed to validate serving input example")
+
+
+def _log_model(winner: Candidate, train: pd.DataFrame) -> ModelInfo:
+    """Log the winner in its native flavor with ``metadata.mlops`` (the serving contract, calibration included)."""
+    flavor, arguments = model_flavor(winner, train)
+    with _quiet_example_check():
+        return flavor.log_model(winner.model, name="model", **arguments)
+
+
+def save_model(winner: Candidate, train: pd.DataFrame, path: Path) -> None:
+    """Write the winner's MLflow model directory to ``path`` exactly as :func:`record` logs it."""
+    flavor, arguments = model_flavor(winner, train)
+    with _quiet_example_check():
+        flavor.save_model(winner.model, path=str(path), **arguments)

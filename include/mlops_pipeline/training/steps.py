@@ -120,7 +120,8 @@ def split(frame: pd.DataFrame, dataset: DatasetSpec, window: TrainingWindow, tra
 
 
 def describe_splits(prepared: Prepared, dataset: DatasetSpec) -> dict[str, dict[str, Any]]:
-    """Per split: rows, positives, the digest of its exact rows and the partitions it came from."""
+    """Per split: rows, positives, the digest of its exact rows and the partitions it came from (with
+    the lake version of each: number and digest)."""
     from mlops_pipeline.training.data import split_digest, split_partitions
 
     window, splits = prepared.window, prepared.splits
@@ -130,6 +131,10 @@ def describe_splits(prepared: Prepared, dataset: DatasetSpec) -> dict[str, dict[
             "positives": int(part[dataset.target].sum()),
             "digest": split_digest(window, name, splits.boundaries),
             "uris": [p.uri for p in split_partitions(window, part, dataset)],
+            "versions": [
+                {"ds": p.ds, "uri": p.uri, "version": p.version, "version_digest": p.digest}
+                for p in split_partitions(window, part, dataset)
+            ],
         }
         for name, part in splits.items()
     }
