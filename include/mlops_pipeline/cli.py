@@ -2,6 +2,7 @@
 
     mlops suite --start 2026-01-01 --days 14 [--out path]   profile a reference window into a suite
     mlops summary [--days 14]                                 what the lake holds: validated / quarantined days
+    mlops reproduce --version N [--model NAME]                retrain a registered version from its pinned data
 """
 
 from __future__ import annotations
@@ -68,8 +69,30 @@ def cmd_summary(args: argparse.Namespace) -> int:
         manifest = lake.read_manifest("quarantine", ds) or {}
         for failure in manifest.get("failures", [])[:3]:
             print(f"  ds={ds}: {failure}")
+    versions = {ds: lake.version_numbers("validated", ds) for ds in validated}
+    with_history = [ds for ds, numbers in versions.items() if len(numbers) > 1]
+    print(
+        f"validated versions:     {sum(len(n) for n in versions.values())} kept, "
+        f"{len(with_history)} day(s) with history (keeping {lake.keep_versions} per day)"
+    )
+    for ds in with_history:
+        head = lake.read_manifest("validated", ds) or {}
+        print(f"  ds={ds}: {len(versions[ds])} versions {versions[ds]}, head v{head.get('version', '?')}")
     print(f"Data Docs: {lake.uri_of('data_docs', 'index.html')}")
     return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from mlops_pipeline.training.data import TrainingDataError
+    from mlops_pipeline.training.reproduce import reproduce_version
+
+    try:
+        reproduction = reproduce_version(args.version, model_name=args.model)
+    except TrainingDataError as exc:  # pinned data gone, no record to reproduce from
+        print(f"mlops reproduce: {exc}", file=sys.stderr)
+        return 2
+    print(reproduction.report())
+    return 0 if reproduction.identical else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     summary = sub.add_parser("summary", help="validated and quarantined partitions in the lake")
     summary.add_argument("--days", type=int, default=0, help="only the last N days present")
     summary.set_defaults(func=cmd_summary)
+    reproduce = sub.add_parser("reproduce", help="retrain a registered version from its pinned data versions; compare the model bytes")
+    reproduce.add_argument("--version", required=True, help="the registered model version")
+    reproduce.add_argument("--model", help="registered model name (default: MLOPS_MODEL_NAME, else the dataset's name)")
+    reproduce.set_defaults(func=cmd_reproduce)
     args = parser.parse_args(argv)
     return int(args.func(args))
 
