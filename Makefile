@@ -8,7 +8,7 @@ PY := $(CURDIR)/.venv/bin/python
 SVC := $(PY) -m mlops_dev.services
 UV = $(shell command -v uv 2>/dev/null || echo "$(CURDIR)/.run/uv/bin/uv")
 
-.PHONY: help install setup lint test test-fast demo stop status airflow deploy suite bench bench-ingest bench-serving bench-drift clean
+.PHONY: help install setup lint test test-fast demo stop status airflow deploy suite reproduce bench bench-ingest bench-serving bench-drift clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ deploy: install  ## run mlops_deploy through Airflow and follow it: make deploy 
 
 suite: install  ## bootstrap an expectation suite: make suite ARGS="--start 2026-01-01 --days 14"
 	@$(PY) -m mlops_pipeline suite $(ARGS)
+
+reproduce: install  ## retrain a registered version from its pinned data versions, compare the model bytes: make reproduce ARGS="--version N"
+	@$(PY) -m mlops_pipeline reproduce $(ARGS)
 
 bench: bench-ingest bench-serving bench-drift  ## every benchmark; results under tests/benchmarks/results/
 

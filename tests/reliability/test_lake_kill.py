@@ -2,9 +2,10 @@
 one, never a mix, and the retry commits the new one.
 
 The write runs in a real child process, the ingest ``extract`` step a task runs; the child kills
-itself at a chosen point of the write (before/after each atomic rename, during the clean-up) by
-wrapping ``os.replace`` / the filesystem's ``rm`` with a SIGKILL. The parent then reads the
-partition as a reader would.
+itself at a chosen point of the write (before/after each atomic rename, before/after the hard link
+that creates the version file, during retention's clean-up) by wrapping ``os.replace`` /
+``os.link`` / the filesystem's ``rm`` with a SIGKILL. The parent then reads the partition as a
+reader would.
 """
 
 from __future__ import annotations
@@ -42,10 +43,22 @@ def replace(src, dst):
     if point == f"after_replace_{n}":
         os.kill(os.getpid(), signal.SIGKILL)
 
+real_link = os.link
+
+def link(src, dst):
+    if point == "before_link":
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_link(src, dst)
+    if point == "after_link":
+        os.kill(os.getpid(), signal.SIGKILL)
+
 os.replace = replace
+os.link = link
 settings = get_settings()
 lake = open_lake(settings)
 if point == "during_cleanup":
+    # retention drops the old version (a registry that protects nothing): the clean-up has work to do
+    lake.keep_versions, lake.protected_versions = 1, set
     real_rm = lake.fs.rm
     def rm(path, *args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
@@ -65,9 +78,11 @@ KILL_POINTS = {
     "mid_data_write": "old",
     "before_replace_1": "old",  # the new data file is not in place yet
     "after_replace_1": "old",  # the new data file is in place, the manifest still names the old one
-    "before_replace_2": "old",  # the new manifest is written aside, not committed
-    "after_replace_2": "new",  # committed: the new manifest names the new file
-    "during_cleanup": "new",  # committed, the old file not removed yet
+    "before_link": "old",  # the version file is written aside, not created
+    "after_link": "old",  # version 2 is in the history, the head still names version 1
+    "before_replace_2": "old",  # the new head is written aside, not committed
+    "after_replace_2": "new",  # committed: the new head names the new file
+    "during_cleanup": "new",  # committed, the old version not removed yet
 }
 
 
@@ -108,8 +123,11 @@ def test_killed_write_leaves_old_or_new_partition(tmp_path: Path, kill_at: str, 
     assert retry.returncode == 0, retry.stderr[-2000:]
     final = lake.verify_partition("raw", "2026-02-01")
     assert len(lake.read_frame("raw", "2026-02-01")) == 500
+    assert final["version"] == 2  # the retry completed the killed write's version, it did not add one
+    kept = lake.list_versions("raw", "2026-02-01")
+    assert [v["version"] for v in kept] == [1, 2] and len(lake.read_frame("raw", "2026-02-01", version=1)) == 300
     names = {p.name for p in Path(lake.partition_path("raw", "2026-02-01")).iterdir() if ".tmp-" not in p.name}
-    assert names == {"_manifest.json", *(e["path"] for e in final["files"])}, names
+    assert names == {"_manifest.json", "_versions", *(e["path"] for v in kept for e in v["files"])}, names
     reliability.record(
         "faults",
         f"task SIGKILLed mid lake write ({kill_at})",
