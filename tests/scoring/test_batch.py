@@ -66,7 +66,7 @@ def test_a_partition_is_scored_in_chunks_with_a_manifest_naming_model_and_input(
     source = lake_copy.read_manifest("validated", DAY)
     assert manifest["input"] == {
         "zone": "validated", "ds": DAY, "uri": lake_copy.partition_uri("validated", DAY), "rows": 2000,
-        "digest": partition_digest(source),
+        "digest": partition_digest(source), **{k: source[k] for k in ("version", "version_digest") if k in source},
     }  # fmt: skip
     folder = Path(lake_copy.partition_path("predictions", DAY))
     committed = json.loads((folder / "_manifest.json").read_text())

@@ -270,6 +270,8 @@ def score_partition(
             "uri": lake.partition_uri(INPUT_ZONE, ds),
             "rows": source["row_count"],
             "digest": partition_digest(source),
+            # the lake's version of the day, where it keeps versions: which data, by number and content
+            **{key: source[key] for key in ("version", "version_digest") if key in source},
         },
         "committed_at": datetime.now(UTC).isoformat(timespec="seconds"),
         **(extra or {}),

@@ -1,0 +1,115 @@
+"""make reprocess against a fake Airflow API (its routes in memory, the scheduler's work simulated on a
+real lake): the backfill request it sends, the quarantined days it expects, and the per-day report."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from datetime import date
+from typing import Any
+
+import pytest
+from mlops_dev.airflow_api import AirflowAPI
+from mlops_dev.reprocess import days_between, quarantined_days, reprocess
+
+from mlops_pipeline.data.lake import DataFile, Lake
+
+CREATED_AT = "2026-12-01T10:00:00+00:00"
+
+
+def validated(lake: Lake, ds: str, rows: int = 10) -> None:
+    lake.write_partition("validated", ds, [DataFile("part", ".parquet", b"x" * rows, rows=rows)], {"status": "validated"})
+
+
+def quarantined(lake: Lake, ds: str, *failures: str) -> None:
+    result = DataFile("validation_result", ".json", json.dumps(failures).encode())
+    lake.write_partition("quarantine", ds, [result], {"status": "quarantined", "failures": list(failures)})
+
+
+class FakeAirflow(AirflowAPI):
+    """Answers the routes reprocess uses; on the backfill's creation it plays the scheduler: day 2 now
+    validates, day 3 is quarantined again; day 1's last run succeeded, so the backfill skips it."""
+
+    def __init__(self, lake: Lake) -> None:
+        super().__init__("http://airflow.invalid", password="unused")
+        self.lake = lake
+        self.calls: list[tuple[str, str, Any]] = []
+        self.paused = True
+        self.runs: list[dict[str, Any]] = [
+            {"dag_run_id": "scheduled__2026-01-01", "logical_date": "2026-01-01T00:00:00+00:00", "state": "success",
+             "run_type": "scheduled", "queued_at": "2026-01-02T00:00:01+00:00"},
+        ]  # fmt: skip
+        self.polls = 0
+
+    def _request(self, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
+        self.calls.append((method, path, body))
+        route = urllib.parse.urlparse(path)
+        if method == "GET" and route.path == "/api/v2/dags/mlops_ingest":
+            return {"dag_id": "mlops_ingest", "is_paused": self.paused}
+        if method == "PATCH" and route.path == "/api/v2/dags/mlops_ingest":
+            self.paused = body["is_paused"]
+            return {}
+        if method == "POST" and route.path == "/api/v2/backfills":
+            for ds, state in (("2026-01-02", "success"), ("2026-01-03", "failed")):
+                self.runs.append({"dag_run_id": f"backfill__{ds}", "logical_date": f"{ds}T00:00:00+00:00", "state": "running",
+                                  "run_type": "backfill", "queued_at": "2026-12-01T10:00:02+00:00",
+                                  "start_date": "2026-12-01T10:00:03+00:00", "final": state})  # fmt: skip
+            return {"id": 7, "dag_id": "mlops_ingest", "created_at": CREATED_AT, "completed_at": None}
+        if method == "GET" and route.path == "/api/v2/backfills":
+            self.polls += 1
+            if self.polls == 2:  # the scheduler finishes the runs between two polls
+                for run in self.runs:
+                    if run.get("final"):
+                        run["state"] = run.pop("final")
+                validated(self.lake, "2026-01-02", rows=42)
+                quarantined(self.lake, "2026-01-03", "expect_column_values_to_be_in_set(plan)")
+            return {"backfills": [{"id": 7, "completed_at": "2026-12-01T10:05:00+00:00" if self.polls >= 2 else None}]}
+        if method == "GET" and route.path == "/api/v2/dags/mlops_ingest/dagRuns":
+            query = urllib.parse.parse_qs(route.query)
+            first, last = query["logical_date_gte"][0], query["logical_date_lte"][0]
+            return {"dag_runs": [r for r in self.runs if first <= r["logical_date"] <= last]}
+        raise AssertionError(f"unexpected request {method} {path}")
+
+
+def test_days_between_includes_both_ends_and_refuses_a_reversed_range():
+    assert days_between(date(2026, 1, 30), date(2026, 2, 1)) == [date(2026, 1, 30), date(2026, 1, 31), date(2026, 2, 1)]
+    with pytest.raises(ValueError, match="--to 2026-01-01 is before --from 2026-01-02"):
+        days_between(date(2026, 1, 2), date(2026, 1, 1))
+
+
+def test_a_day_validated_after_its_quarantine_is_not_expected(tmp_path):
+    lake = Lake(tmp_path.as_uri())
+    quarantined(lake, "2026-01-02", "a")
+    quarantined(lake, "2026-01-05", "b")
+    quarantined(lake, "2026-01-09", "c")  # outside the range
+    validated(lake, "2026-01-05")  # committed after its quarantine: fixed already
+    assert quarantined_days(lake, days_between(date(2026, 1, 1), date(2026, 1, 7))) == {"2026-01-02": ["a"]}
+
+
+def test_reprocess_creates_a_failed_only_backfill_and_reports_each_day(tmp_path):
+    lake = Lake(tmp_path.as_uri())
+    validated(lake, "2026-01-01")
+    quarantined(lake, "2026-01-02", "expect_column_values_to_not_be_null(monthly_charges)")
+    quarantined(lake, "2026-01-03", "expect_column_values_to_be_in_set(plan)", "expect_column_values_to_be_between(tenure_months)")
+    api = FakeAirflow(lake)
+    lines: list[str] = []
+
+    report = reprocess(api, lake, date(2026, 1, 1), date(2026, 1, 3), max_active_runs=2, poll_seconds=0, say=lines.append)
+
+    posts = [(path, body) for method, path, body in api.calls if method == "POST"]
+    assert posts == [("/api/v2/backfills", {
+        "dag_id": "mlops_ingest", "from_date": "2026-01-01T00:00:00+00:00", "to_date": "2026-01-03T00:00:00+00:00",
+        "reprocess_behavior": "failed", "max_active_runs": 2, "dag_run_conf": {}, "run_backwards": False,
+    })]  # fmt: skip
+    assert not api.paused  # backfill runs start only on an unpaused DAG
+    assert report.backfill_id == 7 and sorted(report.expected) == ["2026-01-02", "2026-01-03"]
+    assert lines[0] == "quarantined days expected to be reprocessed (2):"
+    assert "  ds=2026-01-02: 1 failed check(s): expect_column_values_to_not_be_null(monthly_charges)" in lines
+    outcomes = {day.ds: (day.status, day.detail) for day in report.days}
+    assert outcomes == {
+        "2026-01-01": ("not reprocessed", "its last run succeeded"),
+        "2026-01-02": ("validated", "42 rows"),
+        "2026-01-03": ("quarantined", "expect_column_values_to_be_in_set(plan)"),
+    }
+    assert "  ds=2026-01-03: quarantined (expect_column_values_to_be_in_set(plan))" in lines
+    assert not report.ok  # a day still fails
