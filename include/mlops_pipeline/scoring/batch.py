@@ -254,7 +254,7 @@ def score_partition(
         raise ScoringError(
             f"ds={ds}: scored {rows} rows but the validated manifest counts {source['row_count']}; nothing committed"
         )
-    manifest = {
+    manifest: dict[str, Any] = {
         "zone": PREDICTIONS_ZONE,
         "ds": ds,
         "dataset": dataset,
