@@ -11,6 +11,7 @@ retries; infrastructure errors are raised as they are, so retries apply). DAG fi
 * :mod:`.train`   -> ``dags/mlops_train.py``
 * :mod:`.deploy`  -> ``dags/mlops_deploy.py``
 * :mod:`.monitor` -> ``dags/mlops_monitor.py``
+* :mod:`.score`   -> ``dags/mlops_score.py``
 * :mod:`.context` the helpers they share; :mod:`.notifier` alerts; :mod:`.timetables` the windowed
   timetable; :mod:`.airflow_settings` applies ``airflow_settings.yaml``.
 """
