@@ -119,3 +119,11 @@ def test_an_empty_day_is_not_a_success(lake_copy, loaded):
 def test_no_champion_is_a_clear_error(scoring_env):
     with pytest.raises(NoChampion, match="model 'no-such-model' has no @champion alias"):
         resolve_model(mlflow_client(), "no-such-model")
+
+
+def test_a_partition_without_a_feature_the_model_needs_fails_naming_it(lake_copy, loaded):
+    ref, model = loaded
+    frame = lake_copy.read_frame("validated", DAY).drop(columns=["plan"])
+    lake_copy.write_partition("validated", "2026-02-02", [DataFile("part", ".parquet", frame_to_parquet_bytes(frame), rows=len(frame))], {})
+    with pytest.raises(ScoringError, match=r"the input lacks the column\(s\) \['plan'\] the model's contract names"):
+        score_partition(lake_copy, "2026-02-02", model, ref, dataset="churn")

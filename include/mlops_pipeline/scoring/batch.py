@@ -192,9 +192,9 @@ def score_batch(model: LoadedModel, batch: pa.RecordBatch) -> pa.Table:
     import pyarrow as pa
 
     spec = model.spec
-    for column in (spec.id_column, spec.time_column):
-        if column not in batch.schema.names:
-            raise ScoringError(f"the input lacks the {column!r} column the model's contract names")
+    missing = [name for name in (spec.id_column, spec.time_column, *spec.names) if name not in batch.schema.names]
+    if missing:
+        raise ScoringError(f"the input lacks the column(s) {missing} the model's contract names")
     probabilities = np.asarray(model.predict_proba(batch.select(spec.names).to_pandas()), dtype=np.float64)
     labels = (probabilities >= spec.threshold).astype(np.int8)
     return pa.table(
