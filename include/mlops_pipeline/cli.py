@@ -1,6 +1,6 @@
 """``mlops``: the project's command line (also ``python -m mlops_pipeline``).
 
-    mlops suite --start 2026-01-01 --days 14 [--out path]   profile a reference window into a suite
+    mlops suite --start 2026-01-01 --days 14 [--out path]   gate + watch suites and a report from a reference window
     mlops summary [--days 14]                                 what the lake holds: validated / quarantined days
     mlops reproduce --version N [--model NAME]                retrain a registered version from its pinned data
 """
@@ -22,15 +22,43 @@ def _window(day: date):
 
 
 def cmd_suite(args: argparse.Namespace) -> int:
+    """Profile a reference window into the gate and watch suites and a report; a message, not a
+    traceback, when the dataset file, an existing suite or the window is wrong."""
+    from mlops_pipeline.datasets import DatasetSpecError
+    from mlops_pipeline.validation.profile import SuiteBootstrapError
+    from mlops_pipeline.validation.suites import SuiteError
+
+    try:
+        return _bootstrap_suites(args)
+    except (DatasetSpecError, SuiteBootstrapError, SuiteError) as exc:
+        print(f"mlops suite: {exc}", file=sys.stderr)
+        return 2
+
+
+def _bootstrap_suites(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from mlops_pipeline.config import get_settings
     from mlops_pipeline.datasets import load_dataset_spec
     from mlops_pipeline.ingest import extract
     from mlops_pipeline.storage import open_lake
     from mlops_pipeline.validation.parsing import normalise_for_validation, read_batch
-    from mlops_pipeline.validation.profile import profile_suite
+    from mlops_pipeline.validation.profile import bootstrap
+    from mlops_pipeline.validation.suites import read_suite_file
 
+    if args.days < 1:
+        raise SystemExit("mlops suite: --days must be at least 1")
     settings = get_settings()
     spec = load_dataset_spec(args.dataset or settings.dataset)
+    out = Path(args.out) if args.out else spec.suite_path
+    paths = {
+        "gate": out,
+        "watch": out.with_name(spec.watch_suite_path.name) if args.out else spec.watch_suite_path,
+        "report": out.with_name(spec.suite_report_path.name) if args.out else spec.suite_report_path,
+    }
+    # The suites being replaced are read first: the report lists what changed, and a broken file is
+    # reported rather than silently overwritten.
+    previous = {paths[role].name: read_suite_file(paths[role]) for role in ("gate", "watch") if paths[role].exists()}
     lake = open_lake(settings)
     frames = {}
     for offset in range(args.days):
@@ -42,12 +70,17 @@ def cmd_suite(args: argparse.Namespace) -> int:
             normalise_for_validation(read_batch(lake.read_partition_file("raw", window.ds, e), manifest["format"], where=f"ds={window.ds}"), spec.time_column)
             for e in manifest["files"]
         ]
-        frames[window.ds] = parts[0] if len(parts) == 1 else __import__("pandas").concat(parts, ignore_index=True)
-    suite = profile_suite(frames, spec)
-    out = Path(args.out) if args.out else spec.suite_path
+        frames[window.ds] = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+    result = bootstrap(frames, spec, previous=previous)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(suite, indent=2) + "\n")
-    print(f"wrote {len(suite['expectations'])} expectations profiled from {args.days} day(s) to {out}; review it before committing")
+    paths["gate"].write_text(json.dumps(result.gate, indent=2) + "\n")
+    paths["watch"].write_text(json.dumps(result.watch, indent=2) + "\n")
+    paths["report"].write_text(result.report)
+    print(
+        f"wrote the gate suite ({len(result.gate['expectations'])} expectations, from {spec.spec_path}) to {paths['gate']}, "
+        f"the watch suite ({len(result.watch['expectations'])} expectations, profiled from {args.days} day(s)) to "
+        f"{paths['watch']} and the report to {paths['report']}; review them before committing"
+    )
     return 0
 
 
@@ -98,11 +131,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlops", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    suite = sub.add_parser("suite", help="profile a reference window into a reviewable expectation suite")
+    suite = sub.add_parser("suite", help="the gate suite (from the dataset file) and the watch suite (profiled) with a report")
     suite.add_argument("--dataset", help="dataset name or YAML path (default: MLOPS_DATASET)")
     suite.add_argument("--start", type=date.fromisoformat, required=True, help="first day of the reference window")
     suite.add_argument("--days", type=int, default=14)
-    suite.add_argument("--out", help="where to write the suite (default: the dataset's suite path)")
+    suite.add_argument("--out", help="where to write the gate suite, the watch suite and report beside it (default: the dataset's suite path)")
     suite.add_argument("--refresh", action="store_true", help="re-extract days already in raw/")
     suite.set_defaults(func=cmd_suite)
     summary = sub.add_parser("summary", help="validated and quarantined partitions in the lake")

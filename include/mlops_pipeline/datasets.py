@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 PACKAGE_INCLUDE_DIR = Path(__file__).resolve().parent.parent
 DATASETS_DIR = PACKAGE_INCLUDE_DIR / "datasets"
@@ -48,6 +56,34 @@ class FileSource(BaseModel):
         return "csv" if path.lower().endswith((".csv", ".csv.gz")) else "parquet"
 
 
+class ColumnDomain(BaseModel):
+    """What a column may hold, declared by a person: the gate quarantines a batch that breaks it.
+
+    Only declarations go in the gate; what a reference window happened to hold goes in the watch
+    suite, which never quarantines (see ``validation/profile.py``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    min: float | None = Field(default=None, description="Smallest allowed value (inclusive)")
+    max: float | None = Field(default=None, description="Largest allowed value (inclusive)")
+    categories: list[str | int | float] | None = Field(default=None, description="The known values")
+    allow_new: bool = Field(default=False, description="Whether values outside `categories` pass the gate")
+    nullable: bool | None = Field(default=None, description="false: a null quarantines the batch; unset: not checked")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ColumnDomain:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        if self.categories is not None and (self.min is not None or self.max is not None):
+            raise ValueError("declare either a range (min/max) or categories, not both")
+        if self.categories is not None and not self.categories:
+            raise ValueError("categories is empty: list the known values")
+        if self.allow_new and self.categories is None:
+            raise ValueError("allow_new needs categories")
+        return self
+
+
 class DatasetSpec(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -65,6 +101,17 @@ class DatasetSpec(BaseModel):
     min_post_change_days: int | None = Field(
         default=None, ge=1, description="Days of data after a change before a drift-triggered retrain (monitor policy)"
     )
+    watch_suite: str | None = Field(
+        default=None,
+        description="Watch suite JSON (profiled, never quarantines); default: beside `suite`, *_suite.json -> *_watch.json",
+    )
+    extra_columns: Literal["refuse", "allow"] = Field(
+        default="refuse", description="Whether the gate quarantines a batch with columns the file does not list"
+    )
+    min_batch_rows: int = Field(default=1, ge=0, description="The gate quarantines a batch with fewer rows")
+    domains: dict[str, ColumnDomain] = Field(
+        default_factory=dict, description="Declared per-column domains: the gate's value checks (never profiled)"
+    )
     policy: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Settings for this dataset by group (train, gate, monitor, deploy); the environment still wins",
@@ -78,6 +125,23 @@ class DatasetSpec(BaseModel):
         if duplicated:
             raise ValueError(f"columns listed twice (as feature/id/time/target): {duplicated}")
         return self
+
+    @field_validator("domains")
+    @classmethod
+    def _domains_name_known_columns(cls, domains: dict[str, ColumnDomain], info: ValidationInfo) -> dict[str, ColumnDomain]:
+        numeric = set(info.data.get("numeric_features") or [])
+        categorical = set(info.data.get("categorical_features") or [])
+        target = info.data.get("target")
+        allowed = numeric | categorical | ({target} if target else set())
+        for column, domain in domains.items():
+            if column not in allowed:
+                raise ValueError(
+                    f"domains.{column}: unknown column {column!r}; a domain is declared for a feature or the target, "
+                    f"one of {sorted(allowed)} (the id and time columns are checked by the gate already)"
+                )
+            if column in categorical and (domain.min is not None or domain.max is not None):
+                raise ValueError(f"domains.{column}: {column} is a categorical feature; declare categories, not min/max")
+        return domains
 
     @property
     def feature_columns(self) -> list[str]:
@@ -95,6 +159,22 @@ class DatasetSpec(BaseModel):
             return suite
         base = self.spec_path.parent if self.spec_path else DATASETS_DIR
         return (base / suite).resolve()
+
+    @property
+    def watch_suite_path(self) -> Path:
+        if self.watch_suite:
+            watch = Path(self.watch_suite)
+            base = self.spec_path.parent if self.spec_path else DATASETS_DIR
+            return watch if watch.is_absolute() else (base / watch).resolve()
+        gate = self.suite_path
+        stem = gate.stem.removesuffix("_suite")
+        return gate.with_name(f"{stem}_watch{gate.suffix}")
+
+    @property
+    def suite_report_path(self) -> Path:
+        """The bootstrap's Markdown report, beside the gate suite: why each bound is what it is."""
+        gate = self.suite_path
+        return gate.with_name(f"{gate.stem}_report.md")
 
 
 class DatasetSpecError(ValueError):

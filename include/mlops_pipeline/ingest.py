@@ -1,9 +1,10 @@
 """The ingestion steps behind the ``mlops_ingest`` DAG: extract a window, validate it, publish it.
 
 extract:  source -> ``raw/ds=...`` (bytes as the source gave them) + manifest
-validate: raw -> parse -> expectation suite (+ the window check) -> Data Docs ->
-          pass: ``validated/ds=...`` (typed parquet, byte-identical on a re-run) + manifest
-          fail: ``quarantine/ds=...`` (raw bytes + validation result) and :class:`BatchRejected`
+validate: raw -> parse -> gate suite (+ the window check) and watch suite -> Data Docs ->
+          gate passes: ``validated/ds=...`` (typed parquet, byte-identical on a re-run) + manifest
+          gate fails: ``quarantine/ds=...`` (raw bytes + validation result) and :class:`BatchRejected`
+          The watch suite's findings go into either manifest (``watch``); they never quarantine.
 A window that passes removes any earlier quarantine of the same day and vice versa, so a day is in
 exactly one of validated/ and quarantine/.
 """
@@ -178,14 +179,12 @@ def validate(
     build_docs: bool = True,
 ) -> dict[str, Any]:
     """Validate the raw partition of ``window``; publish it or quarantine it (then raise BatchRejected)."""
-    from mlops_pipeline.validation.gx_runner import (
-        load_suite_dict,
-        new_docs_dir,
-        run_suite,
-        window_expectation,
-    )
+    from mlops_pipeline.validation.gx_runner import new_docs_dir, run_suites, window_expectation
     from mlops_pipeline.validation.parsing import BatchParseError, normalise_for_validation, read_batch
+    from mlops_pipeline.validation.suites import load_dataset_suites
 
+    # A suite that is unreadable or contradicts the dataset file fails the task before any data moves.
+    suites = load_dataset_suites(spec)
     raw_manifest, raw_files = _raw_batch(lake, window)
     where = f"batch ds={window.ds} of dataset {spec.name}"
     common = {"dataset": spec.name, "window": window.as_dict(), "dag_run_id": dag_run_id, "source": raw_manifest.get("source")}
@@ -199,19 +198,26 @@ def validate(
 
     outcome = None
     docs_uri = None
+    watch: dict[str, Any] = {"suite": None, "success": None, "findings": [], "note": "the batch could not be read"}
     if not failures:
         import pandas as pd
 
         frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         docs_dir = new_docs_dir() if build_docs else None
-        outcome = run_suite(
+        run = run_suites(
             frame,
-            load_suite_dict(spec.suite_path),
+            suites.gate,
+            suites.watch,
             extra_expectations=[window_expectation(spec.time_column, window.start, window.end)],
             run_name=f"ds={window.ds}",
             docs_dir=docs_dir,
         )
+        outcome = run.gate
         failures = outcome.failures
+        watch = run.watch_summary(suites.watch_note)
+        if watch["findings"]:
+            log.warning("%s: watch suite noted %d change(s): %s", where, len(watch["findings"]),
+                        "; ".join(f"{f['kind']}({f['column']})" for f in watch["findings"]))  # fmt: skip
         docs_uri = _publish_docs(lake, window.ds, docs_dir, "validated" if outcome.success else "quarantined", outcome.docs_page)
 
     if not failures:
@@ -227,13 +233,18 @@ def validate(
                 "schema": [{"name": c, "type": str(ordered[c].dtype)} for c in ordered.columns],
                 "suite": outcome.suite_name if outcome else None,
                 "statistics": outcome.statistics if outcome else None,
+                "watch": watch,
                 "data_docs": docs_uri,
                 "raw_files": [e["sha256"] for e in raw_manifest["files"]],
             },
         )
         lake.delete_partition("quarantine", window.ds)
         log.info("%s: validated, %d rows -> %s", where, len(ordered), lake.partition_uri("validated", window.ds))
-        return {"status": "validated", "ds": window.ds, "rows": len(ordered), "uri": lake.partition_uri("validated", window.ds), "manifest": manifest, "data_docs": docs_uri}
+        return {
+            "status": "validated", "ds": window.ds, "rows": len(ordered), "uri": lake.partition_uri("validated", window.ds),
+            "manifest": manifest, "data_docs": docs_uri,
+            "watch": {"success": watch["success"], "findings": [f"{f['kind']}({f['column']})" for f in watch["findings"]]},
+        }  # fmt: skip
 
     message = f"{where} failed {len(failures)} check(s): " + "; ".join(failures)
     result_doc = {
@@ -243,6 +254,7 @@ def validate(
         "failures": failures,
         "statistics": outcome.statistics if outcome else None,
         "gx_result": outcome.result if outcome else None,
+        "watch": watch,
         "data_docs": docs_uri,
     }
     quarantine_files = [
@@ -255,7 +267,7 @@ def validate(
         "quarantine",
         window.ds,
         quarantine_files,
-        {**common, "status": "quarantined", "format": raw_manifest["format"], "failures": failures, "data_docs": docs_uri},
+        {**common, "status": "quarantined", "format": raw_manifest["format"], "failures": failures, "watch": watch, "data_docs": docs_uri},
     )
     quarantine_uri = lake.partition_uri("quarantine", window.ds)
     log.error("%s -> quarantined at %s", message, quarantine_uri)

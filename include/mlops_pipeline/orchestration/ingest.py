@@ -76,13 +76,15 @@ def validate(data_interval_start: datetime, data_interval_end: datetime, *, run_
     from mlops_pipeline.ingest import BatchRejected
     from mlops_pipeline.ingest import validate as validate_window
     from mlops_pipeline.storage import open_lake
+    from mlops_pipeline.validation.suites import SuiteError
 
     settings = get_settings()
     spec = load_dataset_spec(settings.dataset)
     try:
         result = validate_window(open_lake(settings), spec, window_of(data_interval_start, data_interval_end), dag_run_id=run_id)
-    except BatchRejected as exc:
-        # Bad data stays bad on a retry: fail now, without retries, with the reasons in the message.
+    except (BatchRejected, SuiteError) as exc:
+        # Bad data (or a suite contradicting its dataset file) stays bad on a retry: fail now, without
+        # retries, with the reasons in the message.
         raise AirflowFailException(str(exc)) from exc
     return {key: value for key, value in result.items() if key != "manifest"}
 
