@@ -543,6 +543,8 @@ def decision_record(
         **realised_fields(previous_realised),
         # The days whose labels have arrived: realised numbers and the estimate on the same rows.
         "labelled": labelled_summary(findings.get("quality") or {}),
+        # What ingestion's watch suite noted on the window's batches: shown, not used to decide.
+        "data_watch": findings.get("data_watch"),
         # Whether the previous window's record was there to read: the drift episode depends on it.
         "previous_window": {"ds": previous_window_ds(window), "recorded": previous is not None},
         "run_type": run_type,

@@ -8,7 +8,9 @@
 3. verdicts on all rows (:mod:`~mlops_pipeline.monitoring.drift`), the window's estimated
    performance from the served probabilities (:mod:`~mlops_pipeline.monitoring.estimate`), quality
    on all labelled rows with the estimate on the same rows beside it (how well it tracked);
-4. Evidently reports on bounded samples;
+4. Evidently reports on bounded samples; the "data watch" section: what ingestion's watch suite
+   noted on the window's batches (new categories, values out of profile, null shares up), read
+   from their manifests and shown beside the drift findings, never part of the decision;
 5. ``reports/drift/ds=YYYY-MM-DD/`` in the lake: ``report.html`` (drift), ``quality.html`` (when
    labels exist) and ``report.json`` (every number, the Evidently metrics, what was read), each
    written atomically, ``report.json`` last; then the same files and the headline metrics to
@@ -92,6 +94,7 @@ def run_monitor(
     """Compute, write and log the window's reports; returns the findings (``report.json`` minus Evidently's part)."""
     from mlops_pipeline.config import get_settings
     from mlops_pipeline.datasets import load_dataset_spec
+    from mlops_pipeline.monitoring import data_watch
     from mlops_pipeline.monitoring.predictions import LogLayout
     from mlops_pipeline.monitoring.reference import champion_version
     from mlops_pipeline.registry.client import mlflow_client
@@ -113,6 +116,7 @@ def run_monitor(
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "dag_run_id": dag_run_id,
         "settings": monitor.model_dump(mode="json", exclude={"alert_email_to"}),
+        "data_watch": data_watch.read_window(lake, window_days(window)),
     }
     version = champion_version(client, model_name)
     if version is None:
@@ -160,7 +164,7 @@ def run_monitor(
     lake.write_bytes_atomic(f"{folder}/{REPORT_JSON}", report_json + b"\n")
     if monitor.log_to_mlflow:
         summary["mlflow_run_id"] = _log_to_mlflow(client, monitor, model_name, window, summary, {**files, REPORT_JSON: report_json})
-    log.info("window %s: %s", window.ds, headline(summary))
+    log.info("window %s: %s; %s", window.ds, headline(summary), data_watch.headline(summary["data_watch"]))
     return summary
 
 
