@@ -92,6 +92,15 @@ def version_file_name(number: int) -> str:
     return f"v{number:06d}.json"
 
 
+def _synced_temp_file(path: str, data: bytes) -> str:
+    """A complete, fsynced temp file beside ``path`` (local disk), for a rename or link into place."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return tmp
+
 class VersionCollision(LakeError):
     """Another writer created the same version number first."""
 
@@ -171,12 +180,7 @@ class Lake:
         parent = path.rsplit("/", 1)[0]
         self.fs.makedirs(parent, exist_ok=True)
         if self._local:
-            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
+            os.replace(_synced_temp_file(path, data), path)
         else:  # an object store PUT is atomic per object
             self.fs.pipe_file(path, data)
 
@@ -275,11 +279,7 @@ class Lake:
         parent = path.rsplit("/", 1)[0]
         self.fs.makedirs(parent, exist_ok=True)
         if self._local:
-            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            tmp = _synced_temp_file(path, data)
             try:
                 os.link(tmp, path)
             except FileExistsError:
