@@ -103,11 +103,13 @@ def mlops_train():
         return adapter.train(params, dag_run=dag_run, data_interval_end=data_interval_end, logical_date=logical_date)
 
     @task.short_circuit
-    def gate(candidate: dict) -> dict | bool:
-        """Candidate vs @champion on the same holdout; only a pass lets the run continue."""
+    def gate(candidate: dict, ti=None) -> dict | bool:
+        """Candidate vs @champion on the same holdout; only a pass lets the run continue. The decision
+        is kept under the XCom key ``decision`` either way, so a rejection shows its reason."""
         from mlops_pipeline.orchestration import train as adapter
 
         decision = adapter.gate(candidate)
+        ti.xcom_push(key="decision", value=decision)
         return decision if decision["passed"] else False
 
     @task(outlets=[CHALLENGER], pool="default_pool")

@@ -340,6 +340,13 @@ def run_loop(
     result.runs["first_train"] = train_run
     result.first_version = _trained_version(observer, train_run)
     say(f"    {describe_training(observer, train_run)} ({time.monotonic() - started:.0f}s)")
+    if train_run["state"] != "success" or not _passed_gate(train_run):
+        # e.g. a second demo for the same days: the champion of the first was trained on the same data
+        raise LoopError(
+            f"the first training {train_run['dag_run_id']} did not produce a challenger, so no deployment "
+            f"follows: {describe_training(observer, train_run)}. `make clean` replays the scenario from "
+            "an empty installation (or MLOPS_DEMO_TODAY=YYYY-MM-DD on another day)"
+        )
     deploy_run = _deploy_after(observer, train_run, "the first deployment", timeout)
     result.runs["first_deploy"] = deploy_run
     result.seconds["first_train_and_deploy"] = round(time.monotonic() - started, 1)
@@ -439,7 +446,7 @@ def _passed_gate(run: Mapping[str, Any]) -> bool:
 
 def describe_training(observer: Observer, run: Mapping[str, Any]) -> str:
     trained = observer.xcom("mlops_train", run["dag_run_id"], "train") or {}
-    gate = observer.xcom("mlops_train", run["dag_run_id"], "gate") or {}
+    gate = observer.xcom("mlops_train", run["dag_run_id"], "gate", "decision") or {}
     if not isinstance(trained, dict):
         return f"run {run['state']}"
     metric = holdout_score(trained)
