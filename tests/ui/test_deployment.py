@@ -73,3 +73,28 @@ def test_no_router_running_is_a_state(tmp_path: Path, monkeypatch: pytest.Monkey
     state = router_state(Settings(deploy_backend="local"), DeploySettings(namespace="ui-none"))
 
     assert (state.backend, state.namespace, state.running, state.slots, state.error) == ("local", "ui-none", False, {}, None)
+
+
+def test_canary_timelines_are_the_newest_deployments_steps_oldest_first(lake) -> None:
+    from mlops_pipeline.ui.deployment import canary_timelines
+
+    audit = AuditLog(lake)
+    write_rollout(audit, "churn-v2-a", "2", finished=True)
+    write_rollout(audit, "churn-v3-b", "3", finished=False)
+    common = {"actor": "airflow:mlops_deploy/manual__2", "model_name": "churn", "version": "3", "deployment_id": "churn-v3-b"}
+    failed = [{"name": "latency", "status": "failed", "detail": "p95 90 ms > 62 ms", "value": 90.0, "limit": 62.0}]
+    audit.append("traffic_shifted", reason="50% of the traffic", details={"percent": 50}, **common)
+    audit.append("analysis_failed", reason="canary v3 at 50%: latency", details={"percent": 50, "checks": failed}, **common)
+    audit.append("rolled_back", reason="latency at 50%", **common)
+
+    newest, older = canary_timelines(recent_events(lake, limit=100))
+
+    assert (newest.deployment_id, newest.version, newest.outcome) == ("churn-v3-b", "3", "rolled_back")
+    assert [shift.percent for shift in newest.shifts] == [5, 25, 50]
+    assert [(a.percent, a.passed) for a in newest.analyses] == [(5, True), (25, True), (50, False)]
+    assert newest.analyses[2].checks == failed and newest.analyses[0].checks == CHECKS
+    assert newest.outcome_ts is not None and newest.shifts[0].ts < newest.analyses[0].ts < newest.outcome_ts
+    assert (older.deployment_id, older.outcome, [s.percent for s in older.shifts]) == ("churn-v2-a", "promoted", [5, 25])
+    assert [t.deployment_id for t in canary_timelines(recent_events(lake, limit=100), limit=1)] == ["churn-v3-b"]
+    # Events with no traffic step (a blue-green switch, a first deployment) make no timeline.
+    assert canary_timelines([e for e in recent_events(lake, limit=100) if e.event == "deployment_planned"]) == []

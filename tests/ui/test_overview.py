@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from mlops_pipeline.deploy.audit import AuditEvent, AuditLog
-from mlops_pipeline.ui.overview import AUDIT, REPORTS, ROUTER, VERSIONS, Overview, Section, gather
+from mlops_pipeline.ui.overview import AUDIT, HISTORY, REPORTS, ROUTER, VERSIONS, Overview, Section, gather
 from mlops_pipeline.ui.render import overview_json, render_page
-from mlops_pipeline.ui.reports import DriftReport
+from mlops_pipeline.ui.reports import DriftReport, MonitoredWindow
 from mlops_pipeline.ui.versions import VersionSummary, key_metrics
 from tests.mlflow_fixtures import free_port
 
@@ -71,8 +71,8 @@ def test_key_metrics_are_the_winners_with_roc_auc_first() -> None:
 
 
 def _overview(**sections: Section) -> Overview:
-    overview = Overview("churn", "http://mlflow:5000", "file:///lake", "reports/drift", "2026-01-10T00:00:00+00:00")
-    for name in (VERSIONS, ROUTER, AUDIT, REPORTS):
+    overview = Overview("churn", "http://mlflow:5000", "file:///lake", "reports/drift", "2026-01-10T00:00:00+00:00", drift_share_threshold=0.3)
+    for name in (VERSIONS, ROUTER, AUDIT, REPORTS, HISTORY):
         overview.sections[name] = sections.get(name) or Section(name, value=None)
     return overview
 
@@ -97,3 +97,43 @@ def test_the_page_escapes_what_it_shows() -> None:
     assert re.search(r'data-testid="champion-version">version 7<', page)
     assert "0.8123" in page and "no version of churn has the @challenger alias" in page
     assert 'href="reports/ds=2026-01-09/report.html"' in page
+
+
+def test_the_page_draws_the_charts_from_the_sections() -> None:
+    windows = [MonitoredWindow(f"2026-01-0{day}", drift_share=day / 10, estimated_roc_auc=0.8) for day in range(1, 5)]
+    common = {"actor": "airflow:mlops_deploy/manual__1", "model_name": "churn", "version": "2", "deployment_id": "churn-v2-a"}
+    events = [  # newest first, as the audit section holds them
+        AuditEvent(event="analysis_passed", reason="ok", details={"percent": 5, "checks": [{"name": "errors", "status": "passed"}]}, ts="2026-01-10T00:05:00+00:00", **common),
+        AuditEvent(event="traffic_shifted", reason="5%", details={"percent": 5}, ts="2026-01-10T00:00:00+00:00", **common),
+    ]  # fmt: skip
+    page = render_page(_overview(history=Section(HISTORY, value=windows), audit=Section(AUDIT, value=events)))
+
+    assert page.count('data-series="drift_share"') == 4 and page.count('data-series="estimated"') == 4
+    assert 'class="threshold" data-value="0.3"' in page
+    assert 'data-testid="canary-chart-0"' in page and page.count('data-series="traffic"') == 1
+    assert page.count('data-series="check"') == 1 and 'data-status="passed"' in page
+
+
+def test_the_page_without_windows_or_canary_says_so_and_a_lake_error_is_shown() -> None:
+    page = render_page(_overview(history=Section(HISTORY, value=[]), audit=Section(AUDIT, value=[])))
+    assert "<svg" not in page
+    assert 'data-testid="drift-share-chart-empty"' in page and "No monitored windows yet" in page
+    assert 'data-testid="canary-chart-empty"' in page
+
+    page = render_page(_overview(history=Section(HISTORY, error="lake file:///lake not readable: PermissionError: denied")))
+    assert 'data-testid="history-error"' in page and "PermissionError: denied" in page
+
+
+def test_gather_reads_the_monitored_windows_and_the_configured_threshold(local_settings, lake, monkeypatch) -> None:
+    from mlops_pipeline.config import get_settings
+    from tests.ui.monitored import WindowNumbers, write_windows
+
+    monkeypatch.setenv("MLOPS_MONITOR_DRIFT_SHARE_THRESHOLD", "0.45")
+    get_settings.cache_clear()
+    write_windows(lake, "reports/drift", [WindowNumbers("2026-01-04", drifted=3), WindowNumbers("2026-01-05", drifted=6)])
+
+    overview = gather(local_settings, timeout=20)
+
+    assert overview.drift_share_threshold == 0.45
+    assert overview[HISTORY].ok and [(w.ds, w.drift_share) for w in overview[HISTORY].value] == [("2026-01-04", 0.3), ("2026-01-05", 0.6)]
+    assert 'class="threshold" data-value="0.45"' in render_page(overview)

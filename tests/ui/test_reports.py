@@ -124,3 +124,44 @@ def test_latest_reports_newest_first_with_the_decision(lake) -> None:
 
 def test_no_reports_folder_is_an_empty_list(lake) -> None:
     assert latest_reports(lake, PREFIX) == []
+
+
+def test_monitored_windows_read_what_the_monitor_records(lake) -> None:
+    from mlops_pipeline.ui.reports import monitored_windows
+    from tests.ui.monitored import WindowNumbers, write_windows
+
+    records = write_windows(
+        lake,
+        PREFIX,
+        [
+            WindowNumbers("2026-01-03", drifted=1, estimated_roc_auc=0.81, realised_roc_auc=0.80),
+            WindowNumbers("2026-01-04", drifted=2, estimated_roc_auc=0.79, realised_roc_auc=0.78),
+            WindowNumbers("2026-01-05", drifted=5, estimated_roc_auc=0.74),
+        ],
+    )
+    assert records[0]["realised"]["measured_by"] == "2026-01-05", "the fixture wrote the realised number back"
+    # A window the monitor reported on but has not decided yet: its drift share comes from report.json.
+    write_report(lake, "2026-01-06", {"report.json": {"status": "ok", "drift": {"rows": 900, "drift_share": 0.6}}})
+    # A window with nothing to draw (no champion yet) is left out, and so is a folder that is no day.
+    write_report(lake, "2026-01-02", {"report.json": {"status": "no_champion", "message": "no @champion"}})
+    lake.write_bytes_atomic(lake.path(PREFIX, "latest", "decision.json"), b"{}")
+
+    windows = monitored_windows(lake, PREFIX)
+
+    assert [w.ds for w in windows] == ["2026-01-03", "2026-01-04", "2026-01-05", "2026-01-06"], "oldest first"
+    assert [w.drift_share for w in windows] == [0.1, 0.2, 0.5, 0.6]
+    assert [w.estimated_roc_auc for w in windows] == [0.81, 0.79, 0.74, None]
+    assert [w.realised_roc_auc for w in windows] == [0.80, 0.78, None, None]
+    assert [w.drift_detected for w in windows] == [False, False, True, False]
+    assert windows[2].action == "retrain" and windows[3].action is None
+    assert [w.ds for w in monitored_windows(lake, PREFIX, limit=2)] == ["2026-01-05", "2026-01-06"], "the newest ones"
+    assert monitored_windows(lake, "reports/none") == []
+
+
+def test_a_monitored_window_ignores_numbers_that_are_not_numbers() -> None:
+    from mlops_pipeline.ui.reports import monitored_window
+
+    decision = {"numbers": {"drift_share": "0.4"}, "estimated_roc_auc": float("nan"), "realised_roc_auc": True}
+    assert monitored_window("2026-01-05", decision, None) is None
+    window = monitored_window("2026-01-05", {"numbers": {"drift_share": 0, "estimated_roc_auc": 0.7}}, None)
+    assert window is not None and (window.drift_share, window.estimated_roc_auc) == (0.0, 0.7)

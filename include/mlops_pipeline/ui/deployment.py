@@ -76,6 +76,82 @@ def latest_canary_checks(events_newest_first: Sequence[AuditEvent]) -> CanaryChe
 
 
 @dataclass(frozen=True)
+class TrafficShift:
+    ts: str
+    percent: int
+
+
+@dataclass(frozen=True)
+class CanaryAnalysis:
+    """One step's analysis: at which traffic share, whether it passed, and each check's result."""
+
+    ts: str
+    percent: int | None
+    passed: bool
+    reason: str
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CanaryTimeline:
+    """A canary deployment's steps over time (oldest first), as far as the events read go back."""
+
+    deployment_id: str
+    version: str | None
+    shifts: list[TrafficShift] = field(default_factory=list)
+    analyses: list[CanaryAnalysis] = field(default_factory=list)
+    outcome: str | None = None
+    outcome_ts: str | None = None
+
+
+def _percent(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def canary_timelines(events_newest_first: Sequence[AuditEvent], limit: int = 2) -> list[CanaryTimeline]:
+    """The newest ``limit`` deployments that shifted traffic or analysed a step, newest first."""
+    steps = ("traffic_shifted", *ANALYSIS_EVENTS)
+    deployment_ids: list[str] = []
+    for event in events_newest_first:
+        if event.event in steps and event.deployment_id and event.deployment_id not in deployment_ids:
+            deployment_ids.append(event.deployment_id)
+    timelines = []
+    for deployment_id in deployment_ids[: max(limit, 0)]:
+        own = [event for event in reversed(events_newest_first) if event.deployment_id == deployment_id]
+        final = next((event for event in own if event.event in FINAL_EVENTS), None)
+        shifts = [
+            TrafficShift(event.ts, percent)
+            for event in own
+            if event.event == "traffic_shifted" and (percent := _percent(event.details.get("percent"))) is not None
+        ]
+        analyses = [
+            CanaryAnalysis(
+                ts=event.ts,
+                percent=_percent(event.details.get("percent")),
+                passed=event.event == "analysis_passed",
+                reason=event.reason,
+                checks=[dict(check) for check in event.details.get("checks") or [] if isinstance(check, dict)],
+            )
+            for event in own
+            if event.event in ANALYSIS_EVENTS
+        ]
+        timelines.append(
+            CanaryTimeline(
+                deployment_id=deployment_id,
+                version=next((event.version for event in reversed(own) if event.version), None),
+                shifts=shifts,
+                analyses=analyses,
+                outcome=final.event if final else None,
+                outcome_ts=final.ts if final else None,
+            )
+        )
+    return timelines
+
+
+@dataclass(frozen=True)
 class RouterState:
     backend: str
     namespace: str

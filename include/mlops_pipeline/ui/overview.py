@@ -1,6 +1,6 @@
 """Everything the view shows, gathered section by section: :func:`gather`.
 
-Each section (registry, router, audit log, drift reports) runs in its own thread under one
+Each section (registry, router, audit log, drift reports, monitored windows) runs in its own thread under one
 deadline. A section that fails or runs out of time carries a message saying what was unreachable
 and where (``MLflow unreachable at http://...``); the others are shown as usual.
 """
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mlops_pipeline.config import Settings
 
-VERSIONS, ROUTER, AUDIT, REPORTS = "versions", "router", "audit", "reports"
+VERSIONS, ROUTER, AUDIT, REPORTS, HISTORY = "versions", "router", "audit", "reports", "history"
 
 
 @dataclass
@@ -40,6 +40,7 @@ class Overview:
     reports_prefix: str
     generated_at: str
     sections: dict[str, Section] = field(default_factory=dict)
+    drift_share_threshold: float | None = None  # the configured one, drawn on the drift share chart
 
     def __getitem__(self, name: str) -> Section:
         return self.sections[name]
@@ -65,6 +66,13 @@ def _reports(settings: Settings, reports_prefix: str, limit: int) -> Any:
     return latest_reports(open_lake(settings), reports_prefix, limit)
 
 
+def _history(settings: Settings, reports_prefix: str, limit: int) -> Any:
+    from mlops_pipeline.storage import open_lake
+    from mlops_pipeline.ui.reports import monitored_windows
+
+    return monitored_windows(open_lake(settings), reports_prefix, limit)
+
+
 def _audit(settings: Settings, limit: int) -> Any:
     from mlops_pipeline.storage import open_lake
     from mlops_pipeline.ui.deployment import recent_events
@@ -86,7 +94,7 @@ def describe_error(section: str, exc: BaseException, overview: Overview) -> str:
         if isinstance(exc, RegistryUnavailable):
             return f"MLflow unreachable at {overview.tracking_uri}: {exc}"
         return f"MLflow at {overview.tracking_uri} failed: {type(exc).__name__}: {exc}"
-    if section in (AUDIT, REPORTS):
+    if section in (AUDIT, REPORTS, HISTORY):
         return f"lake {overview.lake_uri} not readable: {type(exc).__name__}: {exc}"
     return f"{type(exc).__name__}: {exc}"
 
@@ -97,13 +105,15 @@ def gather(
     timeout: float = 10.0,
     audit_limit: int = 50,
     report_limit: int = 10,
+    history_limit: int = 60,
     sections: dict[str, Callable[[], Any]] | None = None,
 ) -> Overview:
     """Gather every section within ``timeout`` seconds; ``sections`` replaces the collectors (tests)."""
     from mlops_pipeline.config import get_settings
 
     settings = settings or get_settings()
-    reports_prefix = get_settings().monitor.reports_prefix
+    monitor = get_settings().monitor
+    reports_prefix = monitor.reports_prefix
     model_name = _model_name(settings)
     overview = Overview(
         model_name=model_name,
@@ -111,12 +121,14 @@ def gather(
         lake_uri=settings.lake_uri,
         reports_prefix=reports_prefix,
         generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        drift_share_threshold=monitor.drift_share_threshold,
     )
     collectors = sections or {
         VERSIONS: lambda: _versions(settings, model_name),
         ROUTER: lambda: _router(settings),
         AUDIT: lambda: _audit(settings, audit_limit),
         REPORTS: lambda: _reports(settings, reports_prefix, report_limit),
+        HISTORY: lambda: _history(settings, reports_prefix, history_limit),
     }
     pool = ThreadPoolExecutor(max_workers=len(collectors), thread_name_prefix="mlops-ui")
     try:

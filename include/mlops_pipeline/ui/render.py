@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
-from mlops_pipeline.ui.overview import AUDIT, REPORTS, ROUTER, VERSIONS, Overview, Section
+from mlops_pipeline.ui.overview import AUDIT, HISTORY, REPORTS, ROUTER, VERSIONS, Overview, Section
 
 STYLE = """
 :root { color-scheme: light dark; --muted: #6b7280; --line: #d1d5db; --ok: #15803d; --bad: #b91c1c; --warn: #b45309; }
@@ -30,6 +30,7 @@ th { font-weight: 600; } td.num { font-variant-numeric: tabular-nums; }
 .pass { color: var(--ok); font-weight: 600; } .fail { color: var(--bad); font-weight: 600; } .warn { color: var(--warn); font-weight: 600; }
 .bar { height: 10px; background: var(--line); border-radius: 5px; overflow: hidden; width: 240px; display: inline-block; vertical-align: middle; }
 .bar > span { display: block; height: 100%; background: #2563eb; }
+.chart { display: block; max-width: 100%; height: auto; margin: 8px 0 20px; }
 code { font-size: 12px; } details summary { cursor: pointer; color: var(--muted); }
 """
 
@@ -168,6 +169,29 @@ def _canary_checks(section: Section) -> str:
     )
 
 
+def _canary_charts(section: Section) -> str:
+    from mlops_pipeline.ui.charts import canary_chart
+    from mlops_pipeline.ui.deployment import canary_timelines
+
+    if not section.ok:
+        return ""
+    timelines = canary_timelines(section.value or [])
+    if not timelines:
+        return '<p class="muted" data-testid="canary-chart-empty">No canary step in the audit log yet.</p>'
+    return "".join(canary_chart(timeline, testid=f"canary-chart-{index}") for index, timeline in enumerate(timelines))
+
+
+def _history(section: Section | None, threshold: float | None) -> str:
+    from mlops_pipeline.ui.charts import drift_share_chart, quality_chart
+
+    if section is None:
+        return ""
+    if not section.ok:
+        return _error(section)
+    windows = section.value or []
+    return drift_share_chart(windows, threshold) + quality_chart(windows)
+
+
 def _reports(section: Section, base: str) -> str:
     if not section.ok:
         return _error(section)
@@ -240,7 +264,8 @@ def render_page(overview: Overview, base: str = "") -> str:
 <p class="meta">generated {_e(overview.generated_at)} · MLflow {_e(overview.tracking_uri)} · lake {_e(overview.lake_uri)}
  · <a href="{escape(_prefix(base) or './')}">refresh</a> · <a href="{escape(_prefix(base) + 'api/overview')}">JSON</a></p>
 <section id="registry"><h2>Registry: @champion and @challenger</h2>{_versions(sections[VERSIONS], overview)}</section>
-<section id="canary"><h2>Live traffic and canary</h2>{_router(sections[ROUTER])}{_canary_checks(sections[AUDIT])}</section>
+<section id="canary"><h2>Live traffic and canary</h2>{_router(sections[ROUTER])}{_canary_checks(sections[AUDIT])}{_canary_charts(sections[AUDIT])}</section>
+<section id="trends"><h2>Drift and quality per monitored window</h2>{_history(sections.get(HISTORY), overview.drift_share_threshold)}</section>
 <section id="drift"><h2>Latest drift reports</h2><p class="meta">{_e(overview.lake_uri)}/{_e(overview.reports_prefix)}</p>{_reports(sections[REPORTS], base)}</section>
 <section id="audit"><h2>Deployment audit log (newest first)</h2>{_audit(sections[AUDIT])}</section>
 <p class="meta">{escape(took)}</p>

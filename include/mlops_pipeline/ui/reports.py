@@ -188,3 +188,64 @@ def latest_reports(lake: Lake, reports_prefix: str, limit: int = 10) -> list[Dri
         summary = _read_json(lake, f"{folder}/{SUMMARY_FILE}") if SUMMARY_FILE in served else None
         reports.append(describe_report(ds, served, decision, summary))
     return reports
+
+
+@dataclass(frozen=True)
+class MonitoredWindow:
+    """What the charts show of one monitored window: its drift share and its quality, estimated and realised.
+
+    ``estimated_roc_auc`` is the estimate on the window's own rows before labels; ``realised_roc_auc``
+    is measured on the same rows once their labels arrive (written back into the window's
+    ``decision.json`` by a later window), so the newest windows have an estimate only.
+    """
+
+    ds: str
+    drift_share: float | None = None
+    estimated_roc_auc: float | None = None
+    realised_roc_auc: float | None = None
+    drift_detected: bool = False
+    action: str | None = None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if value == value else None  # NaN is no number to draw
+
+
+def monitored_window(ds: str, decision: dict[str, Any] | None, summary: dict[str, Any] | None) -> MonitoredWindow | None:
+    """A window's numbers from its ``decision.json`` (and ``report.json`` for a window not yet decided);
+    None when neither has a drift share or a quality number."""
+    decision = decision or {}
+    numbers = decision.get("numbers") or {}
+    drift_share = _number(numbers.get("drift_share"))
+    if drift_share is None and summary:
+        drift_share = _number((summary.get("drift") or {}).get("drift_share"))
+    estimated = _number(decision.get("estimated_roc_auc"))
+    if estimated is None:
+        estimated = _number(numbers.get("estimated_roc_auc"))
+    realised = _number(decision.get("realised_roc_auc"))
+    if drift_share is None and estimated is None and realised is None:
+        return None
+    return MonitoredWindow(
+        ds=ds,
+        drift_share=drift_share,
+        estimated_roc_auc=estimated,
+        realised_roc_auc=realised,
+        drift_detected=bool(decision.get("drift_detected")),
+        action=decision.get("action"),
+    )
+
+
+def monitored_windows(lake: Lake, reports_prefix: str, limit: int = 60) -> list[MonitoredWindow]:
+    """The newest ``limit`` monitored windows with a number to draw, oldest first. ``report.json`` is
+    read only for a window without ``decision.json`` (the decision holds the same drift share)."""
+    windows = []
+    for ds in report_days(lake, reports_prefix)[: max(limit, 0)]:
+        folder = lake.path(reports_prefix, f"ds={ds}")
+        decision = _read_json(lake, f"{folder}/{DECISION_FILE}")
+        summary = _read_json(lake, f"{folder}/{SUMMARY_FILE}") if decision is None else None
+        window = monitored_window(ds, decision, summary)
+        if window is not None:
+            windows.append(window)
+    return sorted(windows, key=lambda window: window.ds)
