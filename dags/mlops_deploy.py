@@ -16,9 +16,16 @@ with Params: ``action`` = ``deploy`` (a version, default the challenger, through
    weights over HAProxy's runtime API, ``bake`` (a sensor in reschedule mode: no worker sleeps)
    until the bake window is over with enough traffic (or a check fails early), ``analyse`` canary
    against stable on the same traffic: 5xx rate, p95 latency, prediction shift (PSI).
-5. ``promote`` (``@champion`` := the version, ``@challenger`` cleared, old stable retired) or, when
-   anything in the rollout fails, ``rollback`` (weight 0, canary removed, version tagged
-   ``deploy_status=rolled_back`` with the reason). The run then ends failed, saying why.
+5. ``approval``: a branch (``decide``) asks a person before promoting when ``MLOPS_DEPLOY_APPROVAL``
+   (or the dataset policy's ``deploy.approval``) is ``before_promote``, else goes round by
+   ``not_required``; the Grid shows which path ran. ``request`` is Airflow's ``ApprovalOperator``
+   (answered in Required Actions or over the REST API), its body the evidence: the gate against
+   ``@champion``, every step's checks, why the version was trained, the model card. Without an answer
+   within ``MLOPS_DEPLOY_APPROVAL_TIMEOUT_SECONDS`` it takes ``MLOPS_DEPLOY_APPROVAL_TIMEOUT_ACTION``
+   (default reject). Reject fails ``request``, so the rollback below runs with who rejected.
+6. ``promote`` (``@champion`` := the version, ``@challenger`` cleared, old stable retired) or, when
+   anything in the rollout fails or the promotion is rejected, ``rollback`` (weight 0, canary removed,
+   version tagged ``deploy_status=rolled_back`` with the reason). The run then ends failed, saying why.
 
 The traffic a canary is judged on is the clients' own, through the router; nothing in this DAG makes
 any. Every task retries (``MLOPS_DEPLOY_TASK_RETRIES``) and every step is safe to run again, so a
@@ -110,6 +117,22 @@ def mlops_deploy():
         """Canary vs stable on the step's traffic: 5xx rate, p95 latency, prediction shift (PSI)."""
         return deploy.analyse(plan, baseline, step)
 
+    @task.branch(task_id="decide")
+    def decide(plan: dict, steps: list[dict], ti=None) -> str:
+        """Ask a person before promoting, or not (MLOPS_DEPLOY_APPROVAL, read now)."""
+        return deploy.approval_route(plan, steps, ti)
+
+    @task(task_id="not_required")
+    def not_required(plan: dict) -> dict:
+        """Approval is off: the canary goes on to promotion."""
+        return deploy.approval_not_required(plan)
+
+    @task(task_id="approved", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+    def approved(ti=None) -> dict:
+        """The join after the branch: approved by whom, or not asked."""
+        # Pulled rather than passed: an argument from reconcile would let this join run on a direct deployment.
+        return deploy.approval_outcome(ti.xcom_pull(task_ids=deploy.PLAN_TASK_ID), ti.xcom_pull(task_ids=deploy.APPROVAL_TASK_ID))
+
     @task
     def promote(plan: dict) -> dict:
         """@champion := the version; a stable server of it takes the traffic; the old one retires."""
@@ -117,9 +140,12 @@ def mlops_deploy():
 
     @task(trigger_rule=TriggerRule.ONE_FAILED)
     def rollback(ti=None) -> dict:
-        """Weight 0, canary removed, version tagged rolled_back with the failed check's reason."""
+        """Weight 0, canary removed, version tagged rolled_back with the failed check's or the rejection's reason."""
         # Pulled rather than passed: when reconcile itself failed there is no plan, and nothing to undo.
-        return deploy.rollback(ti.xcom_pull(task_ids=deploy.PLAN_TASK_ID))
+        return deploy.rollback(
+            ti.xcom_pull(task_ids=deploy.PLAN_TASK_ID),
+            ti.xcom_pull(task_ids=deploy.APPROVAL_TASK_ID, key=deploy.REJECTION_XCOM),
+        )
 
     plan = reconcile()
     prepared = prepare(plan)
@@ -130,6 +156,7 @@ def mlops_deploy():
 
     rollout = [baseline]
     previous = baseline
+    checks = []
     for percent in SHAPE.steps:
         with TaskGroup(group_id=deploy.step_group_id(percent)):
             step = shift(plan, percent)
@@ -137,9 +164,17 @@ def mlops_deploy():
             checked = analyse(plan, baseline, step, baked)
         previous >> step
         rollout += [step, baked, checked]
+        checks.append(checked)
         previous = checked
-    previous >> promote(plan)
-    rollout >> rollback()
+    with TaskGroup(group_id=deploy.APPROVAL_GROUP_ID):
+        asking = decide(plan, checks)
+        request = deploy.PromotionApproval(
+            task_id="request", timeout=SHAPE.approval_timeout, timeout_answer=SHAPE.approval_timeout_answer
+        )
+        joined = approved()
+        asking >> [request, not_required(plan)] >> joined
+    joined >> promote(plan)
+    [*rollout, request] >> rollback()
 
 
 mlops_deploy()

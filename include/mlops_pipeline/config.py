@@ -242,6 +242,18 @@ class DeploySettings(BaseSettings):
     extra_labels: dict[str, str] = Field(
         default_factory=dict, description='Added to every container/network, e.g. {"team": "ml"} (JSON in the env)'
     )
+    approval: Literal["off", "before_promote"] = Field(
+        default="off",
+        description="before_promote: a canary that passed every step waits for a person to approve its promotion "
+        "(Airflow's Required Actions or the REST API); off: promoted at once. Read when the run gets there",
+    )
+    approval_timeout_seconds: float = Field(
+        default=86400.0, gt=0, description="How long an approval request waits for an answer (read when the DAG is parsed)"
+    )
+    approval_timeout_action: Literal["reject", "approve"] = Field(
+        default="reject",
+        description="The answer taken when nobody answered in time: reject rolls the canary back, approve promotes it",
+    )
 
     @field_validator("steps", mode="before")
     @classmethod

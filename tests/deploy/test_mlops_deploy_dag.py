@@ -83,6 +83,7 @@ def test_dag_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     assert {t.task_id for t in dag.tasks} == {
         "reconcile", "prepare", "route", "deploy_direct", "start_canary", "promote", "rollback",
         *(f"{step}.{name}" for step in steps for name in ("shift", "bake", "analyse")),
+        *(f"approval.{name}" for name in ("decide", "request", "not_required", "approved")),
     }  # fmt: skip
     for step in steps:
         bake = dag.get_task(f"{step}.bake")
@@ -90,7 +91,8 @@ def test_dag_shape(monkeypatch: pytest.MonkeyPatch) -> None:
         assert bake.poke_interval == 30 and bake.timeout >= 900 + 3600
         assert dag.get_task(f"{step}.shift").downstream_task_ids >= {f"{step}.bake", f"{step}.analyse"}
     assert "step_25pct.shift" in dag.get_task("step_5pct.analyse").downstream_task_ids
-    assert "promote" in dag.get_task("step_100pct.analyse").downstream_task_ids
+    assert "approval.decide" in dag.get_task("step_100pct.analyse").downstream_task_ids
+    assert dag.get_task("promote").upstream_task_ids == {"reconcile", "approval.approved"}
     assert dag.get_task("rollback").trigger_rule == "one_failed"
     assert {"start_canary", "step_5pct.analyse", "step_100pct.bake"} <= dag.get_task("rollback").upstream_task_ids
     assert dag.get_task("route").downstream_task_ids == {"start_canary", "deploy_direct"}

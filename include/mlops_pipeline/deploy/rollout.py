@@ -182,6 +182,10 @@ class Deployer:
         )
         log.info("[audit] %s v%s: %s", event, version, reason)
 
+    def record(self, event: str, reason: str, plan: Mapping[str, Any], **details: Any) -> None:
+        """An event of ``plan``'s deployment that no step of this class makes (the approval's)."""
+        self._event(event, reason, version=str(plan["version"]), deployment_id=plan["deployment_id"], **details)
+
     def _running(self, role: str, version: str | None = None) -> list[Server]:
         return [s for s in self.backend.servers() if s.running and s.role == role and (version is None or s.version == version)]
 

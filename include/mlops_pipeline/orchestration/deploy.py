@@ -18,6 +18,11 @@ Every task has retries (``MLOPS_DEPLOY_TASK_RETRIES``): a task instance whose pr
 worker or scheduler was killed, and Airflow reset it or failed it on its heartbeat timeout) is run
 again, and every step is safe to run again (it looks at what runs and what the registry says
 first), so the retry carries on where the step was instead of rolling a healthy canary back.
+
+The approval before promotion (``MLOPS_DEPLOY_APPROVAL``) is :class:`PromotionApproval`, Airflow's
+``ApprovalOperator`` whose "Reject" fails the task at once (after keeping who rejected, and when,
+under the XCom key ``rejection``) so that ``rollback``, which runs when one task failed, undoes the
+canary with that reason.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 from typing import TYPE_CHECKING, Any
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 
 from mlops_pipeline.orchestration.context import actor_of, fails_at_once
 from mlops_pipeline.registry.aliases import CHALLENGER_ASSET_NAME as CHALLENGER_ASSET_NAME
@@ -47,6 +54,13 @@ DIRECT_TASK_ID = "deploy_direct"
 # so its own timeout only stops a step whose pokes keep failing. It leaves an hour on top for pokes
 # that could not run at all: a scheduler that was down, retries waiting out their delay.
 BAKE_OUTAGE_ALLOWANCE = timedelta(hours=1)
+# The approval before promotion: a branch (ask, or not), the request, the way around it, the join.
+APPROVAL_GROUP_ID = "approval"
+APPROVAL_ROUTE_TASK_ID = f"{APPROVAL_GROUP_ID}.decide"
+APPROVAL_TASK_ID = f"{APPROVAL_GROUP_ID}.request"
+NO_APPROVAL_TASK_ID = f"{APPROVAL_GROUP_ID}.not_required"
+APPROVAL_REQUEST_XCOM = "approval_request"  # {subject, body}, pushed by the branch, rendered into the request
+REJECTION_XCOM = "rejection"
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,8 @@ class DagShape:
     bake_timeout: timedelta
     retries: int
     retry_delay: timedelta
+    approval_timeout: timedelta
+    approval_timeout_answer: str  # the option taken when nobody answered: Approve or Reject
 
 
 def dag_shape() -> DagShape:
@@ -70,6 +86,10 @@ def dag_shape() -> DagShape:
         bake_timeout=timedelta(seconds=deploy.max_bake_seconds) + BAKE_OUTAGE_ALLOWANCE,
         retries=deploy.task_retries,
         retry_delay=timedelta(seconds=deploy.retry_delay_seconds),
+        approval_timeout=timedelta(seconds=deploy.approval_timeout_seconds),
+        approval_timeout_answer=ApprovalOperator.APPROVE
+        if deploy.approval_timeout_action == "approve"
+        else ApprovalOperator.REJECT,
     )
 
 
@@ -169,15 +189,95 @@ def analyse(plan: Mapping[str, Any], baseline: Mapping[str, Any], step: Mapping[
         return _deployer(plan["actor"]).analyse(plan, baseline, step)
 
 
+def approval_route(plan: Mapping[str, Any], steps: list[Mapping[str, Any]], ti: Any) -> str:
+    """Ask a person before promoting (``MLOPS_DEPLOY_APPROVAL=before_promote``), or go straight on.
+    When asking, the request's subject and body (the evidence) go to XCom for the request to show."""
+    from mlops_pipeline.config import get_settings
+    from mlops_pipeline.deploy.approval import approval_required, gather_evidence, render_request
+
+    settings = get_settings()
+    if not approval_required(settings.deploy.approval):
+        log.info("%s: no approval asked for (MLOPS_DEPLOY_APPROVAL=off)", plan["deployment_id"])
+        return NO_APPROVAL_TASK_ID
+    deployer = _deployer(plan["actor"])
+    evidence = gather_evidence(deployer.client, plan, steps, settings.mlflow_tracking_uri)
+    request = render_request(
+        evidence,
+        timeout=timedelta(seconds=settings.deploy.approval_timeout_seconds),
+        timeout_action=settings.deploy.approval_timeout_action,
+    )
+    ti.xcom_push(key=APPROVAL_REQUEST_XCOM, value=request)
+    deployer.record("approval_requested", request["subject"], plan, timeout_action=settings.deploy.approval_timeout_action)
+    return APPROVAL_TASK_ID
+
+
+def approval_not_required(plan: Mapping[str, Any]) -> dict[str, Any]:
+    """The way around the request when approval is off: says so, for the Grid and the join."""
+    return {"approval": "not_required", "version": plan["version"], "reason": "MLOPS_DEPLOY_APPROVAL=off"}
+
+
+def approval_outcome(plan: Mapping[str, Any], answer: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The join before ``promote``: who approved (audited), or that nobody was asked."""
+    if not answer:
+        return {"approval": "not_required", "version": plan["version"]}
+    by, timed_out = _responder(answer.get("responded_by_user")), bool(answer.get("timed_out"))
+    reason = "approved on timeout (MLOPS_DEPLOY_APPROVAL_TIMEOUT_ACTION=approve)" if timed_out else f"approved by {by}"
+    _deployer(plan["actor"]).record("promotion_approved", reason, plan, responded_by=by, timed_out=timed_out)
+    return {"approval": "approved", "version": plan["version"], "responded_by": by, "timed_out": timed_out, "reason": reason}
+
+
+def _responder(user: Any) -> str | None:
+    if isinstance(user, Mapping):
+        return str(user.get("name") or user.get("id") or "") or None
+    return None
+
+
+class PromotionApproval(ApprovalOperator):
+    """Airflow's ``ApprovalOperator`` for the promotion: its subject and body are the request the
+    branch (``APPROVAL_ROUTE_TASK_ID``) pushed; "Reject" (a person's, or the timeout's default) keeps
+    who and when under ``REJECTION_XCOM`` and fails the task at once, so ``rollback`` runs. The stock
+    operator would skip its downstream tasks instead, and a skip triggers no rollback."""
+
+    def __init__(self, *, timeout: timedelta, timeout_answer: str, **kwargs: Any) -> None:
+        request = f"ti.xcom_pull(task_ids={APPROVAL_ROUTE_TASK_ID!r}, key={APPROVAL_REQUEST_XCOM!r})"
+        super().__init__(
+            subject="{{ " + request + "['subject'] }}",
+            body="{{ " + request + "['body'] }}",
+            defaults=timeout_answer,
+            response_timeout=timeout,
+            **kwargs,
+        )
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from mlops_pipeline.deploy.approval import rejection_reason
+
+        answer = HITLOperator.execute_complete(self, context=context, event=event)
+        timed_out = bool(event.get("timedout"))
+        approved = answer["chosen_options"] == [self.APPROVE]
+        self.hitl_summary_extra["approved"] = approved
+        responded_by = _responder(answer.get("responded_by_user"))
+        if approved:
+            return {**answer, "timed_out": timed_out}
+        responded_at = answer["responded_at"].isoformat() if answer.get("responded_at") else None
+        reason = rejection_reason(responded_by, responded_at, timed_out=timed_out)
+        context["ti"].xcom_push(
+            key=REJECTION_XCOM,
+            value={"reason": reason, "responded_by": responded_by, "responded_at": responded_at, "timed_out": timed_out},
+        )
+        raise AirflowFailException(reason)
+
+
 def promote(plan: Mapping[str, Any]) -> dict[str, Any]:
     """``@champion`` := the version; a stable server of it takes the traffic; the old one retires."""
     with fails_at_once(_what(plan), *_state_errors()):
         return _deployer(plan["actor"]).promote(plan)
 
 
-def rollback(plan: Mapping[str, Any] | None) -> dict[str, Any]:
+def rollback(plan: Mapping[str, Any] | None, rejection: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Undo a canary that was started: weight 0, canary removed, version tagged ``rolled_back`` with
-    the failed check's reason. Skipped when there is nothing to undo."""
+    the failed check's reason, or the approval's ``rejection``. Skipped when there is nothing to undo."""
     from airflow.sdk.exceptions import AirflowSkipException
 
     if not plan:
@@ -187,6 +287,6 @@ def rollback(plan: Mapping[str, Any] | None) -> dict[str, Any]:
     deployer = _deployer(plan["actor"])
     if not deployer.canary_was_started(plan):  # e.g. the image build failed
         raise AirflowSkipException(f"no canary was started for {plan['deployment_id']}: nothing to undo")
-    result = deployer.rollback(plan)
+    result = deployer.rollback(plan, reason=rejection["reason"] if rejection else None)
     log.info("%s: %s", plan["deployment_id"], result)
     return result
