@@ -32,7 +32,7 @@ def findings(numbers: WindowNumbers, rows: int = 1000) -> dict[str, Any]:
     return found
 
 
-def write_windows(lake: Any, reports_prefix: str, windows: list[WindowNumbers]) -> list[dict[str, Any]]:
+def write_windows(lake: Any, reports_prefix: str, windows: list[WindowNumbers], drift_share_threshold: float = 0.3) -> list[dict[str, Any]]:
     """Decide and record each window in order (oldest first); returns the final records."""
     from mlops_pipeline.ingest import Window
     from mlops_pipeline.monitoring.decision import (
@@ -44,7 +44,7 @@ def write_windows(lake: Any, reports_prefix: str, windows: list[WindowNumbers]) 
         record_realised,
     )
 
-    thresholds = Thresholds(min_rows=500, cooldown_days=0)
+    thresholds = Thresholds(drift_share=drift_share_threshold, min_rows=500, cooldown_days=0)
     previous = None
     for numbers in windows:
         start = datetime.fromisoformat(numbers.ds).replace(tzinfo=UTC)

@@ -2,9 +2,11 @@
 
 A project-local api-server (its own home, SQLite DB and port) runs with the repo's plugins folder,
 a real MLflow server holds a ``@champion`` and a ``@challenger``, a real HAProxy router splits the
-traffic 75/25 between two slots, and the lake has an audit log of a canary rollout and an Evidently
-drift report. The browser logs in through Airflow's login page, opens "Model ops" in the UI, checks
-what it shows, follows the drift report link and saves screenshots to ``tests/artifacts/ui/``.
+traffic 75/25 between two slots, and the lake has an audit log of two canary rollouts (one rolled
+back, one in progress), an Evidently drift report and eight monitored windows recorded by the
+monitor's decision functions. The browser logs in through Airflow's login page, opens "Model ops" in
+the UI, checks what it shows (the charts too: drawn, visible, one point per window or step), follows
+the drift report link and saves screenshots to ``tests/artifacts/ui/``.
 """
 
 from __future__ import annotations
@@ -28,14 +30,28 @@ import pytest
 from tests.conftest import REPO, AirflowStack, free_port
 from tests.mlflow_fixtures import MlflowServer, quiet_mlflow_environment
 from tests.ui.browser import ensure_chromium, start_driver
+from tests.ui.monitored import WindowNumbers, write_windows
 
 pytestmark = pytest.mark.integration
 
 ARTIFACTS = REPO / "tests" / "artifacts" / "ui"
 SCREENSHOT = ARTIFACTS / "mlops_view.png"
 REPORT_SCREENSHOT = ARTIFACTS / "drift_report.png"
+CHARTS_SCREENSHOT = ARTIFACTS / "mlops_view_charts.png"
+CANARY_CHART_SCREENSHOT = ARTIFACTS / "mlops_view_canary_chart.png"
 REPORT_DS = "2026-01-09"
 WAIT = 60  # seconds for a page to show what is waited for (a busy CI host)
+DRIFT_SHARE_THRESHOLD = "0.35"  # the api-server's setting: the line the drift share chart draws
+# The windows before REPORT_DS: drift builds up, the estimate falls, labels arrive for the older days.
+WINDOWS = [
+    WindowNumbers("2026-01-02", drifted=0, estimated_roc_auc=0.812, realised_roc_auc=0.818),
+    WindowNumbers("2026-01-03", drifted=1, estimated_roc_auc=0.809, realised_roc_auc=0.805),
+    WindowNumbers("2026-01-04", drifted=1, estimated_roc_auc=0.804, realised_roc_auc=0.801),
+    WindowNumbers("2026-01-05", drifted=2, estimated_roc_auc=0.795, realised_roc_auc=0.789),
+    WindowNumbers("2026-01-06", drifted=4, estimated_roc_auc=0.781),
+    WindowNumbers("2026-01-07", drifted=5, estimated_roc_auc=0.772),
+    WindowNumbers("2026-01-08", drifted=7, estimated_roc_auc=0.760),
+]
 
 CANARY_CHECKS = [
     {"name": "errors", "status": "passed", "detail": "canary 5xx rate 0.0000 vs stable 0.0000", "value": 0.0, "limit": 0.01},
@@ -113,6 +129,12 @@ def seed_lake(lake_uri: str, model_name: str) -> None:
     audit = AuditLog(lake)
     common = {"actor": "airflow:mlops_deploy/manual__ui", "model_name": model_name, "version": "2", "deployment_id": f"{model_name}-v2-ui"}
     audit.append("deployed", actor="cli:ops", reason="first deployment: v1 becomes the stable champion", model_name=model_name, version="1")
+    first = {**common, "deployment_id": f"{model_name}-v2-first"}
+    slow = [{**CANARY_CHECKS[1], "status": "failed", "detail": "canary p95 95 ms vs stable 12 ms", "value": 95.0}]
+    audit.append("deployment_planned", reason="canary of v2 against the champion v1", **first)
+    audit.append("traffic_shifted", reason="5% of the traffic to the canary v2", details={"percent": 5}, **first)
+    audit.append("analysis_failed", reason="canary v2 at 5%: latency", details={"percent": 5, "checks": [CANARY_CHECKS[0], *slow]}, **first)
+    audit.append("rolled_back", reason="canary v2 failed its checks at 5%", **first)
     audit.append("deployment_planned", reason="canary of v2 against the champion v1", **common)
     audit.append("canary_started", reason="canary server of v2 is ready, at 0% of the traffic", **common)
     for percent in (5, 25):
@@ -128,6 +150,7 @@ def seed_lake(lake_uri: str, model_name: str) -> None:
             methods={"tenure_months": "wasserstein", "plan": "jensenshannon"}, threshold=0.1, drift_share=0.3, with_prediction=False,
         )
     )
+    write_windows(lake, "reports/drift", WINDOWS, drift_share_threshold=float(DRIFT_SHARE_THRESHOLD))
     folder = lake.path("reports/drift", f"ds={REPORT_DS}")
     lake.write_bytes_atomic(f"{folder}/report.html", html.encode())
     lake.write_json_atomic(f"{folder}/report.json", {"status": "ok", "drift": {"rows": 400, "drift_share": 1.0, "drifted_features": ["plan", "tenure_months"]}})
@@ -171,6 +194,7 @@ def airflow_starting(
             "MLOPS_DEPLOY_BACKEND": "local",
             "MLOPS_DEPLOY_NAMESPACE": view_setup.namespace,
             "MLOPS_ROUTER_PORT": str(view_setup.router_port),
+            "MLOPS_MONITOR_DRIFT_SHARE_THRESHOLD": DRIFT_SHARE_THRESHOLD,
         }
     )
     stack = AirflowStack(env=env, base=base)
@@ -294,6 +318,51 @@ def _saved_png(path: Path, png: bytes) -> Path:
     return path
 
 
+def _points(driver: Any, chart: str, series: str, status: str | None = None) -> list[Any]:
+    from selenium.webdriver.common.by import By
+
+    selector = f"svg[data-testid={chart}] .point[data-series={series}]" + (f"[data-status={status}]" if status else "")
+    return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def _drawn_inside(driver: Any, chart: str) -> None:
+    """The chart is laid out with a real size, and every point is drawn within its box."""
+    from selenium.webdriver.common.by import By
+
+    svg = driver.find_element(By.CSS_SELECTOR, f"svg[data-testid={chart}]")
+    assert svg.is_displayed() and svg.size["width"] > 400 and svg.size["height"] > 200, (chart, svg.size)
+    outside = driver.execute_script(
+        "const svg = arguments[0].getBoundingClientRect();"
+        "return [...arguments[0].querySelectorAll('.point')].filter(p => { const r = p.getBoundingClientRect();"
+        " return r.width === 0 || r.left < svg.left || r.right > svg.right || r.top < svg.top || r.bottom > svg.bottom; }).length",
+        svg,
+    )
+    assert outside == 0, f"{outside} point(s) of {chart} are not drawn inside it"
+
+
+def check_charts(driver: Any) -> None:
+    """The charts of the seeded lake: one point per monitored window, per traffic step and per check."""
+    from selenium.webdriver.common.by import By
+
+    assert len(_points(driver, "drift-share-chart", "drift_share")) == len(WINDOWS) + 1  # and REPORT_DS
+    assert len(_points(driver, "quality-chart", "estimated")) == len(WINDOWS)
+    assert len(_points(driver, "quality-chart", "realised")) == sum(1 for w in WINDOWS if w.realised_roc_auc is not None)
+    threshold = driver.find_element(By.CSS_SELECTOR, "svg[data-testid=drift-share-chart] .threshold")
+    assert threshold.get_attribute("data-value") == DRIFT_SHARE_THRESHOLD
+    title = driver.find_element(By.CSS_SELECTOR, "svg[data-testid=drift-share-chart] > desc").get_attribute("textContent")
+    assert f"{len(WINDOWS) + 1} monitored window(s), 2026-01-02 to {REPORT_DS}" in title and "Threshold 0.35: 4 window(s)" in title
+    # Newest deployment first: the v2 canary in progress, then the one rolled back at 5 %.
+    assert len(_points(driver, "canary-chart-0", "traffic")) == 2
+    assert len(_points(driver, "canary-chart-0", "analysis", "passed")) == 2
+    assert len(_points(driver, "canary-chart-0", "check", "passed")) == 2 * len(CANARY_CHECKS)
+    assert len(_points(driver, "canary-chart-1", "traffic")) == 1
+    assert len(_points(driver, "canary-chart-1", "analysis", "failed")) == 1
+    assert len(_points(driver, "canary-chart-1", "check", "failed")) == 1
+    assert "rolled_back" in driver.find_element(By.CSS_SELECTOR, "svg[data-testid=canary-chart-1]").text
+    for chart in ("drift-share-chart", "quality-chart", "canary-chart-0", "canary-chart-1"):
+        _drawn_inside(driver, chart)
+
+
 def test_view_renders_in_headless_chromium(api_server: AirflowStack, seeded: ViewSetup) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -334,6 +403,16 @@ def test_view_renders_in_headless_chromium(api_server: AirflowStack, seeded: Vie
         assert "Model ops" in driver.find_element(By.TAG_NAME, "body").text
         screenshot = _saved_png(SCREENSHOT, driver.get_screenshot_as_png())
 
+        # The charts, drawn in the view's frame: checked, then shown in screenshots of their own.
+        driver.switch_to.frame(frame)
+        check_charts(driver)
+        canary_chart = driver.find_element(By.CSS_SELECTOR, "svg[data-testid=canary-chart-0]")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", canary_chart)
+        canary_screenshot = _saved_png(CANARY_CHART_SCREENSHOT, canary_chart.screenshot_as_png)
+        driver.execute_script("document.getElementById('trends').scrollIntoView({block: 'start'})")
+        driver.switch_to.default_content()
+        charts_screenshot = _saved_png(CHARTS_SCREENSHOT, driver.get_screenshot_as_png())
+
         # Follow the link: the report opens in the view's frame, rendered by Evidently's own scripts.
         driver.switch_to.frame(frame)
         report_link.click()
@@ -349,7 +428,7 @@ def test_view_renders_in_headless_chromium(api_server: AirflowStack, seeded: Vie
     finally:
         driver.quit()
 
-    for path in (screenshot, report_screenshot):
+    for path, least in ((screenshot, 30_000), (report_screenshot, 30_000), (charts_screenshot, 30_000), (canary_screenshot, 8_000)):
         png = path.read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n", path
-        assert len(png) > 30_000, f"{path} is {len(png)} bytes: a blank page?"
+        assert len(png) > least, f"{path} is {len(png)} bytes: a blank page?"

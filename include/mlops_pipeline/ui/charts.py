@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from mlops_pipeline.ui.reports import MonitoredWindow
 
 WIDTH = 720
-MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 110, 24, 52, 52  # left: room for a check's name
+# Left: room for a check's name; right: for half a date label on the last tick.
+MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 110, 40, 52, 52
 PLOT_HEIGHT = 200
 LANE_HEIGHT = 18  # one row per canary check, below the traffic plot
 
@@ -99,15 +100,20 @@ def _svg_open(testid: str, height: float, title: str, desc: str) -> str:
     )
 
 
-def _legend(items: Sequence[tuple[str, str, bool]]) -> str:
-    """One row under the title: a line sample per series (colour, name, dashed)."""
+def _legend(items: Sequence[tuple[str, str, str]]) -> str:
+    """One row under the title: (colour, name, sample) with sample ``line``, ``dashed``, ``passed`` or ``failed``."""
     parts, x = [], float(MARGIN_LEFT)
-    for color, name, dashed in items:
-        dash = ' stroke-dasharray="5 3"' if dashed else ""
-        parts.append(
-            f'<line x1="{_n(x)}" y1="32" x2="{_n(x + 18)}" y2="32" stroke="{color}" stroke-width="2"{dash}/>'
-            f'<text x="{_n(x + 23)}" y="36" fill="currentColor">{_e(name)}</text>'
-        )
+    for color, name, sample in items:
+        if sample in ("passed", "failed"):
+            mark = (
+                f'<circle cx="{_n(x + 9)}" cy="32" r="5" fill="{color}"/>'
+                if sample == "passed"
+                else f'<path d="M{_n(x + 5)},28L{_n(x + 13)},36M{_n(x + 13)},28L{_n(x + 5)},36" stroke="{color}" stroke-width="2.5"/>'
+            )
+        else:
+            dash = ' stroke-dasharray="5 3"' if sample == "dashed" else ""
+            mark = f'<line x1="{_n(x)}" y1="32" x2="{_n(x + 18)}" y2="32" stroke="{color}" stroke-width="2"{dash}/>'
+        parts.append(f'{mark}<text x="{_n(x + 23)}" y="36" fill="currentColor">{_e(name)}</text>')
         x += 23 + 7 * len(name) + 20
     return f'<g class="legend">{"".join(parts)}</g>'
 
@@ -228,7 +234,7 @@ def drift_share_chart(windows: Sequence[MonitoredWindow], threshold: float | Non
     )
     parts = [
         _svg_open(testid, MARGIN_TOP + PLOT_HEIGHT + MARGIN_BOTTOM, "Drift share per monitored window", desc),
-        _legend([(BLUE, "drift share", False)] + ([(RED, f"threshold {threshold:.2f}", True)] if threshold is not None else [])),
+        _legend([(BLUE, "drift share", "line")] + ([(RED, f"threshold {threshold:.2f}", "dashed")] if threshold is not None else [])),
         _axes(box, _day_ticks([_day(w.ds) for w in drawn]), _fraction_ticks(0.0, 1.0), "monitored window (ds)", "share of drifted features"),
     ]
     if threshold is not None:
@@ -264,7 +270,7 @@ def quality_chart(windows: Sequence[MonitoredWindow], testid: str = "quality-cha
     )
     parts = [
         _svg_open(testid, MARGIN_TOP + PLOT_HEIGHT + MARGIN_BOTTOM, "Quality per monitored window: estimated and realised ROC AUC", desc),
-        _legend([(ORANGE, "estimated (before labels)", True), (BLUE, "realised (labelled)", False)]),
+        _legend([(ORANGE, "estimated (before labels)", "dashed"), (BLUE, "realised (labelled)", "line")]),
         _axes(box, _day_ticks([_day(w.ds) for w in drawn]), _fraction_ticks(low, high), "monitored window (ds)", "ROC AUC"),
     ]
     for key, name, color, dashed in (
@@ -348,7 +354,7 @@ def canary_chart(timeline: CanaryTimeline, testid: str = "canary-chart") -> str:
     height = lanes_top + LANE_HEIGHT * len(names) + (12 if names else 0)
     passed = sum(1 for _, analysis in analyses if analysis.passed)
     steps = ", ".join(f"{percent}%" for _, percent in shifts) or "none"
-    title = f"Canary {label}: traffic share and checks per step"
+    title = f"Canary {label} ({timeline.deployment_id}): traffic share and checks per step"
     desc = (
         f"Deployment {timeline.deployment_id} of {label} from {start.isoformat(timespec='seconds')}: traffic steps {steps}; "
         f"{len(analyses)} analysis(es), {passed} passed, {len(analyses) - passed} failed"
@@ -358,7 +364,7 @@ def canary_chart(timeline: CanaryTimeline, testid: str = "canary-chart") -> str:
     x_ticks = [(value, elapsed_label(value)) for value in ticks(0.0, span, step)] if span > 0 else [(0.0, "0")]
     parts = [
         _svg_open(testid, height, title, desc),
-        _legend([(BLUE, "canary share of the traffic", False), (GREEN, "step passed", False), (RED, "step failed", False)]),
+        _legend([(BLUE, "canary share of the traffic", "line"), (GREEN, "passed", "passed"), (RED, "failed", "failed")]),
         _axes(
             box, x_ticks, [(v, f"{v:.0f}%") for v in ticks(0.0, 100.0, 25.0)],
             f"time since the first step, {start.strftime('%Y-%m-%d %H:%M:%S')} UTC", "canary traffic (%)",

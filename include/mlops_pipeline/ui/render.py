@@ -30,7 +30,7 @@ th { font-weight: 600; } td.num { font-variant-numeric: tabular-nums; }
 .pass { color: var(--ok); font-weight: 600; } .fail { color: var(--bad); font-weight: 600; } .warn { color: var(--warn); font-weight: 600; }
 .bar { height: 10px; background: var(--line); border-radius: 5px; overflow: hidden; width: 240px; display: inline-block; vertical-align: middle; }
 .bar > span { display: block; height: 100%; background: #2563eb; }
-.chart { display: block; max-width: 100%; height: auto; margin: 8px 0 20px; }
+.charts { display: flex; flex-wrap: wrap; gap: 8px 32px; } .chart { display: block; max-width: 100%; height: auto; margin: 8px 0 20px; }
 code { font-size: 12px; } details summary { cursor: pointer; color: var(--muted); }
 """
 
@@ -178,7 +178,8 @@ def _canary_charts(section: Section) -> str:
     timelines = canary_timelines(section.value or [])
     if not timelines:
         return '<p class="muted" data-testid="canary-chart-empty">No canary step in the audit log yet.</p>'
-    return "".join(canary_chart(timeline, testid=f"canary-chart-{index}") for index, timeline in enumerate(timelines))
+    charts = "".join(canary_chart(timeline, testid=f"canary-chart-{index}") for index, timeline in enumerate(timelines))
+    return f'<div class="charts">{charts}</div>'
 
 
 def _history(section: Section | None, threshold: float | None) -> str:
@@ -189,7 +190,7 @@ def _history(section: Section | None, threshold: float | None) -> str:
     if not section.ok:
         return _error(section)
     windows = section.value or []
-    return drift_share_chart(windows, threshold) + quality_chart(windows)
+    return f'<div class="charts">{drift_share_chart(windows, threshold)}{quality_chart(windows)}</div>'
 
 
 def _reports(section: Section, base: str) -> str:
