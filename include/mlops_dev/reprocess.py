@@ -140,6 +140,32 @@ def outcome_of(lake: Lake, ds: str, run: dict[str, Any] | None) -> DayOutcome:
     return DayOutcome(ds, "failed", "the run failed before validation: see its task logs", run["dag_run_id"])
 
 
+def wait_for_open_backfill(
+    api: AirflowAPI, *, timeout: float, poll_seconds: float = 3.0, say: Callable[[str], None] = print
+) -> None:
+    """Airflow allows one open backfill per DAG. One whose runs have all finished is closed by the
+    scheduler's next pass (and one left by a stopped scheduler when it starts again): wait for that,
+    up to ``timeout``. One still running is named, with how to cancel it."""
+    deadline = time.monotonic() + timeout
+    announced = False
+    while True:
+        open_ = [b for b in api.backfills(DAG_ID) if b.get("completed_at") is None]
+        if not open_:
+            return
+        backfill = open_[0]
+        if time.monotonic() > deadline:
+            raise AirflowAPIError(
+                f"backfill {backfill['id']} of {DAG_ID} ({str(backfill.get('from_date'))[:10]}.."
+                f"{str(backfill.get('to_date'))[:10]}) is still running, and Airflow allows one open backfill "
+                f"per DAG: wait for it, or cancel it (PUT /api/v2/backfills/{backfill['id']}/cancel, or the "
+                "Backfills tab of the DAG in the UI) and run this again"
+            )
+        if not announced:
+            say(f"backfill {backfill['id']} of {DAG_ID} is still open: waiting up to {timeout:.0f}s for it to complete")
+            announced = True
+        time.sleep(poll_seconds)
+
+
 def reprocess(
     api: AirflowAPI,
     lake: Lake,
@@ -148,6 +174,7 @@ def reprocess(
     *,
     max_active_runs: int = 4,
     timeout: float = 1800.0,
+    open_backfill_timeout: float = 180.0,
     poll_seconds: float = 3.0,
     say: Callable[[str], None] = print,
 ) -> Report:
@@ -163,6 +190,7 @@ def reprocess(
     if api.dag(DAG_ID).get("is_paused"):
         say(f"{DAG_ID} is paused: unpausing it (backfill runs start only on an unpaused DAG)")
         api.set_paused(DAG_ID, False)
+    wait_for_open_backfill(api, timeout=open_backfill_timeout, poll_seconds=poll_seconds, say=say)
     # The DAG's default Params ({}): a scenario forced on the failed run is not carried over.
     backfill = api.create_backfill(DAG_ID, midnight(first), midnight(last), reprocess=REPROCESS_BEHAVIOR,
                                    max_active_runs=max_active_runs, conf={})  # fmt: skip

@@ -40,6 +40,9 @@ class FakeAirflow(AirflowAPI):
              "run_type": "scheduled", "queued_at": "2026-01-02T00:00:01+00:00"},
         ]  # fmt: skip
         self.polls = 0
+        self.created = False
+        self.earlier: list[dict[str, Any]] = []  # backfills created before this one (open or complete)
+        self.earlier_closes_after = 0  # polls of an open earlier backfill before the scheduler closes it
 
     def _request(self, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
         self.calls.append((method, path, body))
@@ -50,11 +53,20 @@ class FakeAirflow(AirflowAPI):
             self.paused = body["is_paused"]
             return {}
         if method == "POST" and route.path == "/api/v2/backfills":
+            assert not [b for b in self.earlier if b["completed_at"] is None], "created while another backfill is open"
+            self.created = True
             for ds, state in (("2026-01-02", "success"), ("2026-01-03", "failed")):
                 self.runs.append({"dag_run_id": f"backfill__{ds}", "logical_date": f"{ds}T00:00:00+00:00", "state": "running",
                                   "run_type": "backfill", "queued_at": "2026-12-01T10:00:02+00:00",
                                   "start_date": "2026-12-01T10:00:03+00:00", "final": state})  # fmt: skip
             return {"id": 7, "dag_id": "mlops_ingest", "created_at": CREATED_AT, "completed_at": None}
+        if method == "GET" and route.path == "/api/v2/backfills" and not self.created:
+            for backfill in self.earlier:
+                if backfill["completed_at"] is None and self.earlier_closes_after:
+                    self.earlier_closes_after -= 1
+                    if not self.earlier_closes_after:
+                        backfill["completed_at"] = "2026-12-01T09:59:00+00:00"
+            return {"backfills": self.earlier}
         if method == "GET" and route.path == "/api/v2/backfills":
             self.polls += 1
             if self.polls == 2:  # the scheduler finishes the runs between two polls
@@ -113,3 +125,32 @@ def test_reprocess_creates_a_failed_only_backfill_and_reports_each_day(tmp_path)
     }
     assert "  ds=2026-01-03: quarantined (expect_column_values_to_be_in_set(plan))" in lines
     assert not report.ok  # a day still fails
+
+
+def test_reprocess_waits_for_a_finished_backfill_the_scheduler_has_not_closed_yet(tmp_path):
+    lake = Lake(tmp_path.as_uri())
+    quarantined(lake, "2026-01-02", "a")
+    api = FakeAirflow(lake)
+    api.earlier = [{"id": 6, "from_date": "2025-12-01T00:00:00+00:00", "to_date": "2025-12-03T00:00:00+00:00", "completed_at": None}]
+    api.earlier_closes_after = 3  # closed on the third look
+    lines: list[str] = []
+
+    report = reprocess(api, lake, date(2026, 1, 1), date(2026, 1, 3), poll_seconds=0, say=lines.append)
+
+    assert report.backfill_id == 7
+    assert "backfill 6 of mlops_ingest is still open: waiting up to 180s for it to complete" in lines
+
+
+def test_reprocess_names_a_backfill_still_running_and_creates_nothing(tmp_path):
+    from mlops_dev.airflow_api import AirflowAPIError
+
+    lake = Lake(tmp_path.as_uri())
+    quarantined(lake, "2026-01-02", "a")
+    api = FakeAirflow(lake)
+    api.earlier = [{"id": 6, "from_date": "2025-12-01T00:00:00+00:00", "to_date": "2025-12-03T00:00:00+00:00", "completed_at": None}]
+
+    with pytest.raises(AirflowAPIError, match=r"backfill 6 of mlops_ingest \(2025-12-01\.\.2025-12-03\) is still running") as raised:
+        reprocess(api, lake, date(2026, 1, 1), date(2026, 1, 3), open_backfill_timeout=0, poll_seconds=0, say=lambda _: None)
+
+    assert "PUT /api/v2/backfills/6/cancel" in str(raised.value)
+    assert not [call for call in api.calls if call[0] == "POST"]
