@@ -12,7 +12,8 @@
 5. Backfills ``mlops_monitor`` over the days since D: drift; the retrain waits until
    ``min_post_change_days`` of post-change data exist; then the monitor triggers ``mlops_train``,
    whose challenger goes through every canary step under the client's traffic and is promoted.
-6. Prints a summary: the champion and why, the decision, the drift report, each DAG run's UI link,
+6. Backfills ``mlops_score`` over the days since D: the new champion's batch predictions in the lake.
+7. Prints a summary: the champion and why, the decision, the drift report, each DAG run's UI link,
    every URL and login, and the demo's own time.
 
 The scheduler does every step; this script only creates the backfills and the first trigger and then
@@ -144,6 +145,11 @@ def summary(settings: Any, observer: Any, result: Any, seconds: float) -> None:
         print(f"  drift report:    {_local(report_dir)}/report.html   (also in the Model ops view)")
     print(f"  client traffic:  {client.get('replayed', {}).get('rows', 0)} rows of the post-change days, then "
           f"{steady.get('sent', 0)} steady requests; {steady.get('failed', 0) + client.get('replayed', {}).get('failed', 0)} failed")
+    scored = result.scored or {}
+    if scored:
+        versions = sorted({str(s.get("model_version")) for s in scored.values()})
+        print(f"  batch scores:    {sum(int(s.get('rows') or 0) for s in scored.values())} rows of {min(scored)} .. {max(scored)} "
+              f"scored by mlops_score with v{', v'.join(versions)}   ({_local(settings.lake_uri)}/predictions/)")
     print("  DAG runs:")
     for step, run in result.runs.items():
         print(f"    {step:14s} {run['dag_id']:14s} {run['state']:8s} {run.get('run_type', ''):18s} {observer.link(run['dag_id'], run['dag_run_id'])}")
@@ -155,7 +161,7 @@ def summary(settings: Any, observer: Any, result: Any, seconds: float) -> None:
     print(f"  try it:          curl -s {router}/predict -H 'Content-Type: application/json' -d @- <<< "
           f"'{{\"records\": [{example_record(result.timeline.post_change[-1])}]}}'")
     print(f"  lake:            {settings.lake_uri}   (Data Docs: {settings.lake_uri}/data_docs/index.html)")
-    print("  the DAGs stay unpaused: ingest and monitor run nightly, train weekly; make stop stops everything")
+    print("  the DAGs stay unpaused: ingest, monitor and score run nightly, train weekly; make stop stops everything")
     print("=" * 100)
 
 

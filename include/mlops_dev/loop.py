@@ -16,7 +16,9 @@ trigger, starts a client process standing in for the model's users, and then onl
    ``retrain_on_backfill`` so the replayed history may trigger: drift, then a retrain that waits
    until ``min_post_change_days`` of post-change data exist, then the monitor's trigger of
    ``mlops_train`` -> gate -> ``@challenger`` -> asset event -> ``mlops_deploy`` through every canary
-   step under the client's traffic -> promoted.
+   step under the client's traffic -> promoted;
+5. unpause ``mlops_score`` and backfill it over the post-change days: batch predictions of the new
+   ``@champion`` for each validated day (``predictions/ds=...``), the same numbers the router serves.
 
 Every wait names the DAG run and the task running now in its progress line. :class:`Observer` is
 the REST side; :func:`run_loop` the scenario; :class:`Timeline` its dates.
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str], None]
 FINISHED = frozenset({"success", "failed"})
-DAGS = ("mlops_ingest", "mlops_train", "mlops_deploy", "mlops_monitor")
+DAGS = ("mlops_ingest", "mlops_train", "mlops_deploy", "mlops_monitor", "mlops_score")
 
 
 class LoopError(RuntimeError):
@@ -291,6 +293,7 @@ class LoopResult:
     retrained_version: str | None = None
     outcome: dict[str, Any] = field(default_factory=dict)  # what the last deployment returned
     client: dict[str, Any] = field(default_factory=dict)
+    scored: dict[str, dict[str, Any]] = field(default_factory=dict)  # ds -> what mlops_score's run wrote
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -410,6 +413,26 @@ def run_loop(
     say(f"    mlops_deploy {canary['dag_run_id']} ({canary['run_type']}): {', '.join(steps) or 'no step'} passed -> "
         f"{result.outcome.get('outcome')} v{result.outcome.get('version')}")
     result.client = client.stop()
+
+    # 6. batch scoring: mlops_score backfilled over the post-change days, with the new @champion
+    started = time.monotonic()
+    days = list(timeline.post_change)
+    say(f"score: backfill of mlops_score {days[0]} .. {days[-1]} (batch predictions of @champion)")
+    api.create_backfill("mlops_score", midnight(days[0]), midnight(days[-1]), max_active_runs=len(days))
+    api.set_paused("mlops_score", False)
+    score_runs = observer.wait_backfill("mlops_score", days, timeout=timeout, started=started)
+    done()
+    result.runs["score"] = score_runs[-1]
+    for run in score_runs:
+        scored = observer.xcom("mlops_score", run["dag_run_id"], "score") if run["state"] == "success" else None
+        result.scored[run["logical_date"][:10]] = {"dag_run_id": run["dag_run_id"], "state": run["state"], **(scored or {})}
+    result.seconds["score"] = round(time.monotonic() - started, 1)
+    failed = sorted(ds for ds, scored in result.scored.items() if scored["state"] != "success")
+    if failed:
+        raise LoopError(f"mlops_score failed for {failed}: see the runs' score task logs")
+    for ds, scored in sorted(result.scored.items()):
+        say(f"    {ds}: {scored.get('rows')} rows scored by {scored.get('model_name')} v{scored.get('model_version')} "
+            f"-> {scored.get('uri')}")
     return result
 
 

@@ -149,7 +149,7 @@ def batches(records: Sequence[dict[str, Any]], rows: int) -> Iterator[list[dict[
         yield batch
 
 
-def _headers(source: str, api_key: str | None) -> dict[str, str]:
+def request_headers(source: str, api_key: str | None) -> dict[str, str]:
     headers = {TRAFFIC_SOURCE_HEADER: source, "Content-Type": "application/json"}
     if api_key:
         headers["X-API-Key"] = api_key
@@ -200,7 +200,7 @@ def replay(
     lock = threading.Lock()
     endpoint = url.rstrip("/") + "/predict"
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    with httpx.Client(timeout=timeout, limits=limits, headers=_headers(source, api_key)) as client:
+    with httpx.Client(timeout=timeout, limits=limits, headers=request_headers(source, api_key)) as client:
         started = time.monotonic()
         next_check = started + 1.0
         source_batches = batches(records, rows)
@@ -236,7 +236,7 @@ def send_once(url: str, records: Sequence[dict[str, Any]], *, rows: int = REPLAY
     endpoint = url.rstrip("/") + "/predict"
     started = time.monotonic()
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    with httpx.Client(timeout=60, limits=limits, headers=_headers(source, api_key)) as client:
+    with httpx.Client(timeout=60, limits=limits, headers=request_headers(source, api_key)) as client:
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="send") as pool:
             for index in range(0, len(records), rows):
                 pool.submit(_post, client, endpoint, list(records[index : index + rows]), stats, lock)

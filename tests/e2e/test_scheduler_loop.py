@@ -11,7 +11,9 @@ process standing in for the model's users. Everything else is started by Airflow
 * **after the change:** the post-change days are served by the client -> the monitor's windows
   (a backfill) find drift, wait for ``min_post_change_days`` of post-change data, then trigger
   ``mlops_train`` (``triggered_by`` the operator) -> an asset-triggered ``mlops_deploy`` -> every
-  canary step -> promoted.
+  canary step -> promoted;
+* **batch scoring:** a backfill of ``mlops_score`` over the post-change days writes the new
+  champion's predictions, the numbers the router serves for the same rows.
 
 Fault: the scheduler (with its executor) is SIGKILLed while the canary bakes, then started again:
 the same deploy run resumes and finishes, and the client sees no failed request.
@@ -142,7 +144,9 @@ def loop(airflow_stack, airflow_databases, mlflow_server, docker_client, tmp_pat
 
 
 def all_runs(observer: Any) -> dict[str, list[dict[str, Any]]]:
-    return {dag_id: observer.runs(dag_id) for dag_id in ("mlops_ingest", "mlops_train", "mlops_deploy", "mlops_monitor")}
+    from mlops_dev.loop import DAGS
+
+    return {dag_id: observer.runs(dag_id) for dag_id in DAGS}
 
 
 def test_the_first_deploy_is_started_by_the_asset_event(loop: dict[str, Any]) -> None:
@@ -206,6 +210,42 @@ def test_the_new_champion_holds_its_quality_after_the_change(loop: dict[str, Any
     assert gate["method"] == "delong" and gate["n"] > 0 and len(gate["interval"]) == 2 and gate["champion_version"] == "1"
 
 
+def test_the_scheduler_backfills_batch_scores_that_match_the_router(loop: dict[str, Any]) -> None:
+    """Each post-change day scored by a backfill run of mlops_score with the promoted champion; for a
+    sample of each day's rows the router (serving that champion) answers the same probabilities."""
+    import numpy as np
+    from mlops_dev.traffic import day_records, request_headers, router_url
+
+    from mlops_pipeline.scoring.batch import LABEL, PROBABILITY, read_predictions
+    from mlops_pipeline.storage import open_lake
+
+    result = loop["result"]
+    days = [d.isoformat() for d in result.timeline.post_change]
+    assert sorted(result.scored) == days
+    runs = {r["logical_date"][:10]: r for r in loop["observer"].runs("mlops_score", run_type="backfill")}
+    lake = open_lake()
+    url = router_url().rstrip("/") + "/predict"
+    import httpx
+
+    for ds in days:
+        scored = result.scored[ds]
+        assert runs[ds]["state"] == "success" and runs[ds]["dag_run_id"] == scored["dag_run_id"]
+        assert scored["model_version"] == result.retrained_version and scored["rows"] == 2000, scored
+        manifest = lake.read_manifest("predictions", ds)
+        assert manifest["dag_run_id"] == scored["dag_run_id"] and manifest["row_count"] == scored["rows"]
+        predictions = read_predictions(lake, ds).to_pandas()
+        predictions.index = predictions["customer_id"].astype(str)
+        sample = day_records([ds])[::20]  # 100 rows of the day
+        response = httpx.post(url, json={"records": sample}, headers=request_headers("test", os.environ.get("MLOPS_SERVING_API_KEY")), timeout=30)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert str(body["model_version"]) == result.retrained_version
+        ids = [str(record["customer_id"]) for record in sample]
+        served = np.asarray([p["probability"] for p in body["predictions"]], dtype=np.float64)
+        assert np.abs(predictions.loc[ids, PROBABILITY].to_numpy() - served).max() <= 1e-6
+        assert predictions.loc[ids, LABEL].tolist() == [p["label"] for p in body["predictions"]]
+
+
 def test_a_scheduler_killed_mid_bake_resumes_the_same_run_and_no_request_fails(loop: dict[str, Any]) -> None:
     result, fault = loop["result"], loop["fault"]
     assert fault.killed_run == result.runs["canary"]["dag_run_id"], "the scheduler was not killed during the canary bake"
@@ -227,6 +267,7 @@ def test_the_harness_only_started_things(loop: dict[str, Any]) -> None:
     assert deploys and all(r["run_type"] == "asset_triggered" for r in deploys), [(r["dag_run_id"], r["run_type"]) for r in deploys]
     assert {r["run_type"] for r in runs["mlops_ingest"]} <= {"backfill", "scheduled"}
     assert {r["run_type"] for r in runs["mlops_monitor"]} <= {"backfill", "scheduled"}
+    assert {r["run_type"] for r in runs["mlops_score"]} <= {"backfill", "scheduled"}
     import mlops_dev.loop as harness
 
     source = Path(harness.__file__).read_text()
