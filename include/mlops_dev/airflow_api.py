@@ -180,6 +180,19 @@ class AirflowAPI:
                 return value
         return value
 
+    def _hitl_path(self, dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
+        return f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/{task_id}/{map_index}/hitlDetails"
+
+    def required_action(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any]:
+        """A human-in-the-loop task's request (subject, body, options...), as the UI's Required Actions shows it."""
+        return self._request("GET", self._hitl_path(dag_id, run_id, task_id, map_index))
+
+    def answer_required_action(
+        self, dag_id: str, run_id: str, task_id: str, options: list[str], map_index: int = -1
+    ) -> dict[str, Any]:
+        """Answer it, as a person does from Required Actions (e.g. ``["Approve"]``)."""
+        return self._request("PATCH", self._hitl_path(dag_id, run_id, task_id, map_index), {"chosen_options": options})
+
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
         """One try's task log as text: one line per record (structured records as JSON)."""
         path = (

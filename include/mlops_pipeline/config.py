@@ -202,21 +202,28 @@ class DeploySettings(BaseSettings):
     retry_delay_seconds: float = Field(default=30.0, ge=0, description="Wait before a deploy task's retry")
     min_requests: int = Field(default=50, ge=1, description="Canary requests per step for the 5xx and latency checks")
     min_rows: int = Field(default=200, ge=1, description="Predicted rows per side for the distribution (PSI) check")
-    insufficient_traffic: Literal["proceed", "rollback"] = Field(
-        default="proceed",
-        description="At max_bake_seconds without enough traffic: skip the checks that lack data, or roll back",
+    insufficient_traffic: Literal["rollback", "hold", "proceed"] = Field(
+        default="rollback",
+        description="A step at max_bake_seconds without enough traffic for every check: rollback (no promotion "
+        "without evidence); hold (keep the step's traffic share and wait up to hold_seconds more for it, then roll "
+        "back); proceed (skip the checks that lack data: promotes on partial evidence, set it knowingly)",
+    )
+    hold_seconds: float = Field(
+        default=6 * 3600.0,
+        gt=0,
+        description="With insufficient_traffic=hold: how long a step waits beyond max_bake_seconds for enough "
+        "traffic before it rolls back (read when the DAG is parsed: the bake sensor's timeout)",
     )
     max_5xx_rate_increase: float = Field(
         default=0.01, ge=0, le=1, description="Canary 5xx rate may exceed stable's by at most this (absolute)"
     )
     max_p95_ratio: float = Field(default=1.5, ge=1, description="Canary p95 latency at most this times stable's ...")
     p95_slack_ms: float = Field(default=50.0, ge=0, description="... unless within this many ms of it (noise floor)")
-    max_psi: float = Field(default=0.2, gt=0, description="Population stability index of canary vs stable predictions")
-    retrained_max_psi: float = Field(
-        default=1.0,
+    max_psi: float = Field(
+        default=0.2,
         gt=0,
-        description="The PSI limit for a version trained because the data changed (trigger_reason drift or "
-        "performance): it is meant to predict differently from stable, so the check only catches a broken model",
+        description="Population stability index of canary vs stable predictions, above the shift the training gate's "
+        "holdout predicted between the two versions (a retrain is meant to predict differently by about that much)",
     )
     psi_bins: int = Field(default=10, ge=2, le=20, description="Probability bins for the PSI (merged from the server's 20)")
     ready_timeout_seconds: float = Field(default=180.0, gt=0, description="A new server must answer /ready within this")

@@ -181,7 +181,6 @@ def test_a_failed_check_still_rolls_back_with_its_own_reason(deployer: Recording
 
 
 # -- a real scheduler, and a person answering over the REST API -----------------------------------------
-HITL_PATH = "/api/v2/dags/mlops_deploy/dagRuns/{run_id}/taskInstances/approval.request/-1/hitlDetails"
 
 
 def wait_until_parked(stack: Any, run_id: str, timeout: float = 60.0) -> None:
@@ -243,10 +242,9 @@ def test_a_person_approves_one_promotion_and_rejects_the_next(
                 run_id = stack.wait_for_run()
                 stack.wait_for_task(run_id, "approval.request", "awaiting_input", timeout=900)
                 wait_until_parked(stack, run_id)
-                path = HITL_PATH.format(run_id=run_id)
-                request = stack.api._request("GET", path)
+                request = stack.api.required_action("mlops_deploy", run_id, "approval.request")
                 assert follower.process.poll() is None  # the run waits for the answer
-                response = stack.api._request("PATCH", path, {"chosen_options": [answer]})
+                response = stack.api.answer_required_action("mlops_deploy", run_id, "approval.request", [answer])
                 assert follower.wait(timeout=300) == (0 if answer == "Approve" else 1), follower.output()
                 instances = stack.api.task_instances("mlops_deploy", run_id)
                 tasks = {t["task_id"]: t["state"] for t in instances}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
 from mlops_pipeline.deploy.canary import (
+    PROBABILITY_BOUNDS,
     Sample,
     Thresholds,
     analyse,
@@ -14,14 +16,15 @@ from mlops_pipeline.deploy.canary import (
     coarsen,
     delta,
     enough_traffic,
+    expected_shift,
     histogram_quantile,
     parse_prometheus,
+    probability_counts,
     psi,
     router_counters,
     server_counters,
 )
 
-PROBABILITY_BOUNDS = [round(0.05 * i, 2) for i in range(1, 21)] + [math.inf]
 LATENCY_BOUNDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, math.inf]
 
 
@@ -44,8 +47,8 @@ def sample(
         served_requests=float(len(latencies)),
         latency_bounds=LATENCY_BOUNDS,
         latency_counts=cumulative(latencies, LATENCY_BOUNDS),
-        probability_bounds=PROBABILITY_BOUNDS,
-        probability_counts=cumulative(probabilities, PROBABILITY_BOUNDS),
+        probability_bounds=list(PROBABILITY_BOUNDS),
+        probability_counts=cumulative(probabilities, list(PROBABILITY_BOUNDS)),
     )
 
 
@@ -226,10 +229,48 @@ def test_too_little_traffic_is_insufficient_and_the_setting_decides() -> None:
     canary = sample(spread(20), [0.004] * 2)
 
     assert not enough_traffic(canary, stable, THRESHOLDS)
-    proceed = analyse(canary, stable, THRESHOLDS)
+    by_default = analyse(canary, stable, THRESHOLDS)  # no promotion without evidence
+    assert not by_default.passed and "not enough traffic to judge" in by_default.reason
+    held = analyse(canary, stable, Thresholds(min_requests=20, min_rows=200, insufficient_traffic="hold"))
+    assert not held.passed and "not enough traffic to judge" in held.reason  # the hold ended without it
+    proceed = analyse(canary, stable, Thresholds(min_requests=20, min_rows=200, insufficient_traffic="proceed"))
     assert proceed.passed and "skipped for lack of traffic" in proceed.reason
-    strict = analyse(canary, stable, Thresholds(min_requests=20, min_rows=200, insufficient_traffic="rollback"))
-    assert not strict.passed and "not enough traffic" in strict.reason
+
+
+def test_the_shift_limit_is_max_psi_above_what_the_holdout_predicted() -> None:
+    """A retrain that the holdout says shifts predictions by ~0.7 PSI passes with that shift, and fails
+    with a much larger one; without the holdout's figure, max_psi alone decides."""
+    stable_probabilities = spread(4000)
+    retrained = spread(1200) + spread(2800, 0.55, 0.9)  # the holdout's view of the new version: more mass high
+    expected = expected_shift(stable_probabilities, retrained, THRESHOLDS.psi_bins)
+    assert 0.5 < expected < 1.0, expected
+
+    stable, canary = sample(stable_probabilities), sample(retrained[::10])
+    shifted = analyse(canary, stable, THRESHOLDS)
+    assert not shifted.passed and "limit 0.2" in shifted.reason
+    informed = replace(THRESHOLDS, expected_psi=expected)
+    verdict = analyse(canary, stable, informed)
+    shift = next(check for check in verdict.checks if check.name == "prediction_shift")
+    assert verdict.passed and shift.limit == pytest.approx(0.2 + expected)
+    assert f"the {expected:.3f} the holdout predicted between the versions" in shift.detail
+    broken = analyse(sample([0.99] * 400), stable, informed)
+    assert not broken.passed and "prediction shift PSI" in broken.reason
+
+
+def test_expected_shift_bins_probabilities_as_the_servers_histograms_do() -> None:
+    import sys
+    from pathlib import Path
+
+    serving = str(Path(__file__).resolve().parents[2] / "serving")
+    if serving not in sys.path:
+        sys.path.insert(0, serving)
+    from mlops_serving.metrics import PROBABILITY_BUCKETS
+
+    assert PROBABILITY_BOUNDS[:-1] == tuple(PROBABILITY_BUCKETS) and PROBABILITY_BOUNDS[-1] == math.inf
+    # Prometheus buckets count values <= their bound: 0.05 falls in the first, 0.0500001 in the second.
+    assert bin_counts(probability_counts([0.05, 0.0500001, 1.0]))[:2] == [1.0, 1.0]
+    assert probability_counts([0.05, 0.0500001, 1.0])[-1] == 3.0
+    assert expected_shift(spread(1000), spread(1000), 10) == pytest.approx(0.0)
 
 
 def test_thresholds_come_from_the_deploy_settings() -> None:

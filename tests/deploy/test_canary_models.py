@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mlops_pipeline.config import DeploySettings
-from mlops_pipeline.deploy.canary import coarsen, psi
+from mlops_pipeline.deploy.canary import expected_shift
 from tests.deploy.canary_scenario import model_dirs  # noqa: F401 (fixture)
 from tests.serving import model_fixture
 
@@ -35,12 +35,8 @@ def predict(model_dir: Path, records: list[dict]) -> np.ndarray:
 
 
 def served_psi(expected: np.ndarray, actual: np.ndarray) -> float:
-    edges = np.linspace(0.0, 1.0, 21)  # the server's probability histogram: 20 buckets of 0.05
-    bins = DeploySettings().psi_bins
-    return psi(
-        coarsen(np.histogram(expected, bins=edges)[0].tolist(), bins),
-        coarsen(np.histogram(actual, bins=edges)[0].tolist(), bins),
-    )
+    """The shift as the canary check measures it from the servers' histograms."""
+    return expected_shift(expected, actual, DeploySettings().psi_bins)
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -15,7 +15,7 @@ def test_defaults_are_the_documented_rollout() -> None:
     settings = DeploySettings()
 
     assert settings.steps == [5, 25, 50, 100] and settings.namespace == "mlops"
-    assert settings.max_psi == 0.2 and settings.insufficient_traffic == "proceed"
+    assert settings.max_psi == 0.2 and settings.insufficient_traffic == "rollback"
 
 
 def test_steps_and_windows_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -194,6 +194,26 @@ def test_candidate_is_compared_with_the_champion_on_the_same_holdout(scenario):
     assert scenario["aliases_after_good"] == {CHAMPION: "1", CHALLENGER: good["version"]}
 
 
+def test_the_gate_records_the_prediction_shift_a_canary_should_show(scenario):
+    """Both versions scored on the gate's holdout; their PSI, binned as the canary check bins the
+    servers' histograms, is tagged on the candidate before its @challenger (none without a champion)."""
+    import json
+
+    from mlops_pipeline.config import get_settings
+    from mlops_pipeline.contracts.tags import EXPECTED_SHIFT
+    from mlops_pipeline.deploy.canary import expected_shift
+    from mlops_pipeline.training.pipeline import _holdout_for
+
+    client, name, good = scenario["client"], scenario["name"], scenario["good"]
+    recorded = json.loads(client.get_model_version(name, good["version"]).tags[EXPECTED_SHIFT])
+    assert recorded["against"] == "1" and recorded["bins"] == 10 and recorded["rows"] == good["splits"]["holdout"]["rows"]
+    holdout = _holdout_for(good, get_settings())
+    champion = load_model(f"models:/{name}/1").predict_proba(holdout)
+    candidate = load_model(f"models:/{name}/{good['version']}").predict_proba(holdout)
+    assert recorded["psi"] == pytest.approx(expected_shift(champion, candidate, 10), abs=1e-6)
+    assert EXPECTED_SHIFT not in (client.get_model_version(name, scenario["first"]["version"]).tags or {})
+
+
 def test_registered_xgboost_model_follows_the_serving_contract(scenario, tmp_path):
     import mlflow.artifacts
     import numpy as np

@@ -22,6 +22,9 @@ ARTIFACT_SHA256 = "artifact_sha256"
 GATE_STATUS = "gate_status"
 GATE_DECISION = "gate_decision"
 GATE_REASON = "gate_reason"
+# the prediction shift (PSI) between this version and the champion on the gate's holdout, binned as the
+# canary check bins: JSON {"psi", "against" (the champion version), "bins", "rows"}
+EXPECTED_SHIFT = "expected_prediction_shift"
 REJECTED = "rejected"
 REJECTION_REASON = "rejection_reason"
 

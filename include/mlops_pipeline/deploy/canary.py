@@ -11,10 +11,14 @@ began) is compared with the stable's window since the canary started:
   the stable's;
 - **latency**: canary p95 at most ``max_p95_ratio`` times the stable's, or within ``p95_slack_ms``;
 - **prediction shift**: the population stability index (:func:`psi`) of the two probability
-  histograms at most ``max_psi`` (0.1 is usually read as "no shift", above 0.25 as "a large one").
+  histograms at most ``max_psi`` (0.1 is usually read as "no shift", above 0.25 as "a large one")
+  above the shift the offline holdout predicted between the two versions (``expected_psi``, from
+  :func:`expected_shift` at the training gate): a version retrained because the data changed is
+  meant to predict differently, by about as much as the holdout showed, and no more.
 
-A check without enough data is *insufficient*; at the end of the longest bake window those either
-pass as skipped or fail the step (``insufficient_traffic``).
+A check without enough data is *insufficient*. At the end of the longest bake window a step with an
+insufficient check fails (``insufficient_traffic`` ``rollback`` or ``hold``, which waits longer
+first): no promotion without evidence. ``proceed`` (skip what lacks data) must be set explicitly.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ REQUESTS_METRIC = "mlops_serving_requests_total"
 SCORING_ENDPOINTS = ("predict", "invocations")
 ROUTER_ERROR_COUNTERS = ("hrsp_5xx", "eresp", "econ")
 ROUTER_RESPONSE_COUNTERS = ("hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other")
+
+# The servers' probability histogram buckets (upper bounds; mlops_serving.metrics.PROBABILITY_BUCKETS and +Inf).
+PROBABILITY_BOUNDS: tuple[float, ...] = (*(round(0.05 * i, 2) for i in range(1, 21)), math.inf)
 
 _LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+\S+)?$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -223,6 +230,20 @@ def coarsen(counts: Sequence[float], bins: int) -> list[float]:
     return [float(sum(counts[edges[i] : edges[i + 1]])) for i in range(bins)]
 
 
+def probability_counts(probabilities: Sequence[float] | Any) -> list[float]:
+    """Cumulative counts of ``probabilities`` over the servers' buckets, as their histogram reports them."""
+    import numpy as np
+
+    index = np.searchsorted(np.asarray(PROBABILITY_BOUNDS), np.asarray(probabilities, dtype=np.float64), side="left")
+    return np.cumsum(np.bincount(index, minlength=len(PROBABILITY_BOUNDS))).astype(float).tolist()
+
+
+def expected_shift(stable: Sequence[float] | Any, candidate: Sequence[float] | Any, bins: int) -> float:
+    """The prediction shift (PSI) between two versions' probabilities on the same rows, binned the way
+    the canary check bins the servers' histograms: what a canary of ``candidate`` should show."""
+    return psi(coarsen(bin_counts(probability_counts(stable)), bins), coarsen(bin_counts(probability_counts(candidate)), bins))
+
+
 def psi(expected: Sequence[float], actual: Sequence[float]) -> float:
     """Population stability index of ``actual`` against ``expected`` (counts over the same bins): the
     project's one implementation (:mod:`mlops_pipeline.contracts.psi`, the monitor's too)."""
@@ -246,11 +267,16 @@ class Thresholds:
     p95_slack_ms: float = 50.0
     max_psi: float = 0.2
     psi_bins: int = 10
-    insufficient_traffic: Literal["proceed", "rollback"] = "proceed"
+    insufficient_traffic: Literal["rollback", "hold", "proceed"] = "rollback"
+    expected_psi: float | None = None  # the shift the holdout predicted between the two versions
 
     @classmethod
     def from_settings(cls, settings: Any) -> Thresholds:
-        return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__})
+        return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__ if hasattr(settings, name)})
+
+    @property
+    def psi_limit(self) -> float:
+        return self.max_psi + (self.expected_psi or 0.0)
 
 
 @dataclass(frozen=True)
@@ -325,11 +351,17 @@ def check_prediction_shift(canary: Sample, stable: Sample, thresholds: Threshold
     expected = coarsen(bin_counts(stable.probability_counts), thresholds.psi_bins)
     actual = coarsen(bin_counts(canary.probability_counts), thresholds.psi_bins)
     value = psi(expected, actual)
+    limit = thresholds.psi_limit
+    basis = (
+        f" ({thresholds.max_psi:g} above the {thresholds.expected_psi:.3f} the holdout predicted between the versions)"
+        if thresholds.expected_psi
+        else ""
+    )
     detail = (
         f"prediction shift PSI {value:.3f} (canary {canary.rows:g} rows vs stable {stable.rows:g} rows, "
-        f"mean probability {_mean_probability(canary):.3f} vs {_mean_probability(stable):.3f}), limit {thresholds.max_psi:g}"
+        f"mean probability {_mean_probability(canary):.3f} vs {_mean_probability(stable):.3f}), limit {limit:.3g}{basis}"
     )
-    return Check("prediction_shift", "failed" if value > thresholds.max_psi else "passed", detail, value, thresholds.max_psi)
+    return Check("prediction_shift", "failed" if value > limit else "passed", detail, value, limit)
 
 
 def _mean_probability(sample: Sample) -> float:
@@ -354,7 +386,7 @@ def analyse(canary: Sample, stable: Sample, thresholds: Thresholds, *, label: st
     insufficient = [check for check in checks if check.status == "insufficient"]
     if failed:
         return Verdict(False, f"{label}: " + "; ".join(check.detail for check in failed), checks)
-    if insufficient and thresholds.insufficient_traffic == "rollback":
+    if insufficient and thresholds.insufficient_traffic != "proceed":
         reason = f"{label}: not enough traffic to judge: " + "; ".join(check.detail for check in insufficient)
         return Verdict(False, reason, checks)
     passed = "; ".join(check.detail for check in checks if check.status == "passed") or "no check had data"

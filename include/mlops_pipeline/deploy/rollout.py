@@ -26,6 +26,7 @@ and ``deploy_status`` tags on the version.
 from __future__ import annotations
 
 import getpass
+import json
 import logging
 import shutil
 import tempfile
@@ -63,8 +64,6 @@ STATUS_TAG = tag_names.DEPLOY_STATUS
 REASON_TAG = tag_names.DEPLOY_REASON
 DEPLOYMENT_TAG = tag_names.DEPLOYMENT_ID
 PREVIOUS_CHAMPION_TAG = tag_names.PREVIOUS_CHAMPION
-# trigger_reason of a run the monitor asked for (monitoring.decision's reasons)
-RETRAIN_REASONS = frozenset({"drift", "performance", "estimated_performance"})
 
 
 class CanaryCheckFailed(RuntimeError):
@@ -96,7 +95,7 @@ class Deployer:
     audit: AuditLog
     actor: str
     model_name: str
-    _trigger_reasons: dict[str, str | None] = field(default_factory=dict, init=False, repr=False)
+    _expected_shifts: dict[str, dict[str, Any] | None] = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def open(
@@ -130,23 +129,28 @@ class Deployer:
     def thresholds(self) -> Thresholds:
         return Thresholds.from_settings(self.deploy)
 
-    def thresholds_for(self, version: str) -> Thresholds:
-        """The thresholds a canary of ``version`` is judged by: a version retrained because the data
-        drifted or quality fell predicts differently from stable by design, so its prediction-shift
-        limit is ``retrained_max_psi`` (a broken model still shifts far beyond it)."""
+    def thresholds_for(self, version: str, stable_version: str | None) -> Thresholds:
+        """The thresholds a canary of ``version`` is judged by against ``stable_version``: its
+        prediction-shift limit is ``max_psi`` above the shift the training gate measured between the
+        two on its holdout (a retrain is meant to predict differently, by about that much). Without
+        that measurement (no champion at the gate, or another one than stable now) ``max_psi`` alone."""
         import dataclasses
 
         thresholds = self.thresholds
-        reason = self._trigger_reason(version)
-        if reason in RETRAIN_REASONS:
-            return dataclasses.replace(thresholds, max_psi=max(thresholds.max_psi, self.deploy.retrained_max_psi))
+        expected = self._expected_shift(version)
+        if expected is not None and stable_version is not None and str(expected.get("against")) == str(stable_version):
+            return dataclasses.replace(thresholds, expected_psi=float(expected["psi"]))
         return thresholds
 
-    def _trigger_reason(self, version: str) -> str | None:
-        if version not in self._trigger_reasons:
-            run_id = self.client.get_model_version(self.model_name, version).run_id
-            self._trigger_reasons[version] = self.client.get_run(run_id).data.tags.get("trigger_reason") if run_id else None
-        return self._trigger_reasons[version]
+    def _expected_shift(self, version: str) -> dict[str, Any] | None:
+        if version not in self._expected_shifts:
+            raw = (self.client.get_model_version(self.model_name, version).tags or {}).get(tag_names.EXPECTED_SHIFT)
+            try:
+                self._expected_shifts[version] = json.loads(raw) if raw else None
+            except ValueError:
+                log.warning("v%s: tag %s is not JSON (%r): judged by max_psi alone", version, tag_names.EXPECTED_SHIFT, str(raw)[:200])
+                self._expected_shifts[version] = None
+        return self._expected_shifts[version]
 
     def _alias(self, alias: str) -> str | None:
         from mlops_pipeline.registry.aliases import version_for_alias
@@ -450,17 +454,21 @@ class Deployer:
 
     def bake_status(self, plan: Mapping[str, Any], baseline: Mapping[str, Any], step: Mapping[str, Any]) -> dict[str, Any]:
         """Is the step's bake window over? Done when baked long enough with enough traffic, when a
-        check already fails on enough data, when the canary is gone, or at ``max_bake_seconds``."""
+        check already fails on enough data, when the canary is gone, or at ``max_bake_seconds``
+        (with ``insufficient_traffic=hold`` and too little traffic: ``hold_seconds`` later)."""
         elapsed = time.time() - float(step["started_at"])
         if not self._running(CANARY, str(plan["version"])):
             return {"done": True, "elapsed": elapsed, "why": "the canary is not running"}
         if not self._running(STABLE):
             return {"done": True, "elapsed": elapsed, "why": "the stable server is not running"}
         canary, stable = self._windows(baseline, step)
-        thresholds = self.thresholds_for(str(plan["version"]))
+        thresholds = self.thresholds_for(str(plan["version"]), plan.get("champion"))
         enough = enough_traffic(canary, stable, thresholds)
         early = any(check.status == "failed" for check in analyse_window(canary, stable, thresholds).checks)
-        done = early or elapsed >= self.deploy.max_bake_seconds or (elapsed >= self.deploy.bake_seconds and enough)
+        longest = self.deploy.max_bake_seconds
+        if thresholds.insufficient_traffic == "hold" and not enough:
+            longest += self.deploy.hold_seconds
+        done = early or elapsed >= longest or (elapsed >= self.deploy.bake_seconds and enough)
         why = (
             "a check failed"
             if early
@@ -468,6 +476,8 @@ class Deployer:
             if done and enough
             else "longest bake window reached"
             if done
+            else "holding for enough traffic"
+            if elapsed >= self.deploy.max_bake_seconds
             else "baking"
         )
         return {
@@ -493,7 +503,7 @@ class Deployer:
                     "the router sends every request to the canary until the next deploy run reconciles"
                 )
             canary, stable = self._windows(baseline, step)
-            verdict = analyse_window(canary, stable, self.thresholds_for(version), label=label)
+            verdict = analyse_window(canary, stable, self.thresholds_for(version, plan.get("champion")), label=label)
             result = {**verdict.to_dict(), "percent": percent, "canary": canary.to_dict(), "stable": stable.to_dict()}
         except CanaryCheckFailed as exc:
             result = {"passed": False, "reason": f"{label}: {exc}", "checks": [], "percent": percent}

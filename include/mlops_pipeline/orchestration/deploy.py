@@ -50,7 +50,8 @@ DAG_ID = "mlops_deploy"
 PLAN_TASK_ID = "reconcile"
 CANARY_TASK_ID = "start_canary"
 DIRECT_TASK_ID = "deploy_direct"
-# The bake sensor ends a step itself once ``max_bake_seconds`` have passed (``bake`` reports done),
+# The bake sensor ends a step itself once ``max_bake_seconds`` have passed (``bake`` reports done;
+# with ``insufficient_traffic=hold`` and too little traffic, ``hold_seconds`` later),
 # so its own timeout only stops a step whose pokes keep failing. It leaves an hour on top for pokes
 # that could not run at all: a scheduler that was down, retries waiting out their delay.
 BAKE_OUTAGE_ALLOWANCE = timedelta(hours=1)
@@ -83,7 +84,10 @@ def dag_shape() -> DagShape:
     return DagShape(
         steps=tuple(deploy.steps),
         poke_interval=timedelta(seconds=deploy.poke_seconds),
-        bake_timeout=timedelta(seconds=deploy.max_bake_seconds) + BAKE_OUTAGE_ALLOWANCE,
+        bake_timeout=timedelta(
+            seconds=deploy.max_bake_seconds + (deploy.hold_seconds if deploy.insufficient_traffic == "hold" else 0)
+        )
+        + BAKE_OUTAGE_ALLOWANCE,
         retries=deploy.task_retries,
         retry_delay=timedelta(seconds=deploy.retry_delay_seconds),
         approval_timeout=timedelta(seconds=deploy.approval_timeout_seconds),

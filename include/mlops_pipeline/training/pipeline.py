@@ -204,6 +204,22 @@ def train_and_register(
     return recorder.record(outcome, client=client, experiment_id=experiment_id, registry=settings.registry)
 
 
+def record_expected_shift(
+    client: Any, name: str, version: str, champion_version: str, champion_proba: Any, candidate_proba: Any, settings: Settings
+) -> float:
+    """Tag ``version`` with the prediction shift (PSI) between it and the champion on the holdout,
+    binned as the canary check bins: the canary's shift from stable is judged against it."""
+    from mlops_pipeline.contracts.tags import EXPECTED_SHIFT
+    from mlops_pipeline.deploy.canary import expected_shift
+
+    bins = settings.deploy.psi_bins
+    value = expected_shift(champion_proba, candidate_proba, bins)
+    record = {"psi": round(value, 6), "against": champion_version, "bins": bins, "rows": len(candidate_proba)}
+    client.set_model_version_tag(name, version, EXPECTED_SHIFT, json.dumps(record, sort_keys=True))
+    log.info("v%s vs champion v%s on the holdout: prediction shift PSI %.4f (%d rows)", version, champion_version, value, len(candidate_proba))
+    return value
+
+
 def _holdout_for(result: dict[str, Any], settings: Settings) -> pd.DataFrame:
     """Rebuild the training run's holdout from the lake (same partitions, checksums verified, same cut)."""
     from mlops_pipeline.datasets import load_dataset_spec
@@ -276,6 +292,8 @@ def gate_candidate(
             else:
                 metric = None if config.metric == "roc_auc" else _metric_of(config.metric)
                 comparison = compare(labels, candidate_proba, champion_proba, config, metric)
+                # Before the decision (whose @challenger starts a deployment): what its canary should show.
+                record_expected_shift(client, name, version, champion_version, champion_proba, candidate_proba, settings)
         decision = decide(
             candidate_score, config, comparison=comparison, champion_version=champion_version, champion_note=note,
             n=len(labels), positives=int(labels.sum()),
