@@ -98,6 +98,28 @@ def test_a_rerun_gives_byte_identical_parts_and_other_chunks_replace_the_old_one
     assert read_predictions(lake_copy, DAY).equals(chunked)  # chunking changes the parts, never a number
 
 
+def test_a_file_no_manifest_named_goes_only_after_the_grace_period(lake_copy, loaded):
+    """An overlapping run's part, written but not committed yet, is left alone; an old orphan goes."""
+    import os
+    import time
+
+    from mlops_pipeline.data.lake import ORPHAN_GRACE_SECONDS
+
+    ref, model = loaded
+    folder = Path(lake_copy.partition_path("predictions", DAY))
+    folder.mkdir(parents=True, exist_ok=True)
+    fresh, old = folder / "part-00000-overlapping.parquet", folder / "part-00000-orphan.parquet"
+    fresh.write_bytes(b"another run's part")
+    old.write_bytes(b"a crashed run's part")
+    long_ago = time.time() - ORPHAN_GRACE_SECONDS - 60
+    os.utime(old, (long_ago, long_ago))
+
+    manifest = score_partition(lake_copy, DAY, model, ref, dataset="churn", chunk_rows=5000)
+
+    assert fresh.exists() and not old.exists()
+    assert sorted(p.name for p in folder.glob("part-*")) == sorted([manifest["files"][0]["path"], fresh.name])
+
+
 def test_a_missing_day_and_a_quarantined_day_are_named(lake_copy, loaded):
     ref, model = loaded
     with pytest.raises(PartitionMissing, match=r"ds=2025-12-30 has no validated partition in .*run mlops_ingest for that day first"):

@@ -391,12 +391,12 @@ class Lake:
                     self.fs.rm(self.version_path(zone, ds, number))
                     dropped.append(number)
                     released.update(f["path"] for f in (manifest or {}).get("files", []))
-        self._remove_unreferenced(zone, ds, released)
+        self.remove_unreferenced(zone, ds, released)
         if dropped:
             log.info("%s/ds=%s in %s: pruned version(s) %s (keeping %s)", zone, ds, self.uri, dropped, keep)
         return dropped
 
-    def _remove_unreferenced(self, zone: str, ds: str, released: set[str]) -> None:
+    def remove_unreferenced(self, zone: str, ds: str, released: set[str]) -> None:
         """Remove data files no kept version (nor the head) names. ``released`` are the files of the
         versions just dropped: committed once, they go at once. A file no version ever named may be
         another writer's, not committed yet: it goes only when older than the grace period."""

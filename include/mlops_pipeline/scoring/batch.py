@@ -276,25 +276,16 @@ def score_partition(
         "committed_at": datetime.now(UTC).isoformat(timespec="seconds"),
         **(extra or {}),
     }
+    previous = lake.read_manifest(PREDICTIONS_ZONE, ds) or {}
     lake.write_json_atomic(f"{folder}/{MANIFEST_NAME}", manifest)
-    _remove_unlisted(lake, folder, {part["path"] for part in parts})
+    # The parts of the run this one replaced go at once; a file no manifest ever named may be an
+    # overlapping run's, not committed yet: the lake's grace period applies to it.
+    lake.remove_unreferenced(PREDICTIONS_ZONE, ds, released={f["path"] for f in previous.get("files", [])})
     log.info(
         "predictions ds=%s: %d rows in %d part(s) with %s version %s in %.1fs -> %s",
         ds, rows, len(parts), ref.name, ref.version, time.monotonic() - started, lake.partition_uri(PREDICTIONS_ZONE, ds),
     )  # fmt: skip
     return manifest
-
-
-def _remove_unlisted(lake: Lake, folder: str, keep: set[str]) -> None:
-    """Parts of an earlier run the committed manifest no longer names; the lake's rule: another
-    writer's fresh temp file (an overlapping run of the same day) is left alone."""
-    for info in lake.fs.ls(folder, detail=True):
-        name = info["name"].rstrip("/").rsplit("/", 1)[-1]
-        if name == MANIFEST_NAME or name in keep:
-            continue
-        if ".tmp-" in name and time.time() - float(info.get("mtime") or info.get("created") or 0) < 3600:
-            continue
-        lake.fs.rm(info["name"], recursive=True)
 
 
 def read_predictions(lake: Lake, ds: str) -> pa.Table:
