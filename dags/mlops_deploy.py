@@ -11,7 +11,11 @@ with Params: ``action`` = ``deploy`` (a version, default the challenger, through
    rollback) or nothing.
 2. ``prepare``: download ``models:/<name>/<version>``, verify its sha256 against the version's
    ``artifact_sha256`` tag, build the model image (labels: name, version, run id, digest).
-3. ``start_canary``: the canary container, ready, in the router's canary slot at 0 %.
+3. ``start_canary``: the canary container, ready, in the router's canary slot at 0 %. With the
+   ``strategy`` Param (or ``MLOPS_DEPLOY_STRATEGY``) ``blue_green`` the ``blue_green`` group runs
+   instead: ``start_green`` (beside blue at 0 %, smoke-tested with requests clients sent blue),
+   ``reference`` (blue's window before the switch), ``switch`` (100 % to green, blue warm at 0 %),
+   ``bake`` and ``analyse`` (green after the switch against blue before it).
 4. One group per traffic step (``MLOPS_DEPLOY_STEPS``, default 5 -> 25 -> 50 -> 100 %): ``shift`` the
    weights over HAProxy's runtime API, ``bake`` (a sensor in reschedule mode: no worker sleeps)
    until the bake window is over with enough traffic (or a check fails early), ``analyse`` canary
@@ -72,6 +76,14 @@ SHAPE = deploy.dag_shape()  # steps, poke interval and retries shape the DAG; th
             title="Version",
             description="Model version. Empty: @challenger (deploy, promote) or the previous champion (rollback).",
         ),
+        "strategy": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, "canary", "blue_green"],
+            title="Strategy",
+            description="How a deploy replaces the serving version: canary (traffic steps) or blue_green (smoke test, "
+            "one switch, the old version warm for the bake window). Empty: MLOPS_DEPLOY_STRATEGY (default canary).",
+        ),
     },
     tags=["mlops", "deploy"],
     doc_md=__doc__,
@@ -102,6 +114,21 @@ def mlops_deploy():
         """The canary server, ready, in the router's canary slot at 0 % (and a baseline sample)."""
         return deploy.start_canary(plan, prepared)
 
+    @task(task_id="start_green")
+    def start_green(plan: dict, prepared: dict) -> dict:
+        """Green (the new version) beside blue at 0 %, smoke-tested with recorded requests."""
+        return deploy.start_green(plan, prepared)
+
+    @task.sensor(task_id="reference", mode="reschedule", poke_interval=SHAPE.poke_interval, timeout=SHAPE.bake_timeout)
+    def reference(plan: dict, baseline: dict) -> PokeReturnValue:
+        """Blue's traffic before the switch: what green is compared with afterwards."""
+        return deploy.reference(plan, baseline)
+
+    @task(task_id="switch")
+    def switch(plan: dict, ready: dict) -> dict:
+        """All the traffic to green in one switch; blue stays warm at 0 %."""
+        return deploy.switch(plan)
+
     @task
     def shift(plan: dict, percent: int) -> dict:
         """Route ``percent`` % of the traffic to the canary (HAProxy runtime weights, no reload)."""
@@ -117,10 +144,15 @@ def mlops_deploy():
         """Canary vs stable on the step's traffic: 5xx rate, p95 latency, prediction shift (PSI)."""
         return deploy.analyse(plan, baseline, step)
 
-    @task.branch(task_id="decide")
-    def decide(plan: dict, steps: list[dict], ti=None) -> str:
+    @task.branch(task_id="decide", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+    def decide(ti=None) -> str:
         """Ask a person before promoting, or not (MLOPS_DEPLOY_APPROVAL, read now)."""
-        return deploy.approval_route(plan, steps, ti)
+        # Pulled rather than passed: its only upstreams are the last analyses of the two rollouts, so
+        # it runs after whichever ran and passed (the other was skipped), and never after a direct
+        # deployment (both skipped); an argument from reconcile would make that a success upstream.
+        return deploy.approval_route(
+            ti.xcom_pull(task_ids=deploy.PLAN_TASK_ID), ti.xcom_pull(task_ids=deploy.analysis_task_ids(SHAPE.steps)), ti
+        )
 
     @task(task_id="not_required")
     def not_required(plan: dict) -> dict:
@@ -166,8 +198,18 @@ def mlops_deploy():
         rollout += [step, baked, checked]
         checks.append(checked)
         previous = checked
+    with TaskGroup(group_id=deploy.BLUE_GREEN_GROUP_ID):
+        green = start_green(plan, prepared)
+        ready = reference(plan, green)
+        switched = switch(plan, ready)
+        green_baked = bake(plan, green, switched)
+        green_checked = analyse(plan, green, switched, green_baked)
+    branch >> green
+    rollout += [green, ready, switched, green_baked, green_checked]
+    checks.append(green_checked)
     with TaskGroup(group_id=deploy.APPROVAL_GROUP_ID):
-        asking = decide(plan, checks)
+        asking = decide()
+        checks >> asking  # every analysis of both rollouts (the one that did not run is skipped)
         request = deploy.PromotionApproval(
             task_id="request", timeout=SHAPE.approval_timeout, timeout_answer=SHAPE.approval_timeout_answer
         )

@@ -1,6 +1,7 @@
 """``make deploy``: deploy, promote or roll back by triggering the ``mlops_deploy`` DAG, then follow the run.
 
-    python -m mlops_dev.deploy deploy   [--version N]   canary rollout of N (default @challenger)
+    python -m mlops_dev.deploy deploy   [--version N] [--strategy canary|blue_green]
+                                                      rollout of N (default @challenger; strategy: MLOPS_DEPLOY_STRATEGY)
     python -m mlops_dev.deploy promote  [--version N]   N (default @challenger) straight to stable, no canary
     python -m mlops_dev.deploy rollback [--version N]   back to N (default: the champion's previous champion)
     python -m mlops_dev.deploy status | audit | teardown   what ``python -m mlops_pipeline.deploy`` does (local)
@@ -47,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlops_dev.deploy", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("action", choices=[*ACTIONS, *LOCAL_COMMANDS])
     parser.add_argument("--version", default=None, help="model version (default: see above)")
+    parser.add_argument("--strategy", choices=["canary", "blue_green"], default=None,
+                        help="how deploy replaces the serving version (default: MLOPS_DEPLOY_STRATEGY, canary)")
     parser.add_argument("--url", default=None, help="Airflow's base URL (default: the local api-server)")
     parser.add_argument("--unpause", action="store_true", help="unpause mlops_deploy first if it is paused")
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="stop following after this many seconds")
@@ -57,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.url:
         api.base_url = args.url.rstrip("/")
     try:
-        run_id = start(api, args.action, args.version, unpause=args.unpause)
+        run_id = start(api, args.action, args.version, unpause=args.unpause, strategy=args.strategy)
     except (AirflowAPIError, CannotStart) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
@@ -75,10 +78,11 @@ def start(
     version: str | None,
     *,
     unpause: bool = False,
+    strategy: str | None = None,
     parse_timeout: float = 180.0,
     say: Callable[[str], None] = print,
 ) -> str:
-    """Trigger ``mlops_deploy`` with ``{action, version}``; its run id."""
+    """Trigger ``mlops_deploy`` with ``{action, version}`` (and ``strategy`` when given); its run id."""
     try:
         dag = api.dag(DAG_ID)
     except AirflowAPIError as exc:
@@ -95,6 +99,8 @@ def start(
         api.set_paused(DAG_ID, False)
         say(f"unpaused {DAG_ID}")
     conf: dict[str, Any] = {"action": action, "version": version}
+    if strategy:
+        conf["strategy"] = strategy
     run = api.trigger(DAG_ID, conf=conf)
     say(f"triggered {DAG_ID} run {run['dag_run_id']} with {conf}")
     say(f"  {api.base_url}/dags/{DAG_ID}/runs/{run['dag_run_id']}")

@@ -249,6 +249,12 @@ class DeploySettings(BaseSettings):
     extra_labels: dict[str, str] = Field(
         default_factory=dict, description='Added to every container/network, e.g. {"team": "ml"} (JSON in the env)'
     )
+    strategy: Literal["canary", "blue_green"] = Field(
+        default="canary",
+        description="How a new version replaces the serving one (the mlops_deploy run's strategy Param overrides it): "
+        "canary = traffic steps, each baked and checked; blue_green = the new version smoke-tested with recorded "
+        "requests, then all the traffic in one switch while the old one stays warm for the bake window",
+    )
     approval: Literal["off", "before_promote"] = Field(
         default="off",
         description="before_promote: a canary that passed every step waits for a person to approve its promotion "

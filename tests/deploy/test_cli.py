@@ -154,3 +154,5 @@ def test_make_deploy_refuses_a_paused_dag_unless_told_to_unpause() -> None:
     assert api.triggered == []
     make_deploy.start(api, "promote", None, unpause=True, say=lambda line: None)  # type: ignore[arg-type]
     assert api.paused is False and api.triggered == [{"action": "promote", "version": None}]
+    make_deploy.start(api, "deploy", "5", strategy="blue_green", say=lambda line: None)  # type: ignore[arg-type]
+    assert api.triggered[-1] == {"action": "deploy", "version": "5", "strategy": "blue_green"}

@@ -84,6 +84,7 @@ def test_dag_shape(monkeypatch: pytest.MonkeyPatch) -> None:
         "reconcile", "prepare", "route", "deploy_direct", "start_canary", "promote", "rollback",
         *(f"{step}.{name}" for step in steps for name in ("shift", "bake", "analyse")),
         *(f"approval.{name}" for name in ("decide", "request", "not_required", "approved")),
+        *(f"blue_green.{name}" for name in ("start_green", "reference", "switch", "bake", "analyse")),
     }  # fmt: skip
     for step in steps:
         bake = dag.get_task(f"{step}.bake")
@@ -95,9 +96,19 @@ def test_dag_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     assert dag.get_task("promote").upstream_task_ids == {"reconcile", "approval.approved"}
     assert dag.get_task("rollback").trigger_rule == "one_failed"
     assert {"start_canary", "step_5pct.analyse", "step_100pct.bake"} <= dag.get_task("rollback").upstream_task_ids
-    assert dag.get_task("route").downstream_task_ids == {"start_canary", "deploy_direct"}
+    assert dag.get_task("route").downstream_task_ids == {"start_canary", "deploy_direct", "blue_green.start_green"}
+    # blue-green: smoke-tested green, blue's reference window, one switch, blue warm through the bake
+    chain = ["blue_green.start_green", "blue_green.reference", "blue_green.switch", "blue_green.bake", "blue_green.analyse"]
+    for first, then in zip(chain, chain[1:], strict=False):
+        assert then in dag.get_task(first).downstream_task_ids, (first, then)
+    for sensor in ("blue_green.reference", "blue_green.bake"):
+        assert dag.get_task(sensor).mode == "reschedule"
+    decide = dag.get_task("approval.decide")
+    assert {"step_100pct.analyse", "blue_green.analyse"} <= decide.upstream_task_ids
+    assert decide.trigger_rule == "none_failed_min_one_success"  # whichever path ran; none after a failure
+    assert set(chain) <= dag.get_task("rollback").upstream_task_ids
     assert [asset.name for asset in dag.timetable.asset_condition.objects] == ["mlops_challenger"]
-    assert dag.params.dump() == {"action": "deploy", "version": None}
+    assert dag.params.dump() == {"action": "deploy", "version": None, "strategy": None}
     assert dag.max_active_runs == 1 and not dag.catchup
     # A task whose process died (its worker or scheduler killed) is run again, never rolled back for it.
     assert {t.task_id: t.retries for t in dag.tasks if t.retries < 1} == {}

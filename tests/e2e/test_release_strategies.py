@@ -2,15 +2,33 @@
 
 Run as a person runs them: ``make deploy`` (``mlops_dev.deploy``) triggers ``mlops_deploy`` through
 the REST API and follows it; the scheduler (LocalExecutor) runs every task; the serving containers
-and the HAProxy router container run on the Docker engine.
+and the HAProxy router container run on the Docker engine. One stack for the module: v1 is deployed
+first (direct), then each release below runs in turn, in this order.
 
-* **A canary with too little traffic is not promoted.** No client sends requests, so no step ever
-  has the requests its checks need: with the production default (``insufficient_traffic=rollback``)
-  the first step fails when its longest bake ends, the canary is rolled back with a reason naming
+* **Blue-green, promoted and switched back,** under a steady client: a genuinely different good
+  version (green, v2) is smoke-tested with requests the client really sent, takes all the traffic
+  in one switch while blue stays warm, bakes, and is promoted; then a broken version (v3, its
+  predictions far from the others) is switched to, fails its checks, and the run switches back to
+  blue at once. The client sees no failed request.
+* **A canary with too little traffic is not promoted.** The client stopped, no step ever has the
+  requests its checks need: with the production default (``insufficient_traffic=rollback``) the
+  first step fails when its longest bake ends, the canary (v4) is rolled back with a reason naming
   the checks that lacked data, and the stable version keeps serving.
+
+Settings that differ from production, and why:
+- ``MLOPS_DEPLOY_STEPS=50,100``: two canary steps; the verdict falls at the first either way.
+- ``MLOPS_DEPLOY_MAX_BAKE_SECONDS=30`` (production 900, the canary scenario 240): the longest wait
+  for traffic. With the client, blue-green's windows get their 50 requests within seconds, so it is
+  never what ends them; without a client no request can come however long a step waits, so it only
+  sets when the verdict falls.
+- the canary scenario's short bake, pokes and retry delay (see ``tests/deploy/canary_scenario.py``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -18,31 +36,53 @@ from tests.deploy.canary_scenario import model_dirs  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration]
 
+RELEASES = ("good_resampled", "bad", "good")  # v2 (blue-green, promoted), v3 (blue-green, broken), v4 (canary, no traffic)
 
-@pytest.mark.timeout(1500)
-def test_a_canary_with_too_little_traffic_is_not_promoted(
-    docker_client, airflow_stack, airflow_databases, mlflow_server, model_dirs, tmp_path  # noqa: F811
-) -> None:
+
+@dataclass
+class Releases:
+    env: dict[str, str]
+    client: Any
+    name: str
+    stack: Any
+    steady: Any = None
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def release(self, version: str, *argv: str) -> dict[str, Any]:
+        """``@challenger`` := version, then ``make deploy deploy [argv]`` followed to its end."""
+        from mlops_pipeline.registry.aliases import set_challenger
+        from tests.deploy.canary_scenario import running_servers
+
+        set_challenger(self.client, self.name, version)
+        follower = self.stack.deploy_command("deploy", *argv)
+        run_id = self.stack.wait_for_run()
+        code = follower.wait(timeout=900)
+        run = self.stack.api.dag_run("mlops_deploy", run_id)
+        tasks = {t["task_id"]: t["state"] for t in self.stack.api.task_instances("mlops_deploy", run_id)}
+        self.runs[version] = {"code": code, "run": run, "tasks": tasks, "output": follower.output(), "served": running_servers()}
+        return self.runs[version]
+
+
+@pytest.fixture(scope="module")
+def releases(docker_client, airflow_stack, airflow_databases, mlflow_server, model_dirs, tmp_path_factory) -> Iterator[Releases]:  # noqa: F811
     from mlops_pipeline.config import get_settings
-    from mlops_pipeline.deploy.canary import Thresholds
-    from mlops_pipeline.registry.aliases import CHALLENGER, CHAMPION, set_challenger, version_for_alias
+    from mlops_pipeline.registry.aliases import set_challenger
     from mlops_pipeline.registry.client import mlflow_client
-    from tests.deploy.canary_scenario import deployment_env, register, running_servers
+    from tests.deploy.canary_scenario import deployment_env, register
     from tests.deploy.test_mlops_deploy_dag import SchedulerStack
 
-    assert get_settings().deploy.insufficient_traffic == Thresholds().insufficient_traffic == "rollback"
+    base = tmp_path_factory.mktemp("release-strategies")
     scenario = {
         "MLOPS_DEPLOY_STEPS": "50,100",
-        # Without a client no request can come, however long a step waits: the longest bake only sets
-        # when the verdict falls. 30 s instead of the scenario's 240 s (production: 900 s).
         "MLOPS_DEPLOY_MAX_BAKE_SECONDS": "30",
         "MLOPS_DEPLOY_EXTRA_LABELS": '{"org.mlops.e2e": "strategies"}',
     }
-    with deployment_env("docker", tmp_path, mlflow_server.uri, **scenario) as env:
-        assert "MLOPS_DEPLOY_INSUFFICIENT_TRAFFIC" not in env  # the production default decides
-        stack = SchedulerStack.beside(airflow_stack, airflow_databases.create(), tmp_path / "airflow", env)
+    with deployment_env("docker", base, mlflow_server.uri, **scenario) as env:
+        assert "MLOPS_DEPLOY_INSUFFICIENT_TRAFFIC" not in env and "MLOPS_DEPLOY_STRATEGY" not in env  # production defaults
+        stack = SchedulerStack.beside(airflow_stack, airflow_databases.create(), base / "airflow", env)
         client, name = mlflow_client(get_settings()), env["MLOPS_MODEL_NAME"]
-        assert [register(client, name, model_dirs[kind]) for kind in ("good", "good_resampled")] == ["1", "2"]
+        assert [register(client, name, model_dirs[kind]) for kind in ("good", *RELEASES)] == ["1", "2", "3", "4"]
+        found = Releases(env, client, name, stack)
         try:
             stack.start("api-server")  # first: it writes the new home's airflow.cfg
             stack.start("scheduler", "dag-processor")
@@ -50,25 +90,70 @@ def test_a_canary_with_too_little_traffic_is_not_promoted(
             first = stack.deploy_command("deploy", "--unpause")
             assert first.wait(timeout=600) == 0, first.output() + stack.failed_task_logs()
             assert "success: deployed v1" in first.output()
-
-            set_challenger(client, name, "2")
-            canary = stack.deploy_command("deploy")
-            run_id = stack.wait_for_run()
-            assert canary.wait(timeout=900) == 1, canary.output() + stack.failed_task_logs()
-            tasks = {t["task_id"]: t["state"] for t in stack.api.task_instances("mlops_deploy", run_id)}
-            run = stack.api.dag_run("mlops_deploy", run_id)
+            yield found
         finally:
+            if found.steady is not None:
+                found.steady.finish()
             stack.stop()
 
-        assert run["run_type"] == "manual" and run["state"] == "failed"
-        assert tasks["step_50pct.bake"] == "success" and tasks["step_50pct.analyse"] == "failed", tasks
-        assert tasks["rollback"] == "success" and tasks["promote"] in ("upstream_failed", "skipped"), tasks
-        assert "step_100pct.shift" not in tasks or tasks["step_100pct.shift"] in ("upstream_failed", "skipped", None), tasks
-        assert str(version_for_alias(client, name, CHAMPION).version) == "1"
-        assert version_for_alias(client, name, CHALLENGER) is None
-        tags = client.get_model_version(name, "2").tags
-        assert tags["deploy_status"] == "rolled_back", tags
-        reason = tags["deploy_reason"]
-        assert "canary v2 at 50%: not enough traffic to judge" in reason, reason
-        assert "fewer than 50 requests" in reason or "the canary answered no requests" in reason, reason
-        assert running_servers() == [("stable", "1")]
+
+def test_blue_green_promotes_a_good_green_and_switches_back_from_a_broken_one(releases: Releases) -> None:
+    from mlops_pipeline.config import get_settings
+    from mlops_pipeline.deploy.audit import AuditLog
+    from mlops_pipeline.registry.aliases import CHAMPION, version_for_alias
+    from mlops_pipeline.storage import open_lake
+    from tests.deploy.canary_scenario import Client, router_url
+
+    releases.steady = Client(router_url()).start()
+    promoted = releases.release("2", "--strategy", "blue_green")
+    assert promoted["code"] == 0, promoted["output"] + releases.stack.failed_task_logs()
+    switched_back = releases.release("3", "--strategy", "blue_green")
+    assert switched_back["code"] == 1, switched_back["output"] + releases.stack.failed_task_logs()
+    releases.steady.finish()
+
+    path = ["blue_green.start_green", "blue_green.reference", "blue_green.switch", "blue_green.bake", "blue_green.analyse"]
+    tasks = promoted["tasks"]
+    assert [tasks[t] for t in path] == ["success"] * 5 and tasks["promote"] == "success", tasks
+    assert tasks["start_canary"] == "skipped" and tasks["rollback"] == "skipped", tasks
+    assert promoted["run"]["conf"]["strategy"] == "blue_green"
+    assert "success: promoted v2 (previous v1)" in promoted["output"] and promoted["served"] == [("stable", "2")]
+    tasks = switched_back["tasks"]
+    assert tasks["blue_green.switch"] == "success" and tasks["blue_green.analyse"] == "failed", tasks
+    assert tasks["rollback"] == "success" and tasks["promote"] == "upstream_failed", tasks
+    assert str(version_for_alias(releases.client, releases.name, CHAMPION).version) == "2"
+    tags = releases.client.get_model_version(releases.name, "3").tags
+    assert tags["deploy_status"] == "rolled_back" and "green v3 after the switch: prediction shift PSI" in tags["deploy_reason"], tags
+    assert switched_back["served"] == [("stable", "2")]
+
+    events = [e for e in AuditLog(open_lake(get_settings())).events() if e.version in ("2", "3")]
+    smoke = [e for e in events if e.event == "smoke_test_passed"]
+    assert [e.version for e in smoke] == ["2", "3"]
+    assert "recorded request(s) to v1" in smoke[0].reason, smoke[0].reason  # what the client sent blue
+    assert [e.version for e in events if e.event == "switched"] == ["2", "3"]
+    steady = releases.steady
+    assert steady.failures == [], steady.failures[:5]
+    assert steady.versions["1"] > 0 and steady.versions["2"] > 0 and steady.versions["3"] > 0, steady.versions
+
+
+def test_a_canary_with_too_little_traffic_is_not_promoted(releases: Releases) -> None:
+    from mlops_pipeline.registry.aliases import CHALLENGER, CHAMPION, version_for_alias
+
+    champion = str(version_for_alias(releases.client, releases.name, CHAMPION).version)
+    assert releases.steady is None or releases.steady.stop.is_set()  # no client sends requests now
+    canary = releases.release("4")  # the default strategy: canary
+    assert canary["code"] == 1, canary["output"] + releases.stack.failed_task_logs()
+
+    run, tasks = canary["run"], canary["tasks"]
+    assert run["run_type"] == "manual" and run["state"] == "failed"
+    assert tasks["blue_green.start_green"] == "skipped", tasks
+    assert tasks["step_50pct.bake"] == "success" and tasks["step_50pct.analyse"] == "failed", tasks
+    assert tasks["rollback"] == "success" and tasks["promote"] == "upstream_failed", tasks
+    assert tasks["step_100pct.shift"] == "upstream_failed", tasks
+    assert str(version_for_alias(releases.client, releases.name, CHAMPION).version) == champion
+    assert version_for_alias(releases.client, releases.name, CHALLENGER) is None
+    tags = releases.client.get_model_version(releases.name, "4").tags
+    assert tags["deploy_status"] == "rolled_back", tags
+    reason = tags["deploy_reason"]
+    assert "canary v4 at 50%: not enough traffic to judge" in reason, reason
+    assert "fewer than 50 requests" in reason or "the canary answered no requests" in reason, reason
+    assert canary["served"] == [("stable", champion)]

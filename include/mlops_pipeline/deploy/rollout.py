@@ -64,6 +64,10 @@ STATUS_TAG = tag_names.DEPLOY_STATUS
 REASON_TAG = tag_names.DEPLOY_REASON
 DEPLOYMENT_TAG = tag_names.DEPLOYMENT_ID
 PREVIOUS_CHAMPION_TAG = tag_names.PREVIOUS_CHAMPION
+CANARY_STRATEGY = "canary"
+BLUE_GREEN = "blue_green"
+STRATEGIES = (CANARY_STRATEGY, BLUE_GREEN)
+ROLLOUT_MODES = frozenset({"canary", BLUE_GREEN})  # the modes that start a new server beside stable
 
 
 class CanaryCheckFailed(RuntimeError):
@@ -271,9 +275,18 @@ class Deployer:
         return server
 
     # -- 2. plan ---------------------------------------------------------------------------
-    def plan(self, action: str = "deploy", version: str | int | None = None, *, deployment_key: str | None = None) -> dict[str, Any]:
+    def plan(
+        self,
+        action: str = "deploy",
+        version: str | int | None = None,
+        *,
+        deployment_key: str | None = None,
+        strategy: str | None = None,
+    ) -> dict[str, Any]:
         """What this run does. ``deployment_key`` ends the deployment id: the orchestrator passes one
-        derived from its run, so a retried plan names the same deployment (default: time + random)."""
+        derived from its run, so a retried plan names the same deployment (default: time + random).
+        ``strategy`` (default ``MLOPS_DEPLOY_STRATEGY``) is how a new version replaces the running one:
+        ``canary`` (traffic steps) or ``blue_green`` (one switch, blue kept warm for the bake window)."""
         champion = self.champion()
         previous = None
         if champion is not None:
@@ -291,26 +304,34 @@ class Deployer:
         if decision.version is not None:
             self._check_version_exists(decision.version)
         key = deployment_key or f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:4]}"
+        strategy = strategy or self.deploy.strategy
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown deployment strategy {strategy!r}: one of {', '.join(STRATEGIES)}")
+        mode: str = decision.mode
+        reason = decision.reason
+        if mode == "canary" and strategy == BLUE_GREEN:
+            mode, reason = BLUE_GREEN, reason.replace("canary of", "blue-green release of", 1)
         plan: dict[str, Any] = {
             "deployment_id": f"{self.model_name}-v{decision.version}-{key}",
             "action": decision.action,
-            "mode": decision.mode,
+            "mode": mode,
+            "strategy": strategy if mode in ROLLOUT_MODES else None,
             "version": decision.version,
-            "reason": decision.reason,
+            "reason": reason,
             "champion": champion,
             "stable_version": stables[-1].version if stables else None,
             "model_name": self.model_name,
             "backend": self.backend.kind,
-            "steps": list(self.deploy.steps),
+            "steps": [100] if mode == BLUE_GREEN else list(self.deploy.steps),
             "actor": self.actor,
         }
         self._event(
-            "deployment_planned" if decision.mode != "noop" else "nothing_to_deploy",
-            decision.reason,
+            "deployment_planned" if mode != "noop" else "nothing_to_deploy",
+            reason,
             version=decision.version,
             deployment_id=plan["deployment_id"],
             action=action,
-            mode=decision.mode,
+            mode=mode,
             champion=champion,
         )
         return plan
@@ -394,7 +415,65 @@ class Deployer:
             server=canary.name,
             model_ref=canary.model_ref,
         )
-        return {"baseline": {slot: s.to_dict() for slot, s in baseline.items()}, "canary": canary.name}
+        return {"baseline": {slot: s.to_dict() for slot, s in baseline.items()}, "canary": canary.name, "started_at": time.time()}
+
+    # -- blue-green ----------------------------------------------------------------------------
+    def start_green(self, plan: Mapping[str, Any], prepared: Mapping[str, Any]) -> dict[str, Any]:
+        """Green (the new version) started beside blue (stable) in the router's second slot at 0 %,
+        then smoke-tested with recorded requests straight to it; blue keeps all the traffic. The
+        baseline starts blue's reference window, which ends at the switch."""
+        from mlops_pipeline.deploy.smoke import (
+            SmokeTestFailed,
+            example_request,
+            recorded_requests,
+            smoke_test,
+        )
+
+        version = str(plan["version"])
+        started = self.start_canary(plan, prepared)
+        green = self._canary_server(version)
+        requests = recorded_requests(self.backend.prediction_log_dir(), plan.get("stable_version") or plan.get("champion"))
+        source = f"{len(requests)} recorded request(s) to v{plan.get('stable_version') or plan.get('champion')}"
+        if not requests:
+            requests, source = [example_request(green)], "the server's example record (no recorded request yet)"
+        try:
+            result = smoke_test(green, requests)
+        except SmokeTestFailed as exc:
+            raise CanaryCheckFailed(f"green v{version} failed its smoke test: {exc}") from exc
+        self._event(
+            "smoke_test_passed",
+            f"green server {green.name} of v{version} answered {source} ({result['rows']} rows)",
+            version=version,
+            deployment_id=plan["deployment_id"],
+            **result,
+        )
+        return {**started, "reference": "before_switch", "smoke": {**result, "source": source}}
+
+    def reference_status(self, plan: Mapping[str, Any], baseline: Mapping[str, Any]) -> dict[str, Any]:
+        """Has blue served enough since green started for the comparison after the switch? Done then,
+        or at ``max_bake_seconds`` (the analysis then finds too little evidence), or when a server is gone."""
+        elapsed = time.time() - float(baseline.get("started_at") or time.time())
+        if not self._running(CANARY, str(plan["version"])) or not self._running(STABLE):
+            return {"done": True, "elapsed": round(elapsed, 1), "why": "green or blue is not running"}
+        stable = delta(self.sample()[STABLE], Sample.from_dict(baseline["baseline"][STABLE]))
+        thresholds = self.thresholds
+        enough = stable.request_count >= thresholds.min_requests and stable.rows >= thresholds.min_rows
+        done = enough or elapsed >= self.deploy.max_bake_seconds
+        why = "enough blue traffic to compare with" if enough else "longest wait reached" if done else "waiting for blue traffic"
+        return {"done": done, "why": why, "elapsed": round(elapsed, 1), "stable_requests": stable.request_count, "stable_rows": stable.rows}
+
+    def switch(self, plan: Mapping[str, Any]) -> dict[str, Any]:
+        """All the traffic to green in one switch (HAProxy runtime weights); blue stays running, warm,
+        at 0 % for the bake window, so a switch back is instant."""
+        step = self.shift(plan, 100)
+        self._event(
+            "switched",
+            f"100% of the traffic to green v{plan['version']}; blue v{plan.get('stable_version') or plan.get('champion')} "
+            "stays warm at 0% for the bake window",
+            version=str(plan["version"]),
+            deployment_id=plan["deployment_id"],
+        )
+        return step
 
     def sample(self) -> dict[str, Sample]:
         """Both slots' counters now: the router's per-server stats and each server's /metrics."""
@@ -447,9 +526,14 @@ class Deployer:
         return {"percent": int(percent), "started_at": time.time(), "samples": {k: v.to_dict() for k, v in snapshot.items()}}
 
     def _windows(self, baseline: Mapping[str, Any], step: Mapping[str, Any]) -> tuple[Sample, Sample]:
+        """The new version's window (since the step began) and stable's: since the canary started,
+        on the same traffic; for blue-green, blue's last window before the switch (it has none after)."""
         now = self.sample()
         canary = delta(now[CANARY], Sample.from_dict(step["samples"][CANARY]))
-        stable = delta(now[STABLE], Sample.from_dict(baseline["baseline"][STABLE]))
+        if baseline.get("reference") == "before_switch":
+            stable = delta(Sample.from_dict(step["samples"][STABLE]), Sample.from_dict(baseline["baseline"][STABLE]))
+        else:
+            stable = delta(now[STABLE], Sample.from_dict(baseline["baseline"][STABLE]))
         return canary, stable
 
     def bake_status(self, plan: Mapping[str, Any], baseline: Mapping[str, Any], step: Mapping[str, Any]) -> dict[str, Any]:
@@ -493,7 +577,7 @@ class Deployer:
         """The step's checks; audited; raises :class:`CanaryCheckFailed` when they fail, and
         :class:`StableLost` when there is no stable server left to compare the canary with."""
         version, percent = str(plan["version"]), int(step["percent"])
-        label = f"canary v{version} at {percent}%"
+        label = f"green v{version} after the switch" if plan.get("mode") == BLUE_GREEN else f"canary v{version} at {percent}%"
         lost: StableLost | None = None
         try:
             self._canary_server(version)

@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 DAG_ID = "mlops_deploy"
 PLAN_TASK_ID = "reconcile"
 CANARY_TASK_ID = "start_canary"
+BLUE_GREEN_GROUP_ID = "blue_green"
+GREEN_TASK_ID = f"{BLUE_GREEN_GROUP_ID}.start_green"
 DIRECT_TASK_ID = "deploy_direct"
 # The bake sensor ends a step itself once ``max_bake_seconds`` have passed (``bake`` reports done;
 # with ``insufficient_traffic=hold`` and too little traffic, ``hold_seconds`` later),
@@ -101,6 +103,11 @@ def step_group_id(percent: int) -> str:
     return f"step_{percent}pct"
 
 
+def analysis_task_ids(steps: tuple[int, ...] | list[int]) -> list[str]:
+    """Every analysis a rollout may have run, in order: the canary's steps, then blue-green's."""
+    return [f"{step_group_id(percent)}.analyse" for percent in steps] + [f"{BLUE_GREEN_GROUP_ID}.analyse"]
+
+
 def deployment_key(dag_run: Any) -> str:
     """The end of the deployment id: the same for every attempt of every task of one run, so a
     retried plan names the same deployment (its audit events and tags stay together)."""
@@ -140,7 +147,7 @@ def reconcile(params: Mapping[str, Any], dag_run: Any) -> dict[str, Any]:
         healed = deployer.reconcile()
         if healed["actions"]:
             log.info("reconciled: %s", "; ".join(healed["actions"]))
-        plan = deployer.plan(action, version, deployment_key=deployment_key(dag_run))
+        plan = deployer.plan(action, version, deployment_key=deployment_key(dag_run), strategy=params.get("strategy") or None)
     log.info("plan %s: %s (%s)", plan["deployment_id"], plan["mode"], plan["reason"])
     return plan
 
@@ -153,7 +160,7 @@ def prepare(plan: Mapping[str, Any]) -> dict[str, Any]:
 
 def route(plan: Mapping[str, Any]) -> str | None:
     """The branch to follow: the canary, a direct deployment, or none (nothing to deploy)."""
-    chosen = {"canary": CANARY_TASK_ID, "direct": DIRECT_TASK_ID}.get(plan["mode"])
+    chosen = {"canary": CANARY_TASK_ID, "blue_green": GREEN_TASK_ID, "direct": DIRECT_TASK_ID}.get(plan["mode"])
     if chosen is None:
         log.info("nothing to deploy: %s", plan["reason"])
     return chosen
@@ -169,6 +176,27 @@ def start_canary(plan: Mapping[str, Any], prepared: Mapping[str, Any]) -> dict[s
     """The canary server, ready, in the router's canary slot at 0 %, and a baseline sample."""
     with fails_at_once(_what(plan), *_state_errors()):
         return _deployer(plan["actor"]).start_canary(plan, prepared)
+
+
+def start_green(plan: Mapping[str, Any], prepared: Mapping[str, Any]) -> dict[str, Any]:
+    """Green beside blue at 0 %, smoke-tested with recorded requests; blue's reference window starts."""
+    with fails_at_once(_what(plan), *_state_errors()):
+        return _deployer(plan["actor"]).start_green(plan, prepared)
+
+
+def reference(plan: Mapping[str, Any], baseline: Mapping[str, Any]) -> PokeReturnValue:
+    """One poke: has blue served enough since green started to compare green with after the switch?"""
+    from airflow.sdk import PokeReturnValue
+
+    status = _deployer(plan["actor"]).reference_status(plan, baseline)
+    log.info("blue's reference window: %s", status)
+    return PokeReturnValue(is_done=bool(status["done"]), xcom_value=status)
+
+
+def switch(plan: Mapping[str, Any]) -> dict[str, Any]:
+    """All the traffic to green at once; blue stays warm at 0 % for the bake window."""
+    with fails_at_once(_what(plan), *_state_errors()):
+        return _deployer(plan["actor"]).switch(plan)
 
 
 def shift(plan: Mapping[str, Any], percent: int) -> dict[str, Any]:
@@ -199,6 +227,7 @@ def approval_route(plan: Mapping[str, Any], steps: list[Mapping[str, Any]], ti: 
     from mlops_pipeline.config import get_settings
     from mlops_pipeline.deploy.approval import approval_required, gather_evidence, render_request
 
+    steps = [step for step in steps or [] if step]  # the analyses of the path that ran (the other one was skipped)
     settings = get_settings()
     if not approval_required(settings.deploy.approval):
         log.info("%s: no approval asked for (MLOPS_DEPLOY_APPROVAL=off)", plan["deployment_id"])
@@ -286,8 +315,8 @@ def rollback(plan: Mapping[str, Any] | None, rejection: Mapping[str, Any] | None
 
     if not plan:
         raise AirflowSkipException("the run was not planned (reconcile failed): nothing was changed, nothing to undo")
-    if plan.get("mode") != "canary":
-        raise AirflowSkipException(f"a {plan.get('mode')} deployment has no canary to undo")
+    if plan.get("mode") not in ("canary", "blue_green"):
+        raise AirflowSkipException(f"a {plan.get('mode')} deployment has no canary or green to undo")
     deployer = _deployer(plan["actor"])
     if not deployer.canary_was_started(plan):  # e.g. the image build failed
         raise AirflowSkipException(f"no canary was started for {plan['deployment_id']}: nothing to undo")
