@@ -39,8 +39,13 @@ def test_promotion_and_rollback_under_steady_traffic(airflow_stack, mlflow_serve
     # The Airflow process that runs the DAG shares this machine's two cores with the servers it measures
     # (in production the worker runs elsewhere), and every poke of a bake sensor costs it a few hundred
     # ms of CPU: a poke every 5 s instead of the scenario's 1 s (production: 30 s) keeps what is measured
-    # the router's and the servers' doing, not the deployer's.
-    with deployment_env("local", tmp_path, mlflow_server.uri, MLOPS_DEPLOY_POKE_SECONDS="5") as env:
+    # the router's and the servers' doing, not the deployer's. For the same reason the deployer gets one
+    # core, not both: an analysis reads the prediction logs with Arrow's thread pool, which otherwise
+    # takes every core for a moment (a CI run of the rollback window had its slowest requests exactly
+    # then, at the last poke and analysis). OMP_NUM_THREADS sizes Arrow's and the BLAS pools; the
+    # servers the DAG starts inherit it, before and during the rollouts alike, and score one thread each
+    # by default anyway (MLOPS_SERVING_PREDICT_THREADS=1).
+    with deployment_env("local", tmp_path, mlflow_server.uri, MLOPS_DEPLOY_POKE_SECONDS="5", OMP_NUM_THREADS="1") as env:
         dag = DeployDag(airflow_stack.env, env, tmp_path / "dag-logs")
         client, name = mlflow_client(get_settings()), env["MLOPS_MODEL_NAME"]
         stable, canary, bad = (register(client, name, model_dirs[kind]) for kind in ("good", "good_resampled", "bad"))
