@@ -15,7 +15,12 @@ with Params: ``action`` = ``deploy`` (a version, default the challenger, through
    ``strategy`` Param (or ``MLOPS_DEPLOY_STRATEGY``) ``blue_green`` the ``blue_green`` group runs
    instead: ``start_green`` (beside blue at 0 %, smoke-tested with requests clients sent blue),
    ``reference`` (blue's window before the switch), ``switch`` (100 % to green, blue warm at 0 %),
-   ``bake`` and ``analyse`` (green after the switch against blue before it).
+   ``bake`` and ``analyse`` (green after the switch against blue before it). With ``shadow`` the
+   ``shadow`` group runs first: ``start_shadow`` (the candidate beside stable at 0 %), ``mirror`` (a
+   sensor: each poke copies the requests stable answered since the last one to the shadow, with
+   stable's request ids, until enough labelled rows were answered by both) and ``compare`` (errors,
+   prediction shift, and a paired test of the Brier score on the labelled rows); a shadow that
+   passes goes on as the canary, one that fails is rolled back before any client sees it.
 4. One group per traffic step (``MLOPS_DEPLOY_STEPS``, default 5 -> 25 -> 50 -> 100 %): ``shift`` the
    weights over HAProxy's runtime API, ``bake`` (a sensor in reschedule mode: no worker sleeps)
    until the bake window is over with enough traffic (or a check fails early), ``analyse`` canary
@@ -79,10 +84,11 @@ SHAPE = deploy.dag_shape()  # steps, poke interval and retries shape the DAG; th
         "strategy": Param(
             None,
             type=["null", "string"],
-            enum=[None, "canary", "blue_green"],
+            enum=[None, "shadow", "canary", "blue_green"],
             title="Strategy",
-            description="How a deploy replaces the serving version: canary (traffic steps) or blue_green (smoke test, "
-            "one switch, the old version warm for the bake window). Empty: MLOPS_DEPLOY_STRATEGY (default canary).",
+            description="How a deploy replaces the serving version: canary (traffic steps), shadow (a copy of the "
+            "traffic first, judged on labelled rows, then the canary) or blue_green (smoke test, one switch, the old "
+            "version warm for the bake window). Empty: MLOPS_DEPLOY_STRATEGY (default canary).",
         ),
     },
     tags=["mlops", "deploy"],
@@ -109,10 +115,27 @@ def mlops_deploy():
         """First deployment, manual promotion or rollback: straight to stable and @champion."""
         return deploy.deploy_direct(plan, prepared)
 
-    @task(task_id=deploy.CANARY_TASK_ID)
+    # After route alone, or after a shadow that passed: route picks both with the shadow strategy,
+    # and a skipped shadow (any other strategy) must not skip the canary.
+    @task(task_id=deploy.CANARY_TASK_ID, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
     def start_canary(plan: dict, prepared: dict) -> dict:
         """The canary server, ready, in the router's canary slot at 0 % (and a baseline sample)."""
         return deploy.start_canary(plan, prepared)
+
+    @task(task_id="start_shadow")
+    def start_shadow(plan: dict, prepared: dict) -> dict:
+        """The candidate beside stable at 0 %: from now on it gets a copy of every request stable answers."""
+        return deploy.start_shadow(plan, prepared)
+
+    @task.sensor(task_id="mirror", mode="reschedule", poke_interval=SHAPE.poke_interval, timeout=SHAPE.shadow_timeout)
+    def mirror(plan: dict, started: dict) -> PokeReturnValue:
+        """Copy stable's new requests to the shadow (same request ids) until enough labelled rows are in."""
+        return deploy.mirror(plan)
+
+    @task(task_id="compare")
+    def compare(plan: dict, window: dict) -> dict:
+        """Shadow vs stable on the same requests: errors, prediction shift, a paired test on labelled rows."""
+        return deploy.compare_shadow(plan)
 
     @task(task_id="start_green")
     def start_green(plan: dict, prepared: dict) -> dict:
@@ -183,10 +206,16 @@ def mlops_deploy():
     prepared = prepare(plan)
     branch = route(plan, prepared)
     branch >> deploy_direct(plan, prepared)
+    with TaskGroup(group_id=deploy.SHADOW_GROUP_ID):
+        shadow = start_shadow(plan, prepared)
+        window = mirror(plan, shadow)
+        verdict = compare(plan, window)
+    branch >> shadow
     baseline = start_canary(plan, prepared)
     branch >> baseline
+    verdict >> baseline
 
-    rollout = [baseline]
+    rollout = [shadow, window, verdict, baseline]
     previous = baseline
     checks = []
     for percent in SHAPE.steps:

@@ -249,11 +249,31 @@ class DeploySettings(BaseSettings):
     extra_labels: dict[str, str] = Field(
         default_factory=dict, description='Added to every container/network, e.g. {"team": "ml"} (JSON in the env)'
     )
-    strategy: Literal["canary", "blue_green"] = Field(
+    strategy: Literal["shadow", "canary", "blue_green"] = Field(
         default="canary",
         description="How a new version replaces the serving one (the mlops_deploy run's strategy Param overrides it): "
-        "canary = traffic steps, each baked and checked; blue_green = the new version smoke-tested with recorded "
-        "requests, then all the traffic in one switch while the old one stays warm for the bake window",
+        "canary = traffic steps, each baked and checked; shadow = first a shadow window (a copy of every request, "
+        "answers never served, judged against stable on labelled rows), then the canary's steps; blue_green = the "
+        "new version smoke-tested with recorded requests, then all the traffic in one switch while the old one stays "
+        "warm for the bake window",
+    )
+    shadow_seconds: float = Field(
+        default=1800.0, ge=0, description="Shortest shadow window: the shadow gets copies at least this long"
+    )
+    shadow_max_seconds: float = Field(
+        default=3 * 86400.0,
+        gt=0,
+        description="Longest shadow window, waiting for labelled rows: set it beyond the dataset's label delay (read "
+        "when the DAG is parsed: the mirror sensor's timeout)",
+    )
+    shadow_min_labelled: int = Field(
+        default=200, ge=2, description="Labelled rows both versions answered before the shadow's quality test counts"
+    )
+    shadow_alpha: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="Significance of the shadow's paired quality test: an equally good version is rejected this often",
     )
     approval: Literal["off", "before_promote"] = Field(
         default="off",
@@ -297,6 +317,10 @@ class DeploySettings(BaseSettings):
         if self.max_bake_seconds < self.bake_seconds:
             raise ValueError(
                 f"max_bake_seconds ({self.max_bake_seconds}) must be at least bake_seconds ({self.bake_seconds})"
+            )
+        if self.shadow_max_seconds < self.shadow_seconds:
+            raise ValueError(
+                f"shadow_max_seconds ({self.shadow_max_seconds}) must be at least shadow_seconds ({self.shadow_seconds})"
             )
         return self
 

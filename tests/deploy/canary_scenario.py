@@ -98,13 +98,40 @@ def deploy_environment(backend: str, base: Path, tracking_uri: str) -> dict[str,
 def build_resampled_model_dir(path: Path, seed: int = RESAMPLED_SEED) -> Path:
     """The base model's recipe fitted on another sample of the same population: ``seed`` draws the
     rows and their labels. Saved like :func:`build_model_dir` (signature, contract, digest)."""
+    records = make_records(1500, seed=seed, nulls=True)
+    return build_fitted_model_dir(path, records, model_fixture._labels(records, seed=seed), f"resampled-{seed}")
+
+
+def build_better_model_dir(path: Path, seed: int = 777) -> Path:
+    """The recipe fitted on four times the rows (6000): on the same population it ranks and
+    calibrates better than the 1500-row models (Brier about 0.17 against 0.18 on the client's rows)."""
+    records = make_records(6000, seed=seed, nulls=True)
+    return build_fitted_model_dir(path, records, model_fixture._labels(records, seed=seed), f"better-{seed}")
+
+
+def build_swapped_model_dir(path: Path, seed: int = 4321) -> Path:
+    """A worse model with the same prediction distribution: fitted with ``monthly_charges`` mirrored
+    (m -> 130 - m, total charges scaled along), so customers with high and low charges get each
+    other's scores. Charges are uniform on [10, 120], so the scores' distribution stays that of a
+    good model (PSI about 0.03 against one), while on labelled rows it is clearly worse (AUC about 0.70
+    against 0.81)."""
+    records = make_records(1500, seed=seed, nulls=True)
+    labels = model_fixture._labels(records, seed=seed)  # from the true charges
+    swapped = []
+    for record in records:
+        mirrored = round(130.0 - record["monthly_charges"], 2)
+        swapped.append({**record, "monthly_charges": mirrored, "total_charges": round(record["total_charges"] * mirrored / record["monthly_charges"], 2)})
+    return build_fitted_model_dir(path, swapped, labels, f"swapped-{seed}")
+
+
+def build_fitted_model_dir(path: Path, records: list[dict[str, Any]], labels: Any, what: str) -> Path:
+    """An xgboost model of the fixture's recipe fitted on ``records`` and ``labels``, saved like
+    :func:`build_model_dir` (signature, contract, digest)."""
     import hashlib
 
     import mlflow.xgboost
     import pandas as pd
 
-    records = make_records(1500, seed=seed, nulls=True)
-    labels = model_fixture._labels(records, seed=seed)
     booster = model_fixture._train_booster(records, labels, 0.0)
     mlflow.xgboost.save_model(
         booster,
@@ -118,7 +145,7 @@ def build_resampled_model_dir(path: Path, seed: int = RESAMPLED_SEED) -> Path:
     info = {
         "model_name": model_fixture.MODEL_NAME,
         "model_version": "1",
-        "run_id": hashlib.sha1(f"xgboost-resampled-{seed}".encode()).hexdigest()[:32],
+        "run_id": hashlib.sha1(f"xgboost-{what}".encode()).hexdigest()[:32],
         "artifact_sha256": hashlib.sha256((path / "model.ubj").read_bytes()).hexdigest(),
     }
     (path / "model_info.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -155,11 +182,35 @@ def register(client: Any, model_name: str, model_dir: Path) -> str:
 
 
 # -- traffic ----------------------------------------------------------------------------------------
+CLIENT_SEEDS = 500  # the client's requests cycle through this many record sets
+
+
+def client_labels() -> dict[str, Any]:
+    """The labels of every record :class:`Client` ``(with_ids=True)`` sends, per event day
+    (``{day: frame of id, event time, target}``): drawn by the fixture's labelling, the same the
+    models were fitted on."""
+    import pandas as pd
+
+    frames = []
+    for seed in range(CLIENT_SEEDS):
+        records = make_records(ROWS_PER_REQUEST, seed=seed, with_ids=True)
+        frames.append(pd.DataFrame({
+            model_fixture.ID_COLUMN: [r[model_fixture.ID_COLUMN] for r in records],
+            model_fixture.TIME_COLUMN: pd.to_datetime([r[model_fixture.TIME_COLUMN] for r in records], utc=True),
+            model_fixture.TARGET: model_fixture._labels(records, seed=seed),
+        }))  # fmt: skip
+    labels = pd.concat(frames, ignore_index=True)
+    return {str(day): frame.reset_index(drop=True) for day, frame in labels.groupby(labels[model_fixture.TIME_COLUMN].dt.date)}
+
+
 @dataclass
 class Client:
-    """Steady traffic through the router from a thread; every failure is kept for the assertion."""
+    """Steady traffic through the router from a thread; every failure is kept for the assertion.
+    ``with_ids``: the records carry the dataset's id and event time, whose labels
+    :func:`client_labels` gives."""
 
     url: str
+    with_ids: bool = False
     requests: int = 0
     failures: list[str] = field(default_factory=list)
     versions: Counter = field(default_factory=Counter)
@@ -179,7 +230,7 @@ class Client:
                 try:
                     response = http.post(
                         f"{self.url}/predict",
-                        json={"records": make_records(ROWS_PER_REQUEST, seed=seed % 500)},
+                        json={"records": make_records(ROWS_PER_REQUEST, seed=seed % CLIENT_SEEDS, with_ids=self.with_ids)},
                         headers={"X-Traffic-Source": "e2e-client"},
                     )
                     if response.status_code == 200:

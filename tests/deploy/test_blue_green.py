@@ -106,8 +106,8 @@ def test_the_strategy_plans_a_blue_green_release_with_one_step(deployer: Deploye
     assert (green["mode"], green["strategy"], green["steps"]) == ("blue_green", "blue_green", [100])
     assert green["reason"].startswith("blue-green release of v2")
     assert deployer.plan("promote", "2", deployment_key="k", strategy="blue_green")["mode"] == "direct"  # no rollout
-    with pytest.raises(ValueError, match="unknown deployment strategy 'shadow'"):
-        deployer.plan("deploy", deployment_key="k", strategy="shadow")
+    with pytest.raises(ValueError, match="unknown deployment strategy 'linear'"):
+        deployer.plan("deploy", deployment_key="k", strategy="linear")
 
 
 def test_green_is_compared_with_blue_s_window_before_the_switch(deployer: Deployer) -> None:  # noqa: F811

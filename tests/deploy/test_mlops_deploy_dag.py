@@ -85,6 +85,7 @@ def test_dag_shape(monkeypatch: pytest.MonkeyPatch) -> None:
         *(f"{step}.{name}" for step in steps for name in ("shift", "bake", "analyse")),
         *(f"approval.{name}" for name in ("decide", "request", "not_required", "approved")),
         *(f"blue_green.{name}" for name in ("start_green", "reference", "switch", "bake", "analyse")),
+        *(f"shadow.{name}" for name in ("start_shadow", "mirror", "compare")),
     }  # fmt: skip
     for step in steps:
         bake = dag.get_task(f"{step}.bake")
@@ -96,7 +97,15 @@ def test_dag_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     assert dag.get_task("promote").upstream_task_ids == {"reconcile", "approval.approved"}
     assert dag.get_task("rollback").trigger_rule == "one_failed"
     assert {"start_canary", "step_5pct.analyse", "step_100pct.bake"} <= dag.get_task("rollback").upstream_task_ids
-    assert dag.get_task("route").downstream_task_ids == {"start_canary", "deploy_direct", "blue_green.start_green"}
+    assert dag.get_task("route").downstream_task_ids == {"start_canary", "deploy_direct", "blue_green.start_green", "shadow.start_shadow"}
+    # shadow: the mirror's window, the verdict, then the canary (which a skipped shadow does not skip)
+    chain = ["shadow.start_shadow", "shadow.mirror", "shadow.compare", "start_canary"]
+    for first, then in zip(chain, chain[1:], strict=False):
+        assert then in dag.get_task(first).downstream_task_ids, (first, then)
+    mirror = dag.get_task("shadow.mirror")
+    assert mirror.mode == "reschedule" and mirror.timeout >= 3 * 86400 + 3600
+    assert dag.get_task("start_canary").trigger_rule == "none_failed_min_one_success"
+    assert set(chain) <= dag.get_task("rollback").upstream_task_ids
     # blue-green: smoke-tested green, blue's reference window, one switch, blue warm through the bake
     chain = ["blue_green.start_green", "blue_green.reference", "blue_green.switch", "blue_green.bake", "blue_green.analyse"]
     for first, then in zip(chain, chain[1:], strict=False):
@@ -223,6 +232,7 @@ def test_bake_pokes_until_done(deployer: FakeDeployer) -> None:
 
 def test_route_follows_the_plan() -> None:
     assert adapter.route({**PLAN, "mode": "canary"}) == "start_canary"
+    assert adapter.route({**PLAN, "mode": "canary", "strategy": "shadow"}) == ["shadow.start_shadow", "start_canary"]
     assert adapter.route({**PLAN, "mode": "direct"}) == "deploy_direct"
     assert adapter.route({**PLAN, "mode": "noop"}) is None
 

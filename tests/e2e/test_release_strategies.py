@@ -14,6 +14,15 @@ first (direct), then each release below runs in turn, in this order.
   requests its checks need: with the production default (``insufficient_traffic=rollback``) the
   first step fails when its longest bake ends, the canary (v4) is rolled back with a reason naming
   the checks that lacked data, and the stable version keeps serving.
+* **Shadow, then canary,** under a client whose rows' labels have arrived (they are in the lake's
+  validated partitions, as ingestion puts them): a better version (v5, fitted on four times the
+  rows) gets a copy of every request, passes the paired test on the labelled rows and goes on
+  through the canary's steps to promotion; a worse version with the same prediction distribution
+  (v6, fitted with ``monthly_charges`` mirrored, so high- and low-charge customers swap scores)
+  passes the error and shift checks and fails the paired test: it is rolled back before any client
+  got one of its answers.
+* **A shadow killed mid-window** (its container SIGKILLed once it is up): the run rolls back saying
+  the shadow is not running; clients see nothing.
 
 Settings that differ from production, and why:
 - ``MLOPS_DEPLOY_STEPS=50,100``: two canary steps; the verdict falls at the first either way.
@@ -21,13 +30,20 @@ Settings that differ from production, and why:
   for traffic. With the client, blue-green's windows get their 50 requests within seconds, so it is
   never what ends them; without a client no request can come however long a step waits, so it only
   sets when the verdict falls.
+- ``MLOPS_DEPLOY_SHADOW_SECONDS=10`` (production 1800): the shortest shadow window, there so that a
+  window sees more than a moment of a day's traffic mix. The client's mix is the same from its
+  first request, so here the window ends when the evidence production asks for is in (50 mirrored
+  requests, 200 labelled rows answered by both), which the client brings within seconds.
 - the canary scenario's short bake, pokes and retry delay (see ``tests/deploy/canary_scenario.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -48,14 +64,17 @@ class Releases:
     steady: Any = None
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def release(self, version: str, *argv: str) -> dict[str, Any]:
-        """``@challenger`` := version, then ``make deploy deploy [argv]`` followed to its end."""
+    def release(self, version: str, *argv: str, during: Callable[[str], Any] | None = None) -> dict[str, Any]:
+        """``@challenger`` := version, then ``make deploy deploy [argv]`` followed to its end;
+        ``during(run_id)`` is called once the run is running."""
         from mlops_pipeline.registry.aliases import set_challenger
         from tests.deploy.canary_scenario import running_servers
 
         set_challenger(self.client, self.name, version)
         follower = self.stack.deploy_command("deploy", *argv)
         run_id = self.stack.wait_for_run()
+        if during is not None:
+            during(run_id)
         code = follower.wait(timeout=900)
         run = self.stack.api.dag_run("mlops_deploy", run_id)
         tasks = {t["task_id"]: t["state"] for t in self.stack.api.task_instances("mlops_deploy", run_id)}
@@ -68,13 +87,19 @@ def releases(docker_client, airflow_stack, airflow_databases, mlflow_server, mod
     from mlops_pipeline.config import get_settings
     from mlops_pipeline.registry.aliases import set_challenger
     from mlops_pipeline.registry.client import mlflow_client
-    from tests.deploy.canary_scenario import deployment_env, register
+    from tests.deploy.canary_scenario import (
+        build_better_model_dir,
+        build_swapped_model_dir,
+        deployment_env,
+        register,
+    )
     from tests.deploy.test_mlops_deploy_dag import SchedulerStack
 
     base = tmp_path_factory.mktemp("release-strategies")
     scenario = {
         "MLOPS_DEPLOY_STEPS": "50,100",
         "MLOPS_DEPLOY_MAX_BAKE_SECONDS": "30",
+        "MLOPS_DEPLOY_SHADOW_SECONDS": "10",
         "MLOPS_DEPLOY_EXTRA_LABELS": '{"org.mlops.e2e": "strategies"}',
     }
     with deployment_env("docker", base, mlflow_server.uri, **scenario) as env:
@@ -82,6 +107,8 @@ def releases(docker_client, airflow_stack, airflow_databases, mlflow_server, mod
         stack = SchedulerStack.beside(airflow_stack, airflow_databases.create(), base / "airflow", env)
         client, name = mlflow_client(get_settings()), env["MLOPS_MODEL_NAME"]
         assert [register(client, name, model_dirs[kind]) for kind in ("good", *RELEASES)] == ["1", "2", "3", "4"]
+        shadowed = (build_better_model_dir(base / "better"), build_swapped_model_dir(base / "swapped"))
+        assert [register(client, name, path) for path in shadowed] == ["5", "6"]
         found = Releases(env, client, name, stack)
         try:
             stack.start("api-server")  # first: it writes the new home's airflow.cfg
@@ -97,7 +124,7 @@ def releases(docker_client, airflow_stack, airflow_databases, mlflow_server, mod
             stack.stop()
 
 
-def test_blue_green_promotes_a_good_green_and_switches_back_from_a_broken_one(releases: Releases) -> None:
+def test_blue_green_promotes_a_good_green_and_switches_back_from_a_broken_one(releases: Releases, reliability) -> None:
     from mlops_pipeline.config import get_settings
     from mlops_pipeline.deploy.audit import AuditLog
     from mlops_pipeline.registry.aliases import CHAMPION, version_for_alias
@@ -131,6 +158,14 @@ def test_blue_green_promotes_a_good_green_and_switches_back_from_a_broken_one(re
     assert "recorded request(s) to v1" in smoke[0].reason, smoke[0].reason  # what the client sent blue
     assert [e.version for e in events if e.event == "switched"] == ["2", "3"]
     steady = releases.steady
+    reliability.record(
+        "load",
+        "blue-green on the scheduler under a steady client (docker): a good green promoted, a broken one switched back",
+        "0 failed requests",
+        requests=steady.requests,
+        failed=len(steady.failures),
+        answered_by=dict(sorted(steady.versions.items())),
+    )
     assert steady.failures == [], steady.failures[:5]
     assert steady.versions["1"] > 0 and steady.versions["2"] > 0 and steady.versions["3"] > 0, steady.versions
 
@@ -157,3 +192,120 @@ def test_a_canary_with_too_little_traffic_is_not_promoted(releases: Releases) ->
     assert "canary v4 at 50%: not enough traffic to judge" in reason, reason
     assert "fewer than 50 requests" in reason or "the canary answered no requests" in reason, reason
     assert canary["served"] == [("stable", champion)]
+
+
+def test_shadow_passes_a_better_model_on_to_the_canary_and_rejects_a_worse_one_with_the_same_predictions(
+    releases: Releases, reliability
+) -> None:
+    from mlops_pipeline.config import get_settings
+    from mlops_pipeline.deploy.audit import AuditLog
+    from mlops_pipeline.registry.aliases import CHAMPION, version_for_alias
+    from mlops_pipeline.storage import open_lake
+    from tests.deploy.canary_scenario import Client, client_labels, router_url
+    from tests.monitoring.scenario import add_labelled_day
+
+    settings = get_settings()
+    for day, labels in client_labels().items():  # the labels of what the client sends have arrived
+        add_labelled_day(settings.lake_uri, datetime.fromisoformat(day).date(), labels)
+    champion = str(version_for_alias(releases.client, releases.name, CHAMPION).version)
+    releases.steady = Client(router_url(), with_ids=True).start()
+    better = releases.release("5", "--strategy", "shadow")
+    assert better["code"] == 0, better["output"] + releases.stack.failed_task_logs()
+    worse = releases.release("6", "--strategy", "shadow")
+    assert worse["code"] == 1, worse["output"] + releases.stack.failed_task_logs()
+    releases.steady.finish()
+
+    shadow = ["shadow.start_shadow", "shadow.mirror", "shadow.compare"]
+    tasks = better["tasks"]
+    assert [tasks[t] for t in shadow] == ["success"] * 3, tasks
+    assert tasks["start_canary"] == tasks["step_100pct.analyse"] == tasks["promote"] == "success", tasks
+    assert tasks["blue_green.start_green"] == "skipped" and tasks["rollback"] == "skipped", tasks
+    assert f"success: promoted v5 (previous v{champion})" in better["output"] and better["served"] == [("stable", "5")]
+    tasks = worse["tasks"]
+    assert tasks["shadow.compare"] == "failed" and tasks["start_canary"] == "upstream_failed", tasks
+    assert tasks["rollback"] == "success" and tasks["promote"] == "upstream_failed", tasks
+    assert str(version_for_alias(releases.client, releases.name, CHAMPION).version) == "5"
+    assert worse["served"] == [("stable", "5")]
+
+    tags = {v: releases.client.get_model_version(releases.name, v).tags for v in ("5", "6")}
+    assert tags["5"]["shadow_passed"] == "true" and tags["6"]["shadow_passed"] == "false", tags
+    assert tags["6"]["deploy_status"] == "rolled_back" and "shadow v6: quality failed" in tags["6"]["deploy_reason"], tags["6"]
+    assert float(tags["6"]["shadow_p_value"]) < 0.05 <= float(tags["5"]["shadow_p_value"]), tags
+    verdicts = {
+        e.version: e for e in AuditLog(open_lake(settings)).events() if e.version in ("5", "6") and e.details.get("stage") == "shadow"
+    }
+    checks = {v: {c["name"]: c["status"] for c in e.details["checks"]} for v, e in verdicts.items()}
+    assert checks["5"] == {"errors": "passed", "prediction_shift": "passed", "quality": "passed"}, verdicts["5"].reason
+    # the worse model predicts the same distribution: only the labelled rows show what it is
+    assert checks["6"] == {"errors": "passed", "prediction_shift": "passed", "quality": "failed"}, verdicts["6"].reason
+    for verdict in verdicts.values():
+        quality = verdict.details["quality"]
+        assert quality["rows"] >= 200 and verdict.details["mirrored"]["failed"] == 0, verdict.details
+
+    # Clients only ever got stable's answers: the shadow's went to its log, under stable's request ids.
+    steady = releases.steady
+    reliability.record(
+        "load",
+        "shadow then canary on the scheduler under a steady client (docker): a better version promoted, a worse one "
+        "with the same prediction distribution rejected on labelled rows",
+        "0 failed requests; no client gets a shadow's answer",
+        requests=steady.requests,
+        failed=len(steady.failures),
+        answered_by=dict(sorted(steady.versions.items())),
+        rejected=verdicts["6"].reason.split(": ", 1)[1][:160],
+    )
+    assert steady.failures == [], steady.failures[:5]
+    assert steady.versions["6"] == 0 and steady.versions["5"] > 0 and steady.versions[champion] > 0, steady.versions
+    logged = [json.loads(line) for path in sorted(settings.prediction_log_dir.glob("ds=*/*.requests.jsonl")) for line in path.read_text().splitlines()]
+    copies = {r["request_id"] for r in logged if r["model_version"] == "6" and r["traffic_source"] == "shadow"}
+    served = {r["request_id"] for r in logged if r["model_version"] == "5" and r["traffic_source"] == "e2e-client"}
+    assert len(copies) >= 50 and copies <= served, (len(copies), len(copies - served))
+
+
+def test_a_shadow_killed_mid_window_is_rolled_back_and_clients_see_nothing(releases: Releases, docker_client, reliability) -> None:
+    from mlops_pipeline.registry.aliases import CHAMPION, version_for_alias
+    from tests.deploy.canary_scenario import Client, router_url
+    from tests.reliability.harness import docker_container
+
+    champion = str(version_for_alias(releases.client, releases.name, CHAMPION).version)
+    namespace = releases.env["MLOPS_DEPLOY_NAMESPACE"]
+    killed: dict[str, Any] = {}
+
+    def kill_the_shadow(run_id: str) -> None:
+        """SIGKILL the shadow's container as soon as it is up: its window is open (at least 10 s)."""
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            states = {t["task_id"]: t["state"] for t in releases.stack.api.task_instances("mlops_deploy", run_id)}
+            if states.get("shadow.start_shadow") == "success":
+                docker_container(docker_client, namespace, "canary").kill()
+                killed["mirror"] = states.get("shadow.mirror")
+                return
+            assert states.get("shadow.start_shadow") not in ("failed", "upstream_failed"), states
+            time.sleep(0.3)
+        raise AssertionError("the shadow never started")
+
+    releases.steady = Client(router_url(), with_ids=True).start()
+    run = releases.release("4", "--strategy", "shadow", during=kill_the_shadow)
+    releases.steady.finish()
+    steady = releases.steady
+    tasks = run["tasks"]
+    tags = releases.client.get_model_version(releases.name, "4").tags
+    reliability.record(
+        "faults",
+        "shadow container SIGKILLed mid-window (docker, on the scheduler)",
+        "rolled back with the reason, champion unchanged, no client error",
+        outcome=tasks.get("rollback"),
+        reason=tags.get("deploy_reason", "")[:160],
+        requests=steady.requests,
+        failed=len(steady.failures),
+    )
+    assert run["code"] == 1, run["output"] + releases.stack.failed_task_logs()
+    assert killed["mirror"] in (None, "scheduled", "queued", "running", "up_for_reschedule"), killed  # mid-window
+    assert tasks["shadow.compare"] == "failed" and tasks["start_canary"] == "upstream_failed", tasks
+    assert tasks["rollback"] == "success" and tasks["promote"] == "upstream_failed", tasks
+    assert tags["deploy_status"] == "rolled_back" and "shadow v4" in tags["deploy_reason"], tags
+    assert "not running" in tags["deploy_reason"], tags["deploy_reason"]
+    assert str(version_for_alias(releases.client, releases.name, CHAMPION).version) == champion
+    assert run["served"] == [("stable", champion)]
+    assert steady.failures == [], steady.failures[:5]
+    assert steady.versions["4"] == 0 and steady.versions[champion] > 0, steady.versions

@@ -33,3 +33,8 @@ DEPLOY_STATUS = "deploy_status"
 DEPLOY_REASON = "deploy_reason"
 DEPLOYMENT_ID = "deployment_id"
 PREVIOUS_CHAMPION = "previous_champion"
+# a shadow window's verdict (mlops_pipeline.deploy.shadow): passed, labelled rows, Brier difference, p-value
+SHADOW_PASSED = "shadow_passed"
+SHADOW_LABELLED_ROWS = "shadow_labelled_rows"
+SHADOW_BRIER_DIFFERENCE = "shadow_brier_difference"
+SHADOW_P_VALUE = "shadow_p_value"

@@ -66,7 +66,8 @@ DEPLOYMENT_TAG = tag_names.DEPLOYMENT_ID
 PREVIOUS_CHAMPION_TAG = tag_names.PREVIOUS_CHAMPION
 CANARY_STRATEGY = "canary"
 BLUE_GREEN = "blue_green"
-STRATEGIES = (CANARY_STRATEGY, BLUE_GREEN)
+SHADOW = "shadow"  # a shadow window first, then the canary's steps
+STRATEGIES = (SHADOW, CANARY_STRATEGY, BLUE_GREEN)
 ROLLOUT_MODES = frozenset({"canary", BLUE_GREEN})  # the modes that start a new server beside stable
 
 
@@ -311,6 +312,8 @@ class Deployer:
         reason = decision.reason
         if mode == "canary" and strategy == BLUE_GREEN:
             mode, reason = BLUE_GREEN, reason.replace("canary of", "blue-green release of", 1)
+        elif mode == "canary" and strategy == SHADOW:
+            reason = reason.replace("canary of", "shadow, then canary, of", 1)
         plan: dict[str, Any] = {
             "deployment_id": f"{self.model_name}-v{decision.version}-{key}",
             "action": decision.action,
@@ -396,6 +399,7 @@ class Deployer:
                 self.backend.stop_server(stale)
         if reused is not None:
             canary = self.backend.wait_ready(reused)
+            again = " (the shadow server, now the canary)" if plan.get("strategy") == SHADOW else " (started by an earlier attempt)"
         else:
             router.empty(CANARY)
             canary = self._start_ready(CANARY, prepared)
@@ -409,13 +413,133 @@ class Deployer:
         baseline = self.sample()
         self._event(
             "canary_started",
-            f"canary server {canary.name} of v{version} is ready, at 0% of the traffic" + (" (started by an earlier attempt)" if reused else ""),
+            f"canary server {canary.name} of v{version} is ready, at 0% of the traffic" + (again if reused else ""),
             version=version,
             deployment_id=deployment_id,
             server=canary.name,
             model_ref=canary.model_ref,
         )
         return {"baseline": {slot: s.to_dict() for slot, s in baseline.items()}, "canary": canary.name, "started_at": time.time()}
+
+    # -- shadow --------------------------------------------------------------------------------
+    def _mirror_state_path(self, plan: Mapping[str, Any]) -> Path:
+        from mlops_pipeline.deploy.backends import state_dir
+
+        return state_dir(self.deploy.namespace) / "shadow" / f"{plan['deployment_id']}.json"
+
+    def start_shadow(self, plan: Mapping[str, Any], prepared: Mapping[str, Any]) -> dict[str, Any]:
+        """The candidate started beside stable in the router's canary slot at 0 % (no client reaches
+        it), and the mirror's start: stable's requests from now on are copied to it."""
+        from mlops_pipeline.deploy.shadow import MirrorState
+
+        version = str(plan["version"])
+        started = self.start_canary(plan, prepared)
+        path = self._mirror_state_path(plan)
+        state = MirrorState.load(path)
+        if state is None:  # a retry keeps the first attempt's start
+            state = MirrorState.begin(self.backend.prediction_log_dir())
+            state.save(path)
+        self._event(
+            "shadow_started",
+            f"shadow server {started['canary']} of v{version} gets a copy of every request stable "
+            f"v{plan.get('stable_version') or plan.get('champion')} answers; clients only get stable's answers",
+            version=version,
+            deployment_id=plan["deployment_id"],
+            server=started["canary"],
+        )
+        return {"shadow": started["canary"], "started_at": state.started_at, "since": state.since}
+
+    def mirror_status(self, plan: Mapping[str, Any]) -> dict[str, Any]:
+        """One poke of the shadow window: copy stable's new requests to the shadow, then count the
+        labelled rows both answered. Done after ``shadow_seconds`` with evidence for every check
+        (``min_requests`` mirrored, ``min_rows`` paired, ``shadow_min_labelled`` labelled), at
+        ``shadow_max_seconds``, or when the shadow or stable is gone."""
+        from mlops_pipeline.deploy.shadow import MirrorState, mirror, window_status
+
+        version, stable = str(plan["version"]), str(plan.get("stable_version") or plan.get("champion"))
+        path = self._mirror_state_path(plan)
+        state = MirrorState.load(path)
+        if state is None:
+            raise DeploymentError(f"the shadow window of v{version} has no mirror state ({path}): start_shadow did not run")
+        servers = self._running(CANARY, version)
+        if not servers or not self._running(STABLE):
+            return {"done": True, "why": "the shadow or the stable server is not running", "mirrored": state.sent}
+        sent = mirror(state, self.backend.prediction_log_dir(), stable, servers[-1].url, path)
+        pairs, labelled = self._shadow_pairs(plan, state)
+        status = window_status(
+            state,
+            len(pairs),
+            len(labelled),
+            self.thresholds,
+            min_seconds=self.deploy.shadow_seconds,
+            max_seconds=self.deploy.shadow_max_seconds,
+            min_labelled=self.deploy.shadow_min_labelled,
+        )
+        return {**status, "sent_this_poke": sent, "failed": state.failed}
+
+    def _shadow_pairs(self, plan: Mapping[str, Any], state: Any) -> tuple[Any, Any]:
+        from mlops_pipeline.datasets import load_dataset_spec
+        from mlops_pipeline.deploy.shadow import paired_rows, with_labels
+        from mlops_pipeline.storage import open_lake
+
+        spec = load_dataset_spec(self.settings.dataset)
+        stable = str(plan.get("stable_version") or plan.get("champion"))
+        pairs = paired_rows(self.backend.prediction_log_dir(), state, stable, str(plan["version"]), spec)
+        labelled, _ = with_labels(pairs, open_lake(self.settings), spec)
+        return pairs, labelled
+
+    def compare_shadow(self, plan: Mapping[str, Any]) -> dict[str, Any]:
+        """The shadow against stable on the same requests (errors, prediction shift, quality on the
+        labelled rows); audited and tagged on the version; raises :class:`CanaryCheckFailed` when
+        it fails, so the rollback runs and the canary never starts."""
+        from mlops_pipeline.deploy.shadow import MirrorState, compare
+
+        version = str(plan["version"])
+        label = f"shadow v{version}"
+        state = MirrorState.load(self._mirror_state_path(plan))
+        try:
+            if not self._running(CANARY, version):
+                raise CanaryCheckFailed(f"the shadow server of v{version} is not running any more")
+            if state is None:
+                raise CanaryCheckFailed("no mirror state: the shadow window did not run")
+            if not self._running(STABLE):
+                raise CanaryCheckFailed("the stable server is not running any more")
+            pairs, labelled = self._shadow_pairs(plan, state)
+            result = compare(
+                pairs,
+                labelled,
+                state,
+                self.thresholds_for(version, plan.get("champion")),
+                min_labelled=self.deploy.shadow_min_labelled,
+                alpha=self.deploy.shadow_alpha,
+                label=label,
+            )
+        except CanaryCheckFailed as exc:
+            result = {"passed": False, "reason": f"{label}: {exc}", "checks": [], "quality": None}
+        quality = result.get("quality") or {}
+        self._tags(
+            version,
+            **{
+                tag_names.SHADOW_PASSED: str(result["passed"]).lower(),
+                tag_names.SHADOW_LABELLED_ROWS: str(result.get("labelled", 0)),
+                tag_names.SHADOW_BRIER_DIFFERENCE: str(quality.get("mean_difference", "")),
+                tag_names.SHADOW_P_VALUE: str(quality.get("p_value", "")),
+            },
+        )
+        self._event(
+            "analysis_passed" if result["passed"] else "analysis_failed",
+            result["reason"],
+            version=version,
+            deployment_id=plan["deployment_id"],
+            percent=0,
+            stage="shadow",
+            checks=result["checks"],
+            quality=result.get("quality"),
+            mirrored=result.get("mirrored"),
+        )
+        if not result["passed"]:
+            raise CanaryCheckFailed(result["reason"])
+        return {**{key: result[key] for key in ("passed", "reason", "checks")}, "percent": 0, "stage": "shadow", "quality": result["quality"]}
 
     # -- blue-green ----------------------------------------------------------------------------
     def start_green(self, plan: Mapping[str, Any], prepared: Mapping[str, Any]) -> dict[str, Any]:

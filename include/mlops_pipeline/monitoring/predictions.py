@@ -59,7 +59,7 @@ REQUESTS_SUFFIX = ".requests.jsonl"
 REQUEST_FIELDS = ("request_id", "ts", "model_name", "model_version", "traffic_source", "endpoint")
 # Requests that are not traffic: a new server's warm-up before it takes any (see deploy.steps); the
 # reader leaves them out, so no window, drift statistic or label join ever sees them.
-NOT_TRAFFIC = frozenset({"warmup", "smoke"})  # a new server's warm-up; a blue-green smoke test (deploy.smoke)
+NOT_TRAFFIC = frozenset({"warmup", "smoke", "shadow"})  # a new server's warm-up; a blue-green smoke test (deploy.smoke); a shadow's copies (deploy.shadow)
 
 DEFAULT_BLOCK_BYTES = 16 << 20
 PARSE_CHUNK_BYTES = 2 << 20  # Arrow parses a block in chunks of this size, on all cores

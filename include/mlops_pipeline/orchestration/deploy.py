@@ -51,6 +51,8 @@ PLAN_TASK_ID = "reconcile"
 CANARY_TASK_ID = "start_canary"
 BLUE_GREEN_GROUP_ID = "blue_green"
 GREEN_TASK_ID = f"{BLUE_GREEN_GROUP_ID}.start_green"
+SHADOW_GROUP_ID = "shadow"
+SHADOW_TASK_ID = f"{SHADOW_GROUP_ID}.start_shadow"
 DIRECT_TASK_ID = "deploy_direct"
 # The bake sensor ends a step itself once ``max_bake_seconds`` have passed (``bake`` reports done;
 # with ``insufficient_traffic=hold`` and too little traffic, ``hold_seconds`` later),
@@ -77,6 +79,7 @@ class DagShape:
     retry_delay: timedelta
     approval_timeout: timedelta
     approval_timeout_answer: str  # the option taken when nobody answered: Approve or Reject
+    shadow_timeout: timedelta
 
 
 def dag_shape() -> DagShape:
@@ -96,6 +99,7 @@ def dag_shape() -> DagShape:
         approval_timeout_answer=ApprovalOperator.APPROVE
         if deploy.approval_timeout_action == "approve"
         else ApprovalOperator.REJECT,
+        shadow_timeout=timedelta(seconds=deploy.shadow_max_seconds) + BAKE_OUTAGE_ALLOWANCE,
     )
 
 
@@ -104,8 +108,8 @@ def step_group_id(percent: int) -> str:
 
 
 def analysis_task_ids(steps: tuple[int, ...] | list[int]) -> list[str]:
-    """Every analysis a rollout may have run, in order: the canary's steps, then blue-green's."""
-    return [f"{step_group_id(percent)}.analyse" for percent in steps] + [f"{BLUE_GREEN_GROUP_ID}.analyse"]
+    """Every analysis a rollout may have run, in order: the shadow's, the canary's steps, then blue-green's."""
+    return [f"{SHADOW_GROUP_ID}.compare"] + [f"{step_group_id(percent)}.analyse" for percent in steps] + [f"{BLUE_GREEN_GROUP_ID}.analyse"]
 
 
 def deployment_key(dag_run: Any) -> str:
@@ -158,8 +162,11 @@ def prepare(plan: Mapping[str, Any]) -> dict[str, Any]:
         return _deployer(plan["actor"]).prepare(plan)
 
 
-def route(plan: Mapping[str, Any]) -> str | None:
-    """The branch to follow: the canary, a direct deployment, or none (nothing to deploy)."""
+def route(plan: Mapping[str, Any]) -> str | list[str] | None:
+    """The branch to follow: the canary (after a shadow window, with the shadow strategy: the canary
+    waits for the shadow's verdict), blue-green, a direct deployment, or none (nothing to deploy)."""
+    if plan["mode"] == "canary" and plan.get("strategy") == "shadow":
+        return [SHADOW_TASK_ID, CANARY_TASK_ID]
     chosen = {"canary": CANARY_TASK_ID, "blue_green": GREEN_TASK_ID, "direct": DIRECT_TASK_ID}.get(plan["mode"])
     if chosen is None:
         log.info("nothing to deploy: %s", plan["reason"])
@@ -182,6 +189,28 @@ def start_green(plan: Mapping[str, Any], prepared: Mapping[str, Any]) -> dict[st
     """Green beside blue at 0 %, smoke-tested with recorded requests; blue's reference window starts."""
     with fails_at_once(_what(plan), *_state_errors()):
         return _deployer(plan["actor"]).start_green(plan, prepared)
+
+
+def start_shadow(plan: Mapping[str, Any], prepared: Mapping[str, Any]) -> dict[str, Any]:
+    """The candidate beside stable at 0 %, and the mirror's start."""
+    with fails_at_once(_what(plan), *_state_errors()):
+        return _deployer(plan["actor"]).start_shadow(plan, prepared)
+
+
+def mirror(plan: Mapping[str, Any]) -> PokeReturnValue:
+    """One poke of the shadow window: stable's new requests copied to the shadow; done once enough
+    labelled rows were answered by both (or at the longest window, or a server gone)."""
+    from airflow.sdk import PokeReturnValue
+
+    status = _deployer(plan["actor"]).mirror_status(plan)
+    log.info("shadow window: %s", status)
+    return PokeReturnValue(is_done=bool(status["done"]), xcom_value=status)
+
+
+def compare_shadow(plan: Mapping[str, Any]) -> dict[str, Any]:
+    """The shadow against stable on the same requests; a failure fails the task at once (then ``rollback``)."""
+    with fails_at_once(_what(plan), *_state_errors()):
+        return _deployer(plan["actor"]).compare_shadow(plan)
 
 
 def reference(plan: Mapping[str, Any], baseline: Mapping[str, Any]) -> PokeReturnValue:
