@@ -266,14 +266,18 @@ class DeploySettings(BaseSettings):
         description="Longest shadow window, waiting for labelled rows: set it beyond the dataset's label delay (read "
         "when the DAG is parsed: the mirror sensor's timeout)",
     )
-    shadow_min_labelled: int = Field(
-        default=200, ge=2, description="Labelled rows both versions answered before the shadow's quality test counts"
+    min_labelled: int = Field(
+        default=200,
+        ge=2,
+        description="Labelled rows a quality test needs: the shadow's, of rows both versions answered; a canary "
+        "step's, on each side (labels usually arrive later: a canary step without them has no quality check)",
     )
-    shadow_alpha: float = Field(
+    quality_alpha: float = Field(
         default=0.05,
         gt=0,
         lt=1,
-        description="Significance of the shadow's paired quality test: an equally good version is rejected this often",
+        description="Significance of the quality tests (the shadow's paired one, a canary's on its labelled rows): an "
+        "equally good version is rejected this often",
     )
     approval: Literal["off", "before_promote"] = Field(
         default="off",

@@ -32,9 +32,10 @@ SPEC = SimpleNamespace(id_column="customer_id", time_column="event_time", target
 
 
 def line(version: str, source: str, request_id: str, rows: list[tuple[str, float]]) -> str:
+    """A request line as the serving app logs it, answered now."""
     records = [{"customer_id": cid, "event_time": "2024-01-02T12:00:00Z", "tenure_months": 3.0} for cid, _ in rows]
     return json.dumps({
-        "request_id": request_id, "ts": "2026-12-02T00:00:00+00:00", "model_name": "churn", "model_version": version,
+        "request_id": request_id, "ts": datetime.now(UTC).isoformat(), "model_name": "churn", "model_version": version,
         "traffic_source": source, "endpoint": "predict", "input": {"records": records},
         "output": {"predictions": [{"probability": p, "label": int(p >= 0.5)} for _, p in rows]},
     })  # fmt: skip
@@ -219,3 +220,30 @@ def test_the_window_ends_with_evidence_for_every_check_or_at_its_longest() -> No
     assert not window_status(state, 5000, 199, Thresholds(), **kwargs)["done"]
     assert not window_status(state, 5000, 5000, Thresholds(), **{**kwargs, "min_seconds": 120.0})["done"]
     assert window_status(state, 0, 0, Thresholds(), **{**kwargs, "max_seconds": 60.0})["why"] == "longest shadow window reached"
+
+
+def test_a_canary_s_quality_is_checked_once_labels_of_its_traffic_have_arrived(tmp_path: Path) -> None:
+    from mlops_pipeline.deploy.shadow import quality_check, served_rows
+
+    log_dir = tmp_path / "predictions"
+    started = time.time() - 1
+    today_log(log_dir).write_text(
+        "\n".join([
+            line("2", "client", "r1", [("c-1", 0.9), ("c-2", 0.1)]),
+            line("2", "warmup", "w1", [("c-3", 0.5)]),  # not traffic
+            line("1", "client", "r2", [("c-4", 0.5)]),  # stable's
+            json.dumps({"request_id": "old", "ts": "2020-01-01T00:00:00Z", "model_version": "2", "traffic_source": "client",
+                        "input": {"records": [{"customer_id": "c-5"}]}, "output": {"predictions": [{"probability": 0.5}]}}),
+        ]) + "\n"
+    )  # fmt: skip
+    rows = served_rows(log_dir, started, "2", SPEC)
+    assert rows[["id", "probability"]].values.tolist() == [["c-1", 0.9], ["c-2", 0.1]]  # since the canary started only
+
+    p, y = scores(5, 600)
+    good = pd.DataFrame({"probability": p, "target": y})
+    noisy = pd.DataFrame({"probability": np.clip(p + np.random.default_rng(6).normal(0, 0.3, 600), 0, 1), "target": y})
+    assert quality_check(good, good.iloc[:199], min_labelled=200, alpha=0.05) is None  # labels of too few rows yet: no check
+    failed = quality_check(noisy, good, min_labelled=200, alpha=0.05)
+    assert failed is not None and failed.status == "failed" and "one-sided Welch t-test" in failed.detail
+    passed = quality_check(good, noisy, min_labelled=200, alpha=0.05)
+    assert passed is not None and passed.status == "passed"

@@ -20,7 +20,8 @@ first (direct), then each release below runs in turn, in this order.
   through the canary's steps to promotion; a worse version with the same prediction distribution
   (v6, fitted with ``monthly_charges`` mirrored, so high- and low-charge customers swap scores)
   passes the error and shift checks and fails the paired test: it is rolled back before any client
-  got one of its answers.
+  got one of its answers. The labels of the canary's own traffic are there too, so each of v5's
+  canary steps also checks its quality against stable's.
 * **A shadow killed mid-window** (its container SIGKILLed once it is up): the run rolls back saying
   the shadow is not running; clients see nothing.
 
@@ -241,6 +242,14 @@ def test_shadow_passes_a_better_model_on_to_the_canary_and_rejects_a_worse_one_w
     for verdict in verdicts.values():
         quality = verdict.details["quality"]
         assert quality["rows"] >= 200 and verdict.details["mirrored"]["failed"] == 0, verdict.details
+    # Labels of the canary's own traffic arrived before its last step: a quality check joined its checks.
+    canary_checks = {
+        (e.details["percent"], c["name"]): c["status"]
+        for e in AuditLog(open_lake(settings)).events()
+        if e.version == "5" and e.event == "analysis_passed" and e.details.get("stage") != "shadow"
+        for c in e.details["checks"]
+    }
+    assert canary_checks[(50, "quality")] == canary_checks[(100, "quality")] == "passed", canary_checks
 
     # Clients only ever got stable's answers: the shadow's went to its log, under stable's request ids.
     steady = releases.steady

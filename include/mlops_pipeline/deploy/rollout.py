@@ -43,6 +43,7 @@ from mlops_pipeline.deploy.backends import CANARY, STABLE, Backend, BackendError
 from mlops_pipeline.deploy.canary import (
     Sample,
     Thresholds,
+    Verdict,
     delta,
     enough_traffic,
     router_counters,
@@ -452,7 +453,7 @@ class Deployer:
     def mirror_status(self, plan: Mapping[str, Any]) -> dict[str, Any]:
         """One poke of the shadow window: copy stable's new requests to the shadow, then count the
         labelled rows both answered. Done after ``shadow_seconds`` with evidence for every check
-        (``min_requests`` mirrored, ``min_rows`` paired, ``shadow_min_labelled`` labelled), at
+        (``min_requests`` mirrored, ``min_rows`` paired, ``min_labelled`` labelled), at
         ``shadow_max_seconds``, or when the shadow or stable is gone."""
         from mlops_pipeline.deploy.shadow import MirrorState, mirror, window_status
 
@@ -473,7 +474,7 @@ class Deployer:
             self.thresholds,
             min_seconds=self.deploy.shadow_seconds,
             max_seconds=self.deploy.shadow_max_seconds,
-            min_labelled=self.deploy.shadow_min_labelled,
+            min_labelled=self.deploy.min_labelled,
         )
         return {**status, "sent_this_poke": sent, "failed": state.failed}
 
@@ -510,8 +511,8 @@ class Deployer:
                 labelled,
                 state,
                 self.thresholds_for(version, plan.get("champion")),
-                min_labelled=self.deploy.shadow_min_labelled,
-                alpha=self.deploy.shadow_alpha,
+                min_labelled=self.deploy.min_labelled,
+                alpha=self.deploy.quality_alpha,
                 label=label,
             )
         except CanaryCheckFailed as exc:
@@ -712,6 +713,8 @@ class Deployer:
                 )
             canary, stable = self._windows(baseline, step)
             verdict = analyse_window(canary, stable, self.thresholds_for(version, plan.get("champion")), label=label)
+            if plan.get("mode") != BLUE_GREEN:
+                verdict = self._with_quality(plan, baseline, verdict, label)
             result = {**verdict.to_dict(), "percent": percent, "canary": canary.to_dict(), "stable": stable.to_dict()}
         except CanaryCheckFailed as exc:
             result = {"passed": False, "reason": f"{label}: {exc}", "checks": [], "percent": percent}
@@ -731,6 +734,30 @@ class Deployer:
         if not result["passed"]:
             raise CanaryCheckFailed(result["reason"])
         return {key: result[key] for key in ("passed", "reason", "checks", "percent")}
+
+    def _with_quality(self, plan: Mapping[str, Any], baseline: Mapping[str, Any], verdict: Verdict, label: str) -> Verdict:
+        """The verdict with a quality check on the labelled rows of the canary's and stable's traffic
+        since the canary started, once enough labels have arrived (:func:`shadow.quality_check`)."""
+        from mlops_pipeline.datasets import load_dataset_spec
+        from mlops_pipeline.deploy.shadow import quality_check, served_rows, with_labels
+        from mlops_pipeline.storage import open_lake
+
+        started = float(baseline.get("started_at") or 0.0)
+        stable_version = plan.get("stable_version") or plan.get("champion")
+        if not started or stable_version is None:
+            return verdict
+        spec, lake, log_dir = load_dataset_spec(self.settings.dataset), open_lake(self.settings), self.backend.prediction_log_dir()
+        canary_rows, stable_rows = (
+            with_labels(served_rows(log_dir, started, str(v), spec), lake, spec)[0] for v in (plan["version"], stable_version)
+        )
+        check = quality_check(canary_rows, stable_rows, min_labelled=self.deploy.min_labelled, alpha=self.deploy.quality_alpha)
+        if check is None:
+            return verdict
+        checks = [*verdict.checks, check]
+        if check.status == "failed":
+            failed = [c.detail for c in verdict.checks if c.status == "failed"] + [check.detail]
+            return Verdict(False, f"{label}: " + "; ".join(failed), checks)
+        return Verdict(verdict.passed, f"{verdict.reason}; {check.detail}", checks)
 
     def promote(self, plan: Mapping[str, Any]) -> dict[str, Any]:
         """The canary passed every step: it becomes ``@champion`` and the stable server; the old

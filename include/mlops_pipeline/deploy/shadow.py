@@ -23,10 +23,10 @@ A retried poke may send a request twice; the comparison keeps the shadow's first
   gate's holdout predicted between the two versions);
 * quality, on the rows whose labels have arrived (the lake's validated partitions, joined on the
   dataset's id and event time): a one-sided paired t-test of the per-row Brier score difference
-  (shadow minus stable). The shadow is rejected when it is worse at significance ``shadow_alpha``
+  (shadow minus stable). The shadow is rejected when it is worse at significance ``quality_alpha``
   (0.05: an equally good model is rejected 5 % of the time). The result states the smallest
   difference the test detects with 80 % power at that many rows, so a pass on few rows is read for
-  what it is. With fewer than ``shadow_min_labelled`` labelled rows the check lacks evidence, and
+  what it is. With fewer than ``min_labelled`` labelled rows the check lacks evidence, and
   ``insufficient_traffic`` decides (rollback by default).
 """
 
@@ -390,3 +390,57 @@ def window_status(
     done = (elapsed >= min_seconds and enough) or elapsed >= max_seconds
     why = "enough evidence" if done and enough else "longest shadow window reached" if done else "mirroring"
     return {"done": done, "why": why, "elapsed": round(elapsed, 1), "mirrored": state.sent, "pairs": pairs, "labelled": labelled}
+
+
+# -- a canary's quality, when labels of its traffic have arrived ------------------------------------
+def served_rows(log_dir: Path, since: float, version: str, spec: DatasetSpec) -> pd.DataFrame:
+    """``id, time, probability`` of every row clients sent ``version`` from ``since`` (epoch seconds) on."""
+    import pandas as pd
+
+    start = datetime.fromtimestamp(since, UTC)
+    ids, times, probabilities = [], [], []
+    key = json.dumps(spec.id_column).encode()
+    for path in log_files(log_dir, start.date()):
+        if path.stat().st_mtime < since:
+            continue  # nothing written to it since
+        lines, _ = complete_lines(path, 0, 1 << 62)
+        for line in lines:
+            if key not in line:
+                continue  # rows without ids cannot be joined to labels: not parsed at all
+            try:
+                request = json.loads(line)
+                if not is_client_request(request, version) or datetime.fromisoformat(str(request.get("ts"))) < start:
+                    continue
+            except ValueError:
+                continue
+            for _, row_id, when, probability in _rows(request, spec.id_column, spec.time_column):
+                ids.append(row_id)
+                times.append(when)
+                probabilities.append(probability)
+    return pd.DataFrame({"id": ids, "time": times, "probability": probabilities})
+
+
+def quality_check(canary: pd.DataFrame, stable: pd.DataFrame, *, min_labelled: int, alpha: float) -> Check | None:
+    """The canary's labelled rows against stable's (each on its own share of the traffic): a
+    one-sided Welch t-test of the per-row Brier score, the canary rejected when it is worse at
+    ``alpha``. None while either side has fewer than ``min_labelled`` labelled rows: labels usually
+    arrive after the rollout, and their absence is not evidence against the canary."""
+    import numpy as np
+    from scipy import stats
+
+    from mlops_pipeline.monitoring.labels import TARGET
+
+    if len(canary) < min_labelled or len(stable) < min_labelled:
+        return None
+    brier = {
+        name: (frame["probability"].to_numpy(dtype=np.float64) - frame[TARGET].to_numpy(dtype=np.float64)) ** 2
+        for name, frame in (("canary", canary), ("stable", stable))
+    }
+    test = stats.ttest_ind(brier["canary"], brier["stable"], equal_var=False, alternative="greater")
+    p_value = float(test.pvalue) if np.isfinite(test.pvalue) else 1.0
+    worse = p_value < alpha
+    detail = (
+        f"quality on labelled rows: Brier {brier['canary'].mean():.4f} ({len(canary)} rows) vs stable "
+        f"{brier['stable'].mean():.4f} ({len(stable)} rows); one-sided Welch t-test {_p(p_value)}, alpha {alpha}"
+    )
+    return Check("quality", "failed" if worse else "passed", detail, round(p_value, 6), alpha)
