@@ -24,7 +24,8 @@ with Params: ``action`` = ``deploy`` (a version, default the challenger, through
 4. One group per traffic step (``MLOPS_DEPLOY_STEPS``, default 5 -> 25 -> 50 -> 100 %): ``shift`` the
    weights over HAProxy's runtime API, ``bake`` (a sensor in reschedule mode: no worker sleeps)
    until the bake window is over with enough traffic (or a check fails early), ``analyse`` canary
-   against stable on the same traffic: 5xx rate, p95 latency, prediction shift (PSI).
+   against stable on the same traffic: 5xx rate, p95 latency, prediction shift (PSI), and quality
+   (Brier score) once the labels of enough of both sides' rows have arrived.
 5. ``approval``: a branch (``decide``) asks a person before promoting when ``MLOPS_DEPLOY_APPROVAL``
    (or the dataset policy's ``deploy.approval``) is ``before_promote``, else goes round by
    ``not_required``; the Grid shows which path ran. ``request`` is Airflow's ``ApprovalOperator``
@@ -164,7 +165,7 @@ def mlops_deploy():
 
     @task
     def analyse(plan: dict, baseline: dict, step: dict, baked: dict) -> dict:
-        """Canary vs stable on the step's traffic: 5xx rate, p95 latency, prediction shift (PSI)."""
+        """Canary vs stable on the step's traffic: 5xx rate, p95 latency, prediction shift (PSI), quality once labelled."""
         return deploy.analyse(plan, baseline, step)
 
     @task.branch(task_id="decide", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
