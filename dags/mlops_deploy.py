@@ -20,7 +20,12 @@ with Params: ``action`` = ``deploy`` (a version, default the challenger, through
    sensor: each poke copies the requests stable answered since the last one to the shadow, with
    stable's request ids, until enough labelled rows were answered by both) and ``compare`` (errors,
    prediction shift, and a paired test of the Brier score on the labelled rows); a shadow that
-   passes goes on as the canary, one that fails is rolled back before any client sees it.
+   passes goes on as the canary, one that fails is rolled back before any client sees it. With
+   ``ab`` the ``ab`` group runs instead of the canary: ``start_ab`` (B beside A with
+   ``MLOPS_DEPLOY_AB_SPLIT`` % of the weight; HAProxy hashes the ``X-Entity-Id`` header, so an
+   entity always sees one variant), ``collect`` (a sensor: until each variant has
+   ``MLOPS_DEPLOY_AB_SAMPLES`` labelled rows) and ``analyse`` (the canary's guardrails, then a
+   fixed-horizon test of the Brier score: B is promoted only when it wins).
 4. One group per traffic step (``MLOPS_DEPLOY_STEPS``, default 5 -> 25 -> 50 -> 100 %): ``shift`` the
    weights over HAProxy's runtime API, ``bake`` (a sensor in reschedule mode: no worker sleeps)
    until the bake window is over with enough traffic (or a check fails early), ``analyse`` canary
@@ -85,11 +90,12 @@ SHAPE = deploy.dag_shape()  # steps, poke interval and retries shape the DAG; th
         "strategy": Param(
             None,
             type=["null", "string"],
-            enum=[None, "shadow", "canary", "blue_green"],
+            enum=[None, "shadow", "canary", "blue_green", "ab"],
             title="Strategy",
             description="How a deploy replaces the serving version: canary (traffic steps), shadow (a copy of the "
             "traffic first, judged on labelled rows, then the canary) or blue_green (smoke test, one switch, the old "
-            "version warm for the bake window). Empty: MLOPS_DEPLOY_STRATEGY (default canary).",
+            "version warm for the bake window) or ab (an A/B test by entity, decided on the labels). Empty: "
+            "MLOPS_DEPLOY_STRATEGY (default canary).",
         ),
     },
     tags=["mlops", "deploy"],
@@ -137,6 +143,21 @@ def mlops_deploy():
     def compare(plan: dict, window: dict) -> dict:
         """Shadow vs stable on the same requests: errors, prediction shift, a paired test on labelled rows."""
         return deploy.compare_shadow(plan)
+
+    @task(task_id="start_ab")
+    def start_ab(plan: dict, prepared: dict) -> dict:
+        """B beside A, serving MLOPS_DEPLOY_AB_SPLIT % of the entities (sticky by X-Entity-Id)."""
+        return deploy.start_ab(plan, prepared)
+
+    @task.sensor(task_id="collect", mode="reschedule", poke_interval=SHAPE.poke_interval, timeout=SHAPE.ab_timeout)
+    def collect(plan: dict, started: dict) -> PokeReturnValue:
+        """Wait for the test's horizon: the labelled rows of each variant (or its longest duration)."""
+        return deploy.collect(plan, started)
+
+    @task(task_id="analyse")
+    def analyse_ab(plan: dict, started: dict, collected: dict) -> dict:
+        """Guardrails (5xx, p95, shift), then the outcome test: B promoted only when it wins."""
+        return deploy.analyse_ab(plan, started)
 
     @task(task_id="start_green")
     def start_green(plan: dict, prepared: dict) -> dict:
@@ -237,9 +258,16 @@ def mlops_deploy():
     branch >> green
     rollout += [green, ready, switched, green_baked, green_checked]
     checks.append(green_checked)
+    with TaskGroup(group_id=deploy.AB_GROUP_ID):
+        b_started = start_ab(plan, prepared)
+        collected = collect(plan, b_started)
+        outcome = analyse_ab(plan, b_started, collected)
+    branch >> b_started
+    rollout += [b_started, collected, outcome]
+    checks.append(outcome)
     with TaskGroup(group_id=deploy.APPROVAL_GROUP_ID):
         asking = decide()
-        checks >> asking  # every analysis of both rollouts (the one that did not run is skipped)
+        checks >> asking  # every rollout's last analysis (those that did not run are skipped)
         request = deploy.PromotionApproval(
             task_id="request", timeout=SHAPE.approval_timeout, timeout_answer=SHAPE.approval_timeout_answer
         )

@@ -1,6 +1,6 @@
 """``make deploy``: deploy, promote or roll back by triggering the ``mlops_deploy`` DAG, then follow the run.
 
-    python -m mlops_dev.deploy deploy   [--version N] [--strategy shadow|canary|blue_green]
+    python -m mlops_dev.deploy deploy   [--version N] [--strategy shadow|canary|blue_green|ab]
                                                       rollout of N (default @challenger; strategy: MLOPS_DEPLOY_STRATEGY)
     python -m mlops_dev.deploy promote  [--version N]   N (default @challenger) straight to stable, no canary
     python -m mlops_dev.deploy rollback [--version N]   back to N (default: the champion's previous champion)
@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlops_dev.deploy", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("action", choices=[*ACTIONS, *LOCAL_COMMANDS])
     parser.add_argument("--version", default=None, help="model version (default: see above)")
-    parser.add_argument("--strategy", choices=["shadow", "canary", "blue_green"], default=None,
+    parser.add_argument("--strategy", choices=["shadow", "canary", "blue_green", "ab"], default=None,
                         help="how deploy replaces the serving version (default: MLOPS_DEPLOY_STRATEGY, canary)")
     parser.add_argument("--url", default=None, help="Airflow's base URL (default: the local api-server)")
     parser.add_argument("--unpause", action="store_true", help="unpause mlops_deploy first if it is paused")

@@ -249,13 +249,29 @@ class DeploySettings(BaseSettings):
     extra_labels: dict[str, str] = Field(
         default_factory=dict, description='Added to every container/network, e.g. {"team": "ml"} (JSON in the env)'
     )
-    strategy: Literal["shadow", "canary", "blue_green"] = Field(
+    strategy: Literal["shadow", "canary", "blue_green", "ab"] = Field(
         default="canary",
         description="How a new version replaces the serving one (the mlops_deploy run's strategy Param overrides it): "
         "canary = traffic steps, each baked and checked; shadow = first a shadow window (a copy of every request, "
         "answers never served, judged against stable on labelled rows), then the canary's steps; blue_green = the "
         "new version smoke-tested with recorded requests, then all the traffic in one switch while the old one stays "
-        "warm for the bake window",
+        "warm for the bake window; ab = an A/B test: the new version serves ab_split % of the entities until the "
+        "outcome (labels) decides which stays",
+    )
+    ab_split: int = Field(
+        default=50, ge=1, le=99, description="A/B: the share of entities (percent) the new version (B) serves"
+    )
+    ab_samples: int = Field(
+        default=2000,
+        ge=2,
+        description="A/B: labelled rows a variant the outcome test waits for (its fixed horizon; it runs once)",
+    )
+    ab_seconds: float = Field(default=3600.0, ge=0, description="A/B: the shortest test")
+    ab_max_seconds: float = Field(
+        default=14 * 86400.0,
+        gt=0,
+        description="A/B: the longest test; at its end the outcome is tested on the rows there are (read when the "
+        "DAG is parsed: the sensor's timeout)",
     )
     shadow_seconds: float = Field(
         default=1800.0, ge=0, description="Shortest shadow window: the shadow gets copies at least this long"
@@ -322,6 +338,8 @@ class DeploySettings(BaseSettings):
             raise ValueError(
                 f"max_bake_seconds ({self.max_bake_seconds}) must be at least bake_seconds ({self.bake_seconds})"
             )
+        if self.ab_max_seconds < self.ab_seconds:
+            raise ValueError(f"ab_max_seconds ({self.ab_max_seconds}) must be at least ab_seconds ({self.ab_seconds})")
         if self.shadow_max_seconds < self.shadow_seconds:
             raise ValueError(
                 f"shadow_max_seconds ({self.shadow_max_seconds}) must be at least shadow_seconds ({self.shadow_seconds})"

@@ -182,7 +182,8 @@ def register(client: Any, model_name: str, model_dir: Path) -> str:
 
 
 # -- traffic ----------------------------------------------------------------------------------------
-CLIENT_SEEDS = 500  # the client's requests cycle through this many record sets
+CLIENT_SEEDS = 2000  # the client's requests cycle through this many record sets: 80,000 labelled rows
+CLIENT_ENTITIES = 500  # ... sent on behalf of this many entities (X-Entity-Id), each a few times a minute
 
 
 def client_labels() -> dict[str, Any]:
@@ -207,13 +208,15 @@ def client_labels() -> dict[str, Any]:
 class Client:
     """Steady traffic through the router from a thread; every failure is kept for the assertion.
     ``with_ids``: the records carry the dataset's id and event time, whose labels
-    :func:`client_labels` gives."""
+    :func:`client_labels` gives, and each request names one of :data:`CLIENT_ENTITIES` entities
+    (customer groups) in ``X-Entity-Id``; ``answers`` keeps (wall-clock time, entity, version)."""
 
     url: str
     with_ids: bool = False
     requests: int = 0
     failures: list[str] = field(default_factory=list)
     versions: Counter = field(default_factory=Counter)
+    answers: list[tuple[float, str, str]] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
 
@@ -227,14 +230,19 @@ class Client:
         with httpx.Client(timeout=30) as http:
             while not self.stop.is_set():
                 seed += 1
+                entity = f"group-{seed % CLIENT_ENTITIES}"
+                headers = {"X-Traffic-Source": "e2e-client", **({"X-Entity-Id": entity} if self.with_ids else {})}
                 try:
                     response = http.post(
                         f"{self.url}/predict",
                         json={"records": make_records(ROWS_PER_REQUEST, seed=seed % CLIENT_SEEDS, with_ids=self.with_ids)},
-                        headers={"X-Traffic-Source": "e2e-client"},
+                        headers=headers,
                     )
                     if response.status_code == 200:
-                        self.versions[response.json()["model_version"]] += 1
+                        version = response.json()["model_version"]
+                        self.versions[version] += 1
+                        if self.with_ids:
+                            self.answers.append((time.time(), entity, version))
                     else:
                         self.failures.append(f"HTTP {response.status_code}: {response.text[:200]}")
                 except httpx.HTTPError as exc:

@@ -105,6 +105,8 @@ def test_the_strategy_plans_a_blue_green_release_with_one_step(deployer: Deploye
     assert (canary["mode"], canary["strategy"], canary["steps"]) == ("canary", "canary", [5, 25, 50, 100])
     assert (green["mode"], green["strategy"], green["steps"]) == ("blue_green", "blue_green", [100])
     assert green["reason"].startswith("blue-green release of v2")
+    ab = deployer.plan("deploy", deployment_key="k", strategy="ab")
+    assert (ab["mode"], ab["strategy"], ab["steps"]) == ("ab", "ab", [50]) and ab["reason"].startswith("A/B test of v2")
     assert deployer.plan("promote", "2", deployment_key="k", strategy="blue_green")["mode"] == "direct"  # no rollout
     with pytest.raises(ValueError, match="unknown deployment strategy 'linear'"):
         deployer.plan("deploy", deployment_key="k", strategy="linear")

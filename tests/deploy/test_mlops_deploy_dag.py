@@ -86,6 +86,7 @@ def test_dag_shape(monkeypatch: pytest.MonkeyPatch) -> None:
         *(f"approval.{name}" for name in ("decide", "request", "not_required", "approved")),
         *(f"blue_green.{name}" for name in ("start_green", "reference", "switch", "bake", "analyse")),
         *(f"shadow.{name}" for name in ("start_shadow", "mirror", "compare")),
+        *(f"ab.{name}" for name in ("start_ab", "collect", "analyse")),
     }  # fmt: skip
     for step in steps:
         bake = dag.get_task(f"{step}.bake")
@@ -97,7 +98,16 @@ def test_dag_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     assert dag.get_task("promote").upstream_task_ids == {"reconcile", "approval.approved"}
     assert dag.get_task("rollback").trigger_rule == "one_failed"
     assert {"start_canary", "step_5pct.analyse", "step_100pct.bake"} <= dag.get_task("rollback").upstream_task_ids
-    assert dag.get_task("route").downstream_task_ids == {"start_canary", "deploy_direct", "blue_green.start_green", "shadow.start_shadow"}
+    assert dag.get_task("route").downstream_task_ids == {
+        "start_canary", "deploy_direct", "blue_green.start_green", "shadow.start_shadow", "ab.start_ab"
+    }  # fmt: skip
+    # A/B: B's share of the entities, the horizon's labelled rows, the verdict, then the approval
+    chain = ["ab.start_ab", "ab.collect", "ab.analyse", "approval.decide"]
+    for first, then in zip(chain, chain[1:], strict=False):
+        assert then in dag.get_task(first).downstream_task_ids, (first, then)
+    collect = dag.get_task("ab.collect")
+    assert collect.mode == "reschedule" and collect.timeout >= 14 * 86400 + 3600
+    assert set(chain[:3]) <= dag.get_task("rollback").upstream_task_ids
     # shadow: the mirror's window, the verdict, then the canary (which a skipped shadow does not skip)
     chain = ["shadow.start_shadow", "shadow.mirror", "shadow.compare", "start_canary"]
     for first, then in zip(chain, chain[1:], strict=False):
@@ -233,6 +243,7 @@ def test_bake_pokes_until_done(deployer: FakeDeployer) -> None:
 def test_route_follows_the_plan() -> None:
     assert adapter.route({**PLAN, "mode": "canary"}) == "start_canary"
     assert adapter.route({**PLAN, "mode": "canary", "strategy": "shadow"}) == ["shadow.start_shadow", "start_canary"]
+    assert adapter.route({**PLAN, "mode": "ab", "strategy": "ab"}) == "ab.start_ab"
     assert adapter.route({**PLAN, "mode": "direct"}) == "deploy_direct"
     assert adapter.route({**PLAN, "mode": "noop"}) is None
 

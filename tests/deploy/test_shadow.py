@@ -28,7 +28,9 @@ from mlops_pipeline.deploy.shadow import (
     with_labels,
 )
 
-SPEC = SimpleNamespace(id_column="customer_id", time_column="event_time", target="churned")
+SPEC = SimpleNamespace(
+    id_column="customer_id", time_column="event_time", target="churned", numeric_features=("tenure_months",), categorical_features=()
+)
 
 
 def line(version: str, source: str, request_id: str, rows: list[tuple[str, float]]) -> str:

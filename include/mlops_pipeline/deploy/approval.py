@@ -109,7 +109,7 @@ def _step_lines(steps: Sequence[Mapping[str, Any]]) -> list[str]:
         return ["No canary step has been analysed."]
     lines = ["| step | result | check | status | detail |", "| --- | --- | --- | --- | --- |"]
     for step in steps:
-        percent = "shadow" if step.get("stage") == "shadow" else f"{step.get('percent', '?')} %"
+        percent = {"shadow": "shadow", "ab": "A/B"}.get(str(step.get("stage"))) or f"{step.get('percent', '?')} %"
         result = "passed" if step.get("passed") else "failed"
         checks = step.get("checks") or []
         if not checks:

@@ -31,6 +31,7 @@ DEFAULT_BACKEND = "models"
 MAX_WEIGHT = 256
 CONFIG_PATH_IN_IMAGE = "/usr/local/etc/haproxy/haproxy.cfg"
 
+ENTITY_HEADER = "X-Entity-Id"  # the header the router hashes to give an entity always the same server
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
 _ADDRESS = re.compile(r"^[A-Za-z0-9_.:\[\]-]+$")
 
@@ -151,7 +152,13 @@ def render_config(
         f"    default_backend {backend}",
         "",
         f"backend {backend}",
-        "    balance roundrobin",
+        # Sticky by entity: a request naming its entity (customer, account...) in ENTITY_HEADER goes to
+        # the server its hash falls on, so one entity always sees one variant (A/B tests; a canary's
+        # share is then a share of the entities). Without the header, requests are spread by the
+        # weights one by one. Consistent hashing keeps runtime weight changes working and moves only
+        # the entities a weight change must move.
+        f"    balance hdr({ENTITY_HEADER})",
+        "    hash-type consistent",
         "    # The request is buffered so that a retry can resend its body to another server.",
         "    option http-buffer-request",
         "    option httpchk GET /ready",

@@ -68,8 +68,9 @@ PREVIOUS_CHAMPION_TAG = tag_names.PREVIOUS_CHAMPION
 CANARY_STRATEGY = "canary"
 BLUE_GREEN = "blue_green"
 SHADOW = "shadow"  # a shadow window first, then the canary's steps
-STRATEGIES = (SHADOW, CANARY_STRATEGY, BLUE_GREEN)
-ROLLOUT_MODES = frozenset({"canary", BLUE_GREEN})  # the modes that start a new server beside stable
+AB = "ab"  # an A/B test decided by the outcome (deploy.ab)
+STRATEGIES = (SHADOW, CANARY_STRATEGY, BLUE_GREEN, AB)
+ROLLOUT_MODES = frozenset({"canary", BLUE_GREEN, AB})  # the modes that start a new server beside stable
 
 
 class CanaryCheckFailed(RuntimeError):
@@ -315,6 +316,8 @@ class Deployer:
             mode, reason = BLUE_GREEN, reason.replace("canary of", "blue-green release of", 1)
         elif mode == "canary" and strategy == SHADOW:
             reason = reason.replace("canary of", "shadow, then canary, of", 1)
+        elif mode == "canary" and strategy == AB:
+            mode, reason = AB, reason.replace("canary of", "A/B test of", 1)
         plan: dict[str, Any] = {
             "deployment_id": f"{self.model_name}-v{decision.version}-{key}",
             "action": decision.action,
@@ -326,7 +329,7 @@ class Deployer:
             "stable_version": stables[-1].version if stables else None,
             "model_name": self.model_name,
             "backend": self.backend.kind,
-            "steps": [100] if mode == BLUE_GREEN else list(self.deploy.steps),
+            "steps": [100] if mode == BLUE_GREEN else [self.deploy.ab_split] if mode == AB else list(self.deploy.steps),
             "actor": self.actor,
         }
         self._event(
@@ -541,6 +544,105 @@ class Deployer:
         if not result["passed"]:
             raise CanaryCheckFailed(result["reason"])
         return {**{key: result[key] for key in ("passed", "reason", "checks")}, "percent": 0, "stage": "shadow", "quality": result["quality"]}
+
+    # -- A/B -----------------------------------------------------------------------------------
+    def start_ab(self, plan: Mapping[str, Any], prepared: Mapping[str, Any]) -> dict[str, Any]:
+        """B (the new version) started beside A (stable) and given ``ab_split`` % of the weight: of
+        the entities, for clients that send ``X-Entity-Id`` (the router hashes it)."""
+        from mlops_pipeline.deploy.haproxy import ENTITY_HEADER
+
+        version, split = str(plan["version"]), self.deploy.ab_split
+        started = self.start_canary(plan, prepared)
+        step = self.shift(plan, split)
+        self._event(
+            "ab_started",
+            f"v{version} (B) serves {split}% of the entities, v{plan.get('stable_version') or plan.get('champion')} (A) the "
+            f"rest, each entity always the same one (by {ENTITY_HEADER}); the outcome test waits for "
+            f"{self.deploy.ab_samples} labelled rows a variant",
+            version=version,
+            deployment_id=plan["deployment_id"],
+            split=split,
+        )
+        return {**started, "step": step}
+
+    def _ab_rows(self, plan: Mapping[str, Any], started: Mapping[str, Any]) -> tuple[Any, Any]:
+        """A's and B's labelled rows since the test started."""
+        from mlops_pipeline.datasets import load_dataset_spec
+        from mlops_pipeline.deploy.shadow import served_rows, with_labels
+        from mlops_pipeline.storage import open_lake
+
+        spec, lake, log_dir = load_dataset_spec(self.settings.dataset), open_lake(self.settings), self.backend.prediction_log_dir()
+        since = float(started["started_at"])
+        a, b = (with_labels(served_rows(log_dir, since, str(v), spec), lake, spec)[0] for v in (self._stable_of(plan), plan["version"]))
+        return a, b
+
+    @staticmethod
+    def _stable_of(plan: Mapping[str, Any]) -> str:
+        return str(plan.get("stable_version") or plan.get("champion"))
+
+    def ab_status(self, plan: Mapping[str, Any], started: Mapping[str, Any]) -> dict[str, Any]:
+        """One poke of the A/B test: over once each variant has ``ab_samples`` labelled rows (not
+        before ``ab_seconds``), at ``ab_max_seconds``, or when a variant's server is gone."""
+        elapsed = time.time() - float(started["started_at"])
+        if not self._running(CANARY, str(plan["version"])) or not self._running(STABLE):
+            return {"done": True, "why": "a variant's server is not running", "elapsed": round(elapsed, 1)}
+        a, b = self._ab_rows(plan, started)
+        enough = min(len(a), len(b)) >= self.deploy.ab_samples
+        done = (elapsed >= self.deploy.ab_seconds and enough) or elapsed >= self.deploy.ab_max_seconds
+        why = "the horizon's labelled rows are in" if done and enough else "longest test reached" if done else "collecting"
+        return {"done": done, "why": why, "elapsed": round(elapsed, 1), "labelled_a": len(a), "labelled_b": len(b)}
+
+    def analyse_ab(self, plan: Mapping[str, Any], started: Mapping[str, Any]) -> dict[str, Any]:
+        """The A/B verdict: the canary's guardrails (5xx, p95 latency, prediction shift) on the test's
+        traffic, then the outcome test. B goes on to promotion only when it wins; otherwise
+        :class:`CanaryCheckFailed` (A stays, B is rolled back with the reason)."""
+        from mlops_pipeline.deploy.ab import describe, outcome_test
+
+        version, stable = str(plan["version"]), self._stable_of(plan)
+        label = f"A/B of v{version} (B) against v{stable} (A)"
+        outcome: dict[str, Any] | None = None
+        lost: StableLost | None = None
+        try:
+            if not self._running(CANARY, version):
+                raise CanaryCheckFailed(f"B's server (v{version}) is not running any more")
+            if not self._running(STABLE):
+                raise StableLost(f"{label}: A's server is not running any more; the router sends every request to B until the next deploy run reconciles")
+            canary, stable_window = self._windows(started, started["step"])
+            thresholds = self.thresholds_for(version, plan.get("champion"))
+            guard = analyse_window(canary, stable_window, thresholds, label=label)
+            a, b = self._ab_rows(plan, started)
+            outcome = outcome_test(a, b, alpha=self.deploy.quality_alpha, min_labelled=self.deploy.min_labelled)
+            said = describe(outcome, stable, version)
+            checks = [*guard.to_dict()["checks"], {"name": "outcome", "status": outcome["status"], "detail": said}]
+            if not guard.passed:
+                passed, reason = False, guard.reason
+            elif outcome["status"] == "insufficient" and thresholds.insufficient_traffic != "proceed":
+                passed, reason = False, f"{label}: not enough evidence (insufficient_traffic={thresholds.insufficient_traffic}): {said}"
+            else:
+                passed, reason = outcome["winner"] == "B", f"{label}: {said}"
+            result: dict[str, Any] = {"passed": passed, "reason": reason, "checks": checks}
+        except CanaryCheckFailed as exc:
+            result = {"passed": False, "reason": f"{label}: {exc}", "checks": []}
+        except StableLost as exc:
+            lost = exc
+            result = {"passed": False, "reason": str(exc), "checks": []}
+        if outcome is not None:
+            self._tags(version, ab_winner=str(outcome.get("winner") or "none"), ab_p_value=str(outcome.get("p_value", "")))
+        self._event(
+            "analysis_passed" if result["passed"] else "analysis_failed",
+            result["reason"],
+            version=version,
+            deployment_id=plan["deployment_id"],
+            percent=int(started["step"]["percent"]),
+            stage="ab",
+            checks=result["checks"],
+            outcome=outcome,
+        )
+        if lost is not None:
+            raise lost
+        if not result["passed"]:
+            raise CanaryCheckFailed(result["reason"])
+        return {**result, "percent": int(started["step"]["percent"]), "stage": "ab", "outcome": outcome}
 
     # -- blue-green ----------------------------------------------------------------------------
     def start_green(self, plan: Mapping[str, Any], prepared: Mapping[str, Any]) -> dict[str, Any]:
@@ -763,6 +865,13 @@ class Deployer:
         """The canary passed every step: it becomes ``@champion`` and the stable server; the old
         stable is retired. A new stable-labelled server of the canary's model takes the stable slot."""
         version, deployment_id = str(plan["version"]), plan["deployment_id"]
+        won = plan.get("mode") == AB
+        if won and self.backend.router() is not None:
+            # B won at its share of the entities: all the traffic to it first, as after a canary's last
+            # step (only while its slot still holds it: a retry after the hand-over finds it gone).
+            router, canaries = self.router(), self._running(CANARY, version)
+            if canaries and router.slot_of(canaries[-1]) == CANARY:
+                router.split(100)
         started = self._running(STABLE, version)  # a retried promotion may have started it already
         if started:
             new_stable = started[-1]
@@ -776,12 +885,13 @@ class Deployer:
                 raise DeploymentError(f"no canary of v{version} is running: nothing to promote")
             new_stable = self._start_ready(STABLE, model)
         previous = self._commit_champion(
-            version, deployment_id, "passed every canary step", retire="retired", planned_previous=plan.get("champion")
+            version, deployment_id, "won its A/B test" if won else "passed every canary step", retire="retired", planned_previous=plan.get("champion")
         )
         self._converge(plan_reconcile(version, self.backend.servers()))
         self._event(
             "promoted",
-            f"v{version} passed every traffic step ({', '.join(f'{p}%' for p in plan.get('steps', []))}) and is @champion; "
+            (f"v{version} won its A/B test and is @champion; " if won else
+             f"v{version} passed every traffic step ({', '.join(f'{p}%' for p in plan.get('steps', []))}) and is @champion; ")
             + (f"v{previous} retired" if previous else "no previous champion"),
             version=version,
             deployment_id=deployment_id,

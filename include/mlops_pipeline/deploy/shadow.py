@@ -394,30 +394,34 @@ def window_status(
 
 # -- a canary's quality, when labels of its traffic have arrived ------------------------------------
 def served_rows(log_dir: Path, since: float, version: str, spec: DatasetSpec) -> pd.DataFrame:
-    """``id, time, probability`` of every row clients sent ``version`` from ``since`` (epoch seconds) on."""
+    """``id, time, probability`` of every row clients sent ``version`` from ``since`` (epoch seconds)
+    on: the monitor's reader (Arrow, client traffic only), over the files written to since."""
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from mlops_pipeline.monitoring.predictions import (
+        EVENT_TIME,
+        PROBABILITY,
+        ROW_ID,
+        TS,
+        VERSION,
+        LogLayout,
+        iter_log_tables,
+    )
 
     start = datetime.fromtimestamp(since, UTC)
-    ids, times, probabilities = [], [], []
-    key = json.dumps(spec.id_column).encode()
-    for path in log_files(log_dir, start.date()):
-        if path.stat().st_mtime < since:
-            continue  # nothing written to it since
-        lines, _ = complete_lines(path, 0, 1 << 62)
-        for line in lines:
-            if key not in line:
-                continue  # rows without ids cannot be joined to labels: not parsed at all
-            try:
-                request = json.loads(line)
-                if not is_client_request(request, version) or datetime.fromisoformat(str(request.get("ts"))) < start:
-                    continue
-            except ValueError:
-                continue
-            for _, row_id, when, probability in _rows(request, spec.id_column, spec.time_column):
-                ids.append(row_id)
-                times.append(when)
-                probabilities.append(probability)
-    return pd.DataFrame({"id": ids, "time": times, "probability": probabilities})
+    files = [path for path in log_files(log_dir, start.date()) if path.stat().st_mtime >= since]
+    frames = []
+    for table in iter_log_tables(files, LogLayout.for_dataset(spec)):
+        mine = pc.and_(pc.equal(table[VERSION], str(version)), pc.greater_equal(table[TS], pa.scalar(start, type=table.schema.field(TS).type)))
+        picked = table.filter(mine).select([ROW_ID, EVENT_TIME, PROBABILITY])
+        if picked.num_rows:
+            frames.append(picked.to_pandas())
+    if not frames:
+        return pd.DataFrame({"id": pd.Series(dtype="string"), "time": pd.Series(dtype="datetime64[ms, UTC]"), "probability": []})
+    rows = pd.concat(frames, ignore_index=True)
+    return rows.rename(columns={ROW_ID: "id", EVENT_TIME: "time", PROBABILITY: "probability"})
 
 
 def quality_check(canary: pd.DataFrame, stable: pd.DataFrame, *, min_labelled: int, alpha: float) -> Check | None:

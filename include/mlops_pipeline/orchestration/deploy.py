@@ -53,6 +53,8 @@ BLUE_GREEN_GROUP_ID = "blue_green"
 GREEN_TASK_ID = f"{BLUE_GREEN_GROUP_ID}.start_green"
 SHADOW_GROUP_ID = "shadow"
 SHADOW_TASK_ID = f"{SHADOW_GROUP_ID}.start_shadow"
+AB_GROUP_ID = "ab"
+AB_TASK_ID = f"{AB_GROUP_ID}.start_ab"
 DIRECT_TASK_ID = "deploy_direct"
 # The bake sensor ends a step itself once ``max_bake_seconds`` have passed (``bake`` reports done;
 # with ``insufficient_traffic=hold`` and too little traffic, ``hold_seconds`` later),
@@ -80,6 +82,7 @@ class DagShape:
     approval_timeout: timedelta
     approval_timeout_answer: str  # the option taken when nobody answered: Approve or Reject
     shadow_timeout: timedelta
+    ab_timeout: timedelta
 
 
 def dag_shape() -> DagShape:
@@ -100,6 +103,7 @@ def dag_shape() -> DagShape:
         if deploy.approval_timeout_action == "approve"
         else ApprovalOperator.REJECT,
         shadow_timeout=timedelta(seconds=deploy.shadow_max_seconds) + BAKE_OUTAGE_ALLOWANCE,
+        ab_timeout=timedelta(seconds=deploy.ab_max_seconds) + BAKE_OUTAGE_ALLOWANCE,
     )
 
 
@@ -108,8 +112,12 @@ def step_group_id(percent: int) -> str:
 
 
 def analysis_task_ids(steps: tuple[int, ...] | list[int]) -> list[str]:
-    """Every analysis a rollout may have run, in order: the shadow's, the canary's steps, then blue-green's."""
-    return [f"{SHADOW_GROUP_ID}.compare"] + [f"{step_group_id(percent)}.analyse" for percent in steps] + [f"{BLUE_GREEN_GROUP_ID}.analyse"]
+    """Every analysis a rollout may have run, in order: the shadow's, the canary's steps, blue-green's, the A/B test's."""
+    return (
+        [f"{SHADOW_GROUP_ID}.compare"]
+        + [f"{step_group_id(percent)}.analyse" for percent in steps]
+        + [f"{BLUE_GREEN_GROUP_ID}.analyse", f"{AB_GROUP_ID}.analyse"]
+    )
 
 
 def deployment_key(dag_run: Any) -> str:
@@ -167,7 +175,7 @@ def route(plan: Mapping[str, Any]) -> str | list[str] | None:
     waits for the shadow's verdict), blue-green, a direct deployment, or none (nothing to deploy)."""
     if plan["mode"] == "canary" and plan.get("strategy") == "shadow":
         return [SHADOW_TASK_ID, CANARY_TASK_ID]
-    chosen = {"canary": CANARY_TASK_ID, "blue_green": GREEN_TASK_ID, "direct": DIRECT_TASK_ID}.get(plan["mode"])
+    chosen = {"canary": CANARY_TASK_ID, "blue_green": GREEN_TASK_ID, "ab": AB_TASK_ID, "direct": DIRECT_TASK_ID}.get(plan["mode"])
     if chosen is None:
         log.info("nothing to deploy: %s", plan["reason"])
     return chosen
@@ -211,6 +219,27 @@ def compare_shadow(plan: Mapping[str, Any]) -> dict[str, Any]:
     """The shadow against stable on the same requests; a failure fails the task at once (then ``rollback``)."""
     with fails_at_once(_what(plan), *_state_errors()):
         return _deployer(plan["actor"]).compare_shadow(plan)
+
+
+def start_ab(plan: Mapping[str, Any], prepared: Mapping[str, Any]) -> dict[str, Any]:
+    """B beside A with its share of the entities; the A/B test starts."""
+    with fails_at_once(_what(plan), *_state_errors()):
+        return _deployer(plan["actor"]).start_ab(plan, prepared)
+
+
+def collect(plan: Mapping[str, Any], started: Mapping[str, Any]) -> PokeReturnValue:
+    """One poke of the A/B test: done once each variant has the labelled rows of the horizon."""
+    from airflow.sdk import PokeReturnValue
+
+    status = _deployer(plan["actor"]).ab_status(plan, started)
+    log.info("A/B test: %s", status)
+    return PokeReturnValue(is_done=bool(status["done"]), xcom_value=status)
+
+
+def analyse_ab(plan: Mapping[str, Any], started: Mapping[str, Any]) -> dict[str, Any]:
+    """The A/B verdict; unless B wins, the task fails at once (then ``rollback``: A stays)."""
+    with fails_at_once(_what(plan), *_state_errors()):
+        return _deployer(plan["actor"]).analyse_ab(plan, started)
 
 
 def reference(plan: Mapping[str, Any], baseline: Mapping[str, Any]) -> PokeReturnValue:
