@@ -258,6 +258,8 @@ def test_rollback_undoes_only_a_started_canary(deployer: FakeDeployer) -> None:
         adapter.rollback(PLAN)
     deployer.started = True
     assert adapter.rollback(PLAN) == {"outcome": "rollback"}
+    for mode in ("blue_green", "ab"):  # a green switched back; a B variant that did not win
+        assert adapter.rollback({**PLAN, "mode": mode}) == {"outcome": "rollback"}
 
 
 # -- the scheduler killed mid-bake --------------------------------------------------------------------

@@ -27,6 +27,8 @@ first (direct), then each release below runs in turn, in this order.
   ``X-Entity-Id`` the client sends) for 40 s, by then far more than the horizon's 2000 labelled
   rows a variant; v5's Brier score is better at the test's level, so it wins and becomes
   ``@champion``.
+* **A B variant killed mid-test**: HAProxy's checks take it out and its customers go to A, with
+  no failed request; the run rolls B back saying its server is gone.
 * **A shadow killed mid-window** (its container SIGKILLed once it is up): the run rolls back saying
   the shadow is not running; clients see nothing.
 
@@ -382,3 +384,54 @@ def test_ab_gives_each_customer_one_variant_and_promotes_the_better_one(releases
     # equal servers; 15 points either way is about three times that spread, sampling included.
     assert 0.35 <= share_b <= 0.65, share_b
     assert releases.steady.failures == [], releases.steady.failures[:5]
+
+
+def test_a_b_variant_killed_mid_test_is_rolled_back_and_clients_see_nothing(releases: Releases, docker_client, reliability) -> None:
+    """B's container SIGKILLed while it serves its half of the customers: HAProxy's checks take it out
+    and its customers' requests go to A (retried there, and hashed there from then on); the run rolls
+    B back saying its server is gone."""
+    from mlops_pipeline.registry.aliases import CHAMPION, version_for_alias
+    from tests.deploy.canary_scenario import Client, router_url
+    from tests.reliability.harness import docker_container
+
+    champion = str(version_for_alias(releases.client, releases.name, CHAMPION).version)
+    namespace = releases.env["MLOPS_DEPLOY_NAMESPACE"]
+    killed: dict[str, Any] = {}
+
+    def kill_b(run_id: str) -> None:
+        """SIGKILL B once it has served for a few seconds (the test runs at least 40 s)."""
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            states = {t["task_id"]: t["state"] for t in releases.stack.api.task_instances("mlops_deploy", run_id)}
+            if states.get("ab.start_ab") == "success":
+                time.sleep(5)
+                killed["answered_by_b"] = releases.steady.versions["4"]
+                docker_container(docker_client, namespace, "canary").kill()
+                return
+            assert states.get("ab.start_ab") not in ("failed", "upstream_failed"), states
+            time.sleep(0.3)
+        raise AssertionError("B never started")
+
+    releases.steady = Client(router_url(), with_ids=True).start()
+    run = releases.release("4", "--strategy", "ab", during=kill_b)
+    releases.steady.finish()
+    steady = releases.steady
+    tasks = run["tasks"]
+    tags = releases.client.get_model_version(releases.name, "4").tags
+    reliability.record(
+        "faults",
+        "B variant container SIGKILLed mid-A/B test (docker, on the scheduler)",
+        "rolled back with the reason, A serves every customer, no client error",
+        outcome=tasks.get("rollback"),
+        reason=tags.get("deploy_reason", "")[:160],
+        requests=steady.requests,
+        failed=len(steady.failures),
+        answered_by=dict(sorted(steady.versions.items())),
+    )
+    assert run["code"] == 1, run["output"] + releases.stack.failed_task_logs()
+    assert killed["answered_by_b"] > 0  # B served its customers before it was killed
+    assert tasks["ab.analyse"] == "failed" and tasks["rollback"] == "success" and tasks["promote"] == "upstream_failed", tasks
+    assert tags["deploy_status"] == "rolled_back" and "B's server (v4) is not running any more" in tags["deploy_reason"], tags
+    assert str(version_for_alias(releases.client, releases.name, CHAMPION).version) == champion
+    assert run["served"] == [("stable", champion)]
+    assert steady.failures == [], steady.failures[:5]

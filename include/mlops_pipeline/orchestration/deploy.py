@@ -373,8 +373,8 @@ def rollback(plan: Mapping[str, Any] | None, rejection: Mapping[str, Any] | None
 
     if not plan:
         raise AirflowSkipException("the run was not planned (reconcile failed): nothing was changed, nothing to undo")
-    if plan.get("mode") not in ("canary", "blue_green"):
-        raise AirflowSkipException(f"a {plan.get('mode')} deployment has no canary or green to undo")
+    if plan.get("mode") not in ("canary", "blue_green", "ab"):
+        raise AirflowSkipException(f"a {plan.get('mode')} deployment has no canary, green or B variant to undo")
     deployer = _deployer(plan["actor"])
     if not deployer.canary_was_started(plan):  # e.g. the image build failed
         raise AirflowSkipException(f"no canary was started for {plan['deployment_id']}: nothing to undo")
