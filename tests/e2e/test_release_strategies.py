@@ -94,6 +94,33 @@ class Releases:
         self.runs[version] = {"code": code, "run": run, "tasks": tasks, "output": follower.output(), "served": running_servers()}
         return self.runs[version]
 
+    def release_killing(self, version: str, strategy: str, started: str, docker_client: Any, *, after: float = 0.0) -> dict[str, Any]:
+        """``release`` under a labelled steady client, the new version's container SIGKILLed once the
+        task ``started`` succeeded and ``after`` seconds more passed. Adds ``killed`` (the run's task
+        states then, and how many answers the client had got from the version) and the version's ``tags``."""
+        from tests.deploy.canary_scenario import Client, router_url
+        from tests.reliability.harness import docker_container
+
+        killed: dict[str, Any] = {}
+
+        def kill(run_id: str) -> None:
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                states = {t["task_id"]: t["state"] for t in self.stack.api.task_instances("mlops_deploy", run_id)}
+                if states.get(started) == "success":
+                    time.sleep(after)
+                    killed.update(states=states, answered=self.steady.versions[version])
+                    docker_container(docker_client, self.env["MLOPS_DEPLOY_NAMESPACE"], "canary").kill()
+                    return
+                assert states.get(started) not in ("failed", "upstream_failed"), states
+                time.sleep(0.3)
+            raise AssertionError(f"{started} never succeeded")
+
+        self.steady = Client(router_url(), with_ids=True).start()
+        run = self.release(version, "--strategy", strategy, during=kill)
+        self.steady.finish()
+        return {**run, "killed": killed, "tags": self.client.get_model_version(self.name, version).tags}
+
 
 @pytest.fixture(scope="module")
 def releases(docker_client, airflow_stack, airflow_databases, mlflow_server, model_dirs, tmp_path_factory) -> Iterator[Releases]:  # noqa: F811
@@ -287,32 +314,11 @@ def test_shadow_passes_a_better_model_on_to_the_canary_and_rejects_a_worse_one_w
 
 def test_a_shadow_killed_mid_window_is_rolled_back_and_clients_see_nothing(releases: Releases, docker_client, reliability) -> None:
     from mlops_pipeline.registry.aliases import CHAMPION, version_for_alias
-    from tests.deploy.canary_scenario import Client, router_url
-    from tests.reliability.harness import docker_container
 
     champion = str(version_for_alias(releases.client, releases.name, CHAMPION).version)
-    namespace = releases.env["MLOPS_DEPLOY_NAMESPACE"]
-    killed: dict[str, Any] = {}
-
-    def kill_the_shadow(run_id: str) -> None:
-        """SIGKILL the shadow's container as soon as it is up: its window is open (at least 10 s)."""
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            states = {t["task_id"]: t["state"] for t in releases.stack.api.task_instances("mlops_deploy", run_id)}
-            if states.get("shadow.start_shadow") == "success":
-                docker_container(docker_client, namespace, "canary").kill()
-                killed["mirror"] = states.get("shadow.mirror")
-                return
-            assert states.get("shadow.start_shadow") not in ("failed", "upstream_failed"), states
-            time.sleep(0.3)
-        raise AssertionError("the shadow never started")
-
-    releases.steady = Client(router_url(), with_ids=True).start()
-    run = releases.release("4", "--strategy", "shadow", during=kill_the_shadow)
-    releases.steady.finish()
-    steady = releases.steady
-    tasks = run["tasks"]
-    tags = releases.client.get_model_version(releases.name, "4").tags
+    # SIGKILLed as soon as it is up: its window is open (at least 10 s)
+    run = releases.release_killing("4", "shadow", "shadow.start_shadow", docker_client)
+    steady, tasks, tags = releases.steady, run["tasks"], run["tags"]
     reliability.record(
         "faults",
         "shadow container SIGKILLed mid-window (docker, on the scheduler)",
@@ -323,7 +329,8 @@ def test_a_shadow_killed_mid_window_is_rolled_back_and_clients_see_nothing(relea
         failed=len(steady.failures),
     )
     assert run["code"] == 1, run["output"] + releases.stack.failed_task_logs()
-    assert killed["mirror"] in (None, "scheduled", "queued", "running", "up_for_reschedule"), killed  # mid-window
+    mirror = run["killed"]["states"].get("shadow.mirror")
+    assert mirror in (None, "scheduled", "queued", "running", "up_for_reschedule"), mirror  # mid-window
     assert tasks["shadow.compare"] == "failed" and tasks["start_canary"] == "upstream_failed", tasks
     assert tasks["rollback"] == "success" and tasks["promote"] == "upstream_failed", tasks
     assert tags["deploy_status"] == "rolled_back" and "shadow v4" in tags["deploy_reason"], tags
@@ -391,33 +398,11 @@ def test_a_b_variant_killed_mid_test_is_rolled_back_and_clients_see_nothing(rele
     and its customers' requests go to A (retried there, and hashed there from then on); the run rolls
     B back saying its server is gone."""
     from mlops_pipeline.registry.aliases import CHAMPION, version_for_alias
-    from tests.deploy.canary_scenario import Client, router_url
-    from tests.reliability.harness import docker_container
 
     champion = str(version_for_alias(releases.client, releases.name, CHAMPION).version)
-    namespace = releases.env["MLOPS_DEPLOY_NAMESPACE"]
-    killed: dict[str, Any] = {}
-
-    def kill_b(run_id: str) -> None:
-        """SIGKILL B once it has served for a few seconds (the test runs at least 40 s)."""
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            states = {t["task_id"]: t["state"] for t in releases.stack.api.task_instances("mlops_deploy", run_id)}
-            if states.get("ab.start_ab") == "success":
-                time.sleep(5)
-                killed["answered_by_b"] = releases.steady.versions["4"]
-                docker_container(docker_client, namespace, "canary").kill()
-                return
-            assert states.get("ab.start_ab") not in ("failed", "upstream_failed"), states
-            time.sleep(0.3)
-        raise AssertionError("B never started")
-
-    releases.steady = Client(router_url(), with_ids=True).start()
-    run = releases.release("4", "--strategy", "ab", during=kill_b)
-    releases.steady.finish()
-    steady = releases.steady
-    tasks = run["tasks"]
-    tags = releases.client.get_model_version(releases.name, "4").tags
+    # SIGKILLed once it has served for a few seconds (the test runs at least 40 s)
+    run = releases.release_killing("4", "ab", "ab.start_ab", docker_client, after=5.0)
+    steady, tasks, tags = releases.steady, run["tasks"], run["tags"]
     reliability.record(
         "faults",
         "B variant container SIGKILLed mid-A/B test (docker, on the scheduler)",
@@ -429,7 +414,7 @@ def test_a_b_variant_killed_mid_test_is_rolled_back_and_clients_see_nothing(rele
         answered_by=dict(sorted(steady.versions.items())),
     )
     assert run["code"] == 1, run["output"] + releases.stack.failed_task_logs()
-    assert killed["answered_by_b"] > 0  # B served its customers before it was killed
+    assert run["killed"]["answered"] > 0  # B served its customers before it was killed
     assert tasks["ab.analyse"] == "failed" and tasks["rollback"] == "success" and tasks["promote"] == "upstream_failed", tasks
     assert tags["deploy_status"] == "rolled_back" and "B's server (v4) is not running any more" in tags["deploy_reason"], tags
     assert str(version_for_alias(releases.client, releases.name, CHAMPION).version) == champion
