@@ -353,7 +353,10 @@ def test_router_container_serves_and_splits_traffic_by_runtime_weights(router: d
     assert versions_through(router, 6) == {"1": 6}
 
     runtime.set_weights("models", {"stable": 50, "canary": 50})
-    assert versions_through(router, 10) == {"1": 5, "2": 5}
+    served = versions_through(router, 400)
+    # The router hashes X-Entity-Id consistently; without it, requests follow the weights along its ring, so
+    # the split is a share over hundreds of requests (within 10 points: see tests/deploy/test_haproxy_config.py).
+    assert set(served) == {"1", "2"} and abs(served["2"] / 400 - 0.5) <= 0.10, served
 
     runtime.set_weights("models", {"stable": 0, "canary": 100})
     assert versions_through(router, 4) == {"2": 4}
