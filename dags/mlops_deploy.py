@@ -1,7 +1,8 @@
 """mlops_deploy: a registered model version -> its own image -> canary behind HAProxy -> promote or roll back.
 
 Runs when ``mlops_train`` announces a new ``@challenger`` (the ``mlops_challenger`` asset), or by hand
-with Params: ``action`` = ``deploy`` (a version, default the challenger, through a canary),
+with Params: ``action`` = ``deploy`` (a version, default the challenger, through the ``strategy``:
+by default a shadow window, then a canary),
 ``promote`` (straight to stable, no canary) or ``rollback`` (back to the previous champion, or to
 ``version``).
 
@@ -15,8 +16,8 @@ with Params: ``action`` = ``deploy`` (a version, default the challenger, through
    ``strategy`` Param (or ``MLOPS_DEPLOY_STRATEGY``) ``blue_green`` the ``blue_green`` group runs
    instead: ``start_green`` (beside blue at 0 %, smoke-tested with requests clients sent blue),
    ``reference`` (blue's window before the switch), ``switch`` (100 % to green, blue warm at 0 %),
-   ``bake`` and ``analyse`` (green after the switch against blue before it). With ``shadow`` the
-   ``shadow`` group runs first: ``start_shadow`` (the candidate beside stable at 0 %), ``mirror`` (a
+   ``bake`` and ``analyse`` (green after the switch against blue before it). With ``shadow`` (the
+   default) the ``shadow`` group runs first: ``start_shadow`` (the candidate beside stable at 0 %), ``mirror`` (a
    sensor: each poke copies the requests stable answered since the last one to the shadow, with
    stable's request ids, until enough labelled rows were answered by both) and ``compare`` (errors,
    prediction shift, and a paired test of the Brier score on the labelled rows); a shadow that
@@ -31,8 +32,8 @@ with Params: ``action`` = ``deploy`` (a version, default the challenger, through
    until the bake window is over with enough traffic (or a check fails early), ``analyse`` canary
    against stable on the same traffic: 5xx rate, p95 latency, prediction shift (PSI), and quality
    (Brier score) once the labels of enough of both sides' rows have arrived.
-5. ``approval``: a branch (``decide``) asks a person before promoting when ``MLOPS_DEPLOY_APPROVAL``
-   (or the dataset policy's ``deploy.approval``) is ``before_promote``, else goes round by
+5. ``approval``: a branch (``decide``) asks a person before promoting when the ``approval`` Param (or
+   ``MLOPS_DEPLOY_APPROVAL``, or the dataset policy's ``deploy.approval``) is ``before_promote``, else goes round by
    ``not_required``; the Grid shows which path ran. ``request`` is Airflow's ``ApprovalOperator``
    (answered in Required Actions or over the REST API), its body the evidence: the gate against
    ``@champion``, every step's checks, why the version was trained, the model card. Without an answer
@@ -95,7 +96,15 @@ SHAPE = deploy.dag_shape()  # steps, poke interval and retries shape the DAG; th
             description="How a deploy replaces the serving version: canary (traffic steps), shadow (a copy of the "
             "traffic first, judged on labelled rows, then the canary) or blue_green (smoke test, one switch, the old "
             "version warm for the bake window) or ab (an A/B test by entity, decided on the labels). Empty: "
-            "MLOPS_DEPLOY_STRATEGY (default canary).",
+            "MLOPS_DEPLOY_STRATEGY (default shadow, then canary).",
+        ),
+        "approval": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, "off", "before_promote"],
+            title="Approval",
+            description="before_promote: a rollout that passed every check waits for a person to approve its "
+            "promotion (Required Actions); off: promoted at once. Empty: MLOPS_DEPLOY_APPROVAL (default off).",
         ),
     },
     tags=["mlops", "deploy"],
@@ -191,7 +200,7 @@ def mlops_deploy():
 
     @task.branch(task_id="decide", trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
     def decide(ti=None) -> str:
-        """Ask a person before promoting, or not (MLOPS_DEPLOY_APPROVAL, read now)."""
+        """Ask a person before promoting, or not (the approval Param, else MLOPS_DEPLOY_APPROVAL, read now)."""
         # Pulled rather than passed: its only upstreams are the last analyses of the two rollouts, so
         # it runs after whichever ran and passed (the other was skipped), and never after a direct
         # deployment (both skipped); an argument from reconcile would make that a success upstream.

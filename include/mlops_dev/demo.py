@@ -40,6 +40,10 @@ DEMO_DEFAULTS = {
     "MLOPS_DEPLOY_BAKE_SECONDS": "20",
     "MLOPS_DEPLOY_MAX_BAKE_SECONDS": "180",
     "MLOPS_DEPLOY_POKE_SECONDS": "5",
+    # The shadow window (the default strategy) is at least 20 s, not production's 30 min: the client's
+    # rows carry labels from the moment the monitor has judged the days, so the evidence the window
+    # waits for (50 mirrored requests, 200 labelled rows answered by both) comes within seconds.
+    "MLOPS_DEPLOY_SHADOW_SECONDS": "20",
     "MLOPS_MONITOR_REPORT_SAMPLE_ROWS": "5000",
     # A smaller hyperparameter search (its trials still show as nested runs in MLflow).
     "MLOPS_TRAIN_TUNE_TRIALS": "8",

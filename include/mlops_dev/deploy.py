@@ -1,6 +1,6 @@
 """``make deploy``: deploy, promote or roll back by triggering the ``mlops_deploy`` DAG, then follow the run.
 
-    python -m mlops_dev.deploy deploy   [--version N] [--strategy shadow|canary|blue_green|ab]
+    python -m mlops_dev.deploy deploy   [--version N] [--strategy shadow|canary|blue_green|ab] [--approval off|before_promote]
                                                       rollout of N (default @challenger; strategy: MLOPS_DEPLOY_STRATEGY)
     python -m mlops_dev.deploy promote  [--version N]   N (default @challenger) straight to stable, no canary
     python -m mlops_dev.deploy rollback [--version N]   back to N (default: the champion's previous champion)
@@ -49,7 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("action", choices=[*ACTIONS, *LOCAL_COMMANDS])
     parser.add_argument("--version", default=None, help="model version (default: see above)")
     parser.add_argument("--strategy", choices=["shadow", "canary", "blue_green", "ab"], default=None,
-                        help="how deploy replaces the serving version (default: MLOPS_DEPLOY_STRATEGY, canary)")
+                        help="how deploy replaces the serving version (default: MLOPS_DEPLOY_STRATEGY, shadow then canary)")
+    parser.add_argument("--approval", choices=["off", "before_promote"], default=None,
+                        help="before_promote: the run waits for a person to approve the promotion (default: MLOPS_DEPLOY_APPROVAL)")
     parser.add_argument("--url", default=None, help="Airflow's base URL (default: the local api-server)")
     parser.add_argument("--unpause", action="store_true", help="unpause mlops_deploy first if it is paused")
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="stop following after this many seconds")
@@ -60,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.url:
         api.base_url = args.url.rstrip("/")
     try:
-        run_id = start(api, args.action, args.version, unpause=args.unpause, strategy=args.strategy)
+        run_id = start(api, args.action, args.version, unpause=args.unpause, strategy=args.strategy, approval=args.approval)
     except (AirflowAPIError, CannotStart) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
@@ -79,10 +81,11 @@ def start(
     *,
     unpause: bool = False,
     strategy: str | None = None,
+    approval: str | None = None,
     parse_timeout: float = 180.0,
     say: Callable[[str], None] = print,
 ) -> str:
-    """Trigger ``mlops_deploy`` with ``{action, version}`` (and ``strategy`` when given); its run id."""
+    """Trigger ``mlops_deploy`` with ``{action, version}`` (and ``strategy``, ``approval`` when given); its run id."""
     try:
         dag = api.dag(DAG_ID)
     except AirflowAPIError as exc:
@@ -101,6 +104,8 @@ def start(
     conf: dict[str, Any] = {"action": action, "version": version}
     if strategy:
         conf["strategy"] = strategy
+    if approval:
+        conf["approval"] = approval
     run = api.trigger(DAG_ID, conf=conf)
     say(f"triggered {DAG_ID} run {run['dag_run_id']} with {conf}")
     say(f"  {api.base_url}/dags/{DAG_ID}/runs/{run['dag_run_id']}")

@@ -229,16 +229,22 @@ class ClientProcess:
     def replay_signal(self) -> Path:
         return self.status_file.with_suffix(".replay")
 
+    @property
+    def own_times_signal(self) -> Path:
+        return self.status_file.with_suffix(".own-times")
+
     def start(self) -> ClientProcess:
         """Steady traffic from the moment the router serves; the days' rows wait for :meth:`replay`."""
         self.status_file.parent.mkdir(parents=True, exist_ok=True)
         self.status_file.unlink(missing_ok=True)
         self.replay_signal.unlink(missing_ok=True)
+        self.own_times_signal.unlink(missing_ok=True)
         log = open(self.status_file.with_suffix(".log"), "ab")  # noqa: SIM115 - the child keeps it
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mlops_dev.traffic", "client", "--days", ",".join(d.isoformat() for d in self.days),
              "--status", str(self.status_file), "--rate", str(self.rate), "--rows", str(self.rows),
-             "--replay-when", str(self.replay_signal), "--before-days", ",".join(d.isoformat() for d in self.before_days)],
+             "--replay-when", str(self.replay_signal), "--before-days", ",".join(d.isoformat() for d in self.before_days),
+             "--own-times-when", str(self.own_times_signal)],
             env={**os.environ, **self.env}, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         return self
@@ -252,6 +258,11 @@ class ClientProcess:
     def replay(self) -> None:
         """Let the client send the days' rows (once)."""
         self.replay_signal.touch()
+
+    def labels_arrived(self) -> None:
+        """From now on the steady stream sends the days' rows with their own event times, whose labels
+        the lake holds: the labels of what the users send have arrived."""
+        self.own_times_signal.touch()
 
     def wait_replayed(self, timeout: float, progress: Progress | None = None) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -386,6 +397,11 @@ def run_loop(
         say(f"    {run['logical_date'][:10]}: {decision.get('summary', run['state'])}")
     result.runs["monitor"] = monitor_runs[-1]
     result.seconds["monitor"] = round(time.monotonic() - started, 1)
+    # The users' rows from now on are the post-change days' own, whose labels are in the lake: the
+    # retrained version's shadow window (the default strategy) judges its quality on them. After the
+    # monitor's windows, which count each of those rows once.
+    client.labels_arrived()
+    say("users: the steady stream now sends the post-change rows with their own event times (their labels are in the lake)")
     triggering = [d for d in result.decisions if d.get("trigger")]
     if not triggering:
         raise LoopError("no monitor window triggered a retrain: " + "; ".join(str(d.get("summary")) for d in result.decisions))
@@ -410,6 +426,10 @@ def run_loop(
     result.outcome = _deploy_outcome(observer, canary)
     result.seconds["retrain_and_canary"] = round(time.monotonic() - started, 1)
     steps = [t["task_id"].split(".")[0] for t in canary["tasks"] if t["task_id"].endswith(".analyse") and t["state"] == "success"]
+    shadow = observer.xcom("mlops_deploy", canary["dag_run_id"], "shadow.compare") if any(
+        t["task_id"] == "shadow.compare" and t["state"] == "success" for t in canary["tasks"]) else None
+    if isinstance(shadow, dict):
+        say(f"    shadow window: {shadow.get('reason')}")
     say(f"    mlops_deploy {canary['dag_run_id']} ({canary['run_type']}): {', '.join(steps) or 'no step'} passed -> "
         f"{result.outcome.get('outcome')} v{result.outcome.get('version')}")
     result.client = client.stop()

@@ -6,14 +6,17 @@ stable on live traffic). Nothing here is a task of any DAG: the client is a proc
 the demo starts, the way real users would be there anyway::
 
     python -m mlops_dev.traffic client --days 2026-11-28,2026-11-29 --status .run/client.json
-        [--rate 40] [--rows 10] [--url http://127.0.0.1:8000] [--seconds N]
+        [--rate 40] [--rows 10] [--url http://127.0.0.1:8000] [--seconds N] [--own-times-when FILE]
 
 ``client`` waits for the router to serve, then keeps a steady stream (``--rate`` requests/s of
 ``--rows`` rows: the days' customers stamped "now"; the customers of ``--before-days`` until the
 days' rows are released) until stopped; it also sends every validated row
 of ``--days`` once with its own event time (the days' traffic, which the nightly monitor judges),
 at once or when the file ``--replay-when`` appears (the demo releases it once the first model
-serves). Its
+serves). Once
+the file ``--own-times-when`` appears, the steady stream keeps the rows' own event times instead:
+their labels are in the lake, as if they had arrived, so a shadow window or a canary step finds the
+labelled rows its quality test needs (the demo switches once the monitor has judged the days). Its
 status file (JSON, rewritten atomically every second) says what was sent, what failed and which
 model versions answered. Every request carries ``X-Traffic-Source: demo``, so the prediction log
 tells this traffic from a real client's.
@@ -245,10 +248,13 @@ def send_once(url: str, records: Sequence[dict[str, Any]], *, rows: int = REPLAY
     return stats
 
 
-def restamped_now(time_column: str) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
-    """Records as if they happened now: the same customers, today's event time."""
+def restamped_now(time_column: str, until: Path | None = None) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
+    """Records as if they happened now: the same customers, today's event time; once the file
+    ``until`` exists, the records as they are (their own event times)."""
 
     def restamp(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if until is not None and until.exists():
+            return batch
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
         return [{**record, time_column: now} for record in batch]
 
@@ -299,9 +305,11 @@ def run_client(
     replay_when: Path | None = None,
     before_days: Sequence[str] = (),
     api_key: str | None = None,
+    own_times_when: Path | None = None,
 ) -> dict[str, Any]:
     """Steady traffic from the moment the router serves, until ``stop`` is set or ``seconds`` pass;
     the days' rows once (with their own event times) when ``replay_when`` exists (at once without it).
+    The steady stream is stamped now, until ``own_times_when`` exists.
 
     The steady stream is drawn from ``before_days`` until the days' rows are released, then from
     ``days``: the users' traffic changes when the data does, so a model deployed before the change
@@ -352,7 +360,7 @@ def run_client(
                    until=lambda: stop.is_set() or replay_when.exists(), restamp=restamped_now(time_column))
         status["steady_from"] = "days"
         replay(url, records, rate=rate, seconds=max(0.0, deadline - time.monotonic()), rows=rows, until=stop.is_set,
-               stats=steady, restamp=restamped_now(time_column), api_key=api_key)
+               stats=steady, restamp=restamped_now(time_column, own_times_when), api_key=api_key)
         replayer.join(timeout=600)
         status["phase"] = "stopped"
     finally:
@@ -368,6 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     client.add_argument("--days", required=True, help="comma-separated days (YYYY-MM-DD) whose rows are sent once")
     client.add_argument("--replay-when", type=Path, default=None, help="send the days' rows once this file exists (default: at once)")
     client.add_argument("--before-days", default="", help="comma-separated days the steady stream is drawn from until --replay-when")
+    client.add_argument("--own-times-when", type=Path, default=None,
+                        help="the steady stream keeps the days' own event times (their labels are in the lake) once this file exists")
     client.add_argument("--status", type=Path, default=None, help="status file (JSON), rewritten every second")
     client.add_argument("--rate", type=float, default=40.0, help="steady requests per second (default 40)")
     client.add_argument("--rows", type=int, default=10, help="rows per steady request (default 10)")
@@ -396,7 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     before = [day.strip() for day in args.before_days.split(",") if day.strip()]
     log.info("client at %s: %.0f req/s of %d rows; the rows of %s once", url, args.rate, args.rows, days)
     result = run_client(url, days, rate=args.rate, rows=args.rows, seconds=args.seconds, status_file=args.status,
-                        stop=stop, replay_when=args.replay_when, before_days=before, api_key=api_key)
+                        stop=stop, replay_when=args.replay_when, before_days=before, api_key=api_key,
+                        own_times_when=args.own_times_when)
     log.info("client stopped: %s", json.dumps({k: result[k] for k in ("replayed", "steady")}))
     return 0
 

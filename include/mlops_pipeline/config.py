@@ -250,10 +250,12 @@ class DeploySettings(BaseSettings):
         default_factory=dict, description='Added to every container/network, e.g. {"team": "ml"} (JSON in the env)'
     )
     strategy: Literal["shadow", "canary", "blue_green", "ab"] = Field(
-        default="canary",
-        description="How a new version replaces the serving one (the mlops_deploy run's strategy Param overrides it): "
-        "canary = traffic steps, each baked and checked; shadow = first a shadow window (a copy of every request, "
-        "answers never served, judged against stable on labelled rows), then the canary's steps; blue_green = the "
+        default="shadow",
+        description="How a new version replaces the serving one (the mlops_deploy run's strategy Param overrides it; "
+        "the dataset policy's deploy.strategy sets it per dataset): shadow (the default) = first a shadow window (a "
+        "copy of every request, answers never served, judged against stable on labelled rows), then the canary's "
+        "steps; canary = the traffic steps alone, each baked and checked, for a version whose labels come too late "
+        "for a shadow window; blue_green = the "
         "new version smoke-tested with recorded requests, then all the traffic in one switch while the old one stays "
         "warm for the bake window; ab = an A/B test: the new version serves ab_split % of the entities until the "
         "outcome (labels) decides which stays",

@@ -82,6 +82,10 @@ def deploy_environment(backend: str, base: Path, tracking_uri: str) -> dict[str,
         "MLOPS_DEPLOY_MAX_BAKE_SECONDS": "240",
         # Production looks every 30 s; 1 s notices a finished bake at once.
         "MLOPS_DEPLOY_POKE_SECONDS": "1",
+        # The production default is a shadow window, then the canary: these scenarios are about the
+        # canary's steps, and the shadow's window needs labelled traffic most of them do not send.
+        # tests/e2e/test_release_strategies.py takes the default.
+        "MLOPS_DEPLOY_STRATEGY": "canary",
         # Retries are exercised (a restarted router, an unreachable daemon or registry); production's
         # 30 s between them is not what is tested.
         "MLOPS_DEPLOY_RETRY_DELAY_SECONDS": "2",
@@ -395,16 +399,21 @@ class DeployDag:
 
 
 @contextmanager
-def deployment_env(backend: str, base: Path, tracking_uri: str, **overrides: str) -> Iterator[dict[str, str]]:
-    """The scenario's environment for ``backend`` (plus ``overrides``) applied to this process, settings
-    re-read; afterwards the namespace is torn down and (docker) its model images removed."""
+def deployment_env(backend: str, base: Path, tracking_uri: str, **overrides: str | None) -> Iterator[dict[str, str]]:
+    """The scenario's environment for ``backend`` (plus ``overrides``; None leaves a variable at its
+    production default) applied to this process, settings re-read; afterwards the namespace is torn
+    down and (docker) its model images removed."""
     from mlops_pipeline.config import get_settings
     from mlops_pipeline.deploy.backends import get_backend
 
-    env = {**deploy_environment(backend, base, tracking_uri), **overrides}
+    merged = {**deploy_environment(backend, base, tracking_uri), **overrides}
+    env = {key: value for key, value in merged.items() if value is not None}
     with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
+        for key, value in merged.items():
+            if value is None:
+                patch.delenv(key, raising=False)
+            else:
+                patch.setenv(key, value)
         get_settings.cache_clear()
         try:
             yield env

@@ -99,9 +99,12 @@ def test_the_strategy_plans_a_blue_green_release_with_one_step(deployer: Deploye
     deployer.client.set_registered_model_alias("churn", "champion", "1")
     deployer.client.set_registered_model_alias("churn", "challenger", "2")
 
-    canary = deployer.plan("deploy", deployment_key="k")
+    default = deployer.plan("deploy", deployment_key="k")
+    canary = deployer.plan("deploy", deployment_key="k", strategy="canary")
     green = deployer.plan("deploy", deployment_key="k", strategy="blue_green")
 
+    assert (default["mode"], default["strategy"], default["steps"]) == ("canary", "shadow", [5, 25, 50, 100])
+    assert default["reason"].startswith("shadow, then canary, of v2")
     assert (canary["mode"], canary["strategy"], canary["steps"]) == ("canary", "canary", [5, 25, 50, 100])
     assert (green["mode"], green["strategy"], green["steps"]) == ("blue_green", "blue_green", [100])
     assert green["reason"].startswith("blue-green release of v2")

@@ -194,3 +194,16 @@ def test_the_steady_stream_draws_on_the_days_before_until_the_days_rows_are_rele
     assert customers[0] == "before" and customers[-1] == "after", customers
     switched = customers.index("after")
     assert set(customers[:switched]) == {"before"} and set(customers[switched:]) == {"after"}
+
+
+def test_the_steady_stream_keeps_the_rows_own_times_once_their_labels_arrived(tmp_path) -> None:
+    from mlops_dev.traffic import restamped_now
+
+    signal = tmp_path / "client.own-times"
+    restamp = restamped_now("event_time", signal)
+    batch = [{"customer_id": "c1", "event_time": "2026-06-14T10:00:00.000+00:00"}]
+
+    stamped = restamp(batch)
+    assert stamped[0]["customer_id"] == "c1" and stamped[0]["event_time"] > "2026-12"  # now, not the row's
+    signal.touch()
+    assert restamp(batch) == batch  # their own event times: the labels in the lake join them

@@ -10,8 +10,9 @@ process standing in for the model's users. Everything else is started by Airflow
   ``mlops_deploy`` -> the first version serves;
 * **after the change:** the post-change days are served by the client -> the monitor's windows
   (a backfill) find drift, wait for ``min_post_change_days`` of post-change data, then trigger
-  ``mlops_train`` (``triggered_by`` the operator) -> an asset-triggered ``mlops_deploy`` -> every
-  canary step -> promoted;
+  ``mlops_train`` (``triggered_by`` the operator) -> an asset-triggered ``mlops_deploy`` with the
+  default strategy: a shadow window (the client's rows now carry their own event times, whose labels
+  are in the lake, so the paired quality test has labelled rows) -> every canary step -> promoted;
 * **batch scoring:** a backfill of ``mlops_score`` over the post-change days writes the new
   champion's predictions, the numbers the router serves for the same rows.
 
@@ -48,6 +49,10 @@ SCENARIO_DEPLOY = {
     "MLOPS_DEPLOY_BAKE_SECONDS": "20",
     "MLOPS_DEPLOY_MAX_BAKE_SECONDS": "180",
     "MLOPS_DEPLOY_POKE_SECONDS": "5",
+    # The shadow window (the default strategy) is at least 20 s, not production's 30 min: the client's
+    # rows carry labels from the moment the monitor has judged the days, so the evidence the window
+    # waits for (50 mirrored requests, 200 labelled rows answered by both) comes within seconds.
+    "MLOPS_DEPLOY_SHADOW_SECONDS": "20",
 }
 
 
@@ -184,6 +189,12 @@ def test_after_the_change_the_monitor_retrains_and_the_canary_promotes(loop: dic
     canary = result.runs["canary"]
     assert canary["run_type"] == "asset_triggered" and canary["state"] == "success"
     states = {t["task_id"]: t["state"] for t in canary["tasks"]}
+    # the default strategy: a shadow window first, judged on the users' labelled rows, then the canary
+    assert [states[f"shadow.{t}"] for t in ("start_shadow", "mirror", "compare")] == ["success"] * 3, states
+    shadow = observer.xcom("mlops_deploy", canary["dag_run_id"], "shadow.compare")
+    assert {c["name"]: c["status"] for c in shadow["checks"]} == {
+        "errors": "passed", "prediction_shift": "passed", "quality": "passed",
+    }, shadow["reason"]  # fmt: skip
     assert [s for s in ("step_10pct", "step_50pct", "step_100pct") if states.get(f"{s}.analyse") == "success"] == [
         "step_10pct", "step_50pct", "step_100pct",
     ], states  # fmt: skip
