@@ -371,6 +371,38 @@ def test_a_dead_server_fails_no_client_request(router: Router) -> None:
     assert router.split(10) == {"stable": 10}
 
 
+def test_after_blue_green_s_switch_a_dead_green_fails_no_client_request(router: Router) -> None:
+    """Blue keeps weight 1 against green's 256: HAProxy never picks a weight-0 server, not even when
+    every other one is down, so a blue at 0 % would leave a request green failed nowhere to go. At 1,
+    the retry (redispatch avoids the server that failed) finds blue, before and after the health
+    checks mark green down."""
+    from mlops_pipeline.deploy.backends import RouterEndpoint
+    from mlops_pipeline.deploy.router import Router as DeployRouter
+
+    endpoint = RouterEndpoint(router.runtime.address, f"http://127.0.0.1:{router.frontend_port}", "")
+    deploy_router = DeployRouter(_ConfigWriter(), endpoint)  # type: ignore[arg-type]
+    deploy_router.switch()
+    assert deploy_router.weights() == {"stable": 1, "canary": 256}
+    assert router.split(257)["canary"] >= 250  # all but a trace to green
+
+    router.backends["canary"].stop()
+
+    assert router.split(20) == {"stable": 20}
+    deadline = time.monotonic() + 10
+    while router.runtime.server_state(BACKEND)["canary"]["up"]:
+        assert time.monotonic() < deadline, "the dead green was never marked down"
+        time.sleep(0.1)
+    assert router.split(10) == {"stable": 10}
+    # The contrast: at weight 0 blue takes nothing, green or no green.
+    router.runtime.set_weights(BACKEND, {"stable": 0, "canary": 256})
+    conn = http.client.HTTPConnection("127.0.0.1", router.frontend_port, timeout=10)
+    try:
+        conn.request("POST", "/predict", body=b'{"records": [{"x": 1}]}', headers={"Content-Type": "application/json"})
+        assert conn.getresponse().status == 503  # HAProxy's "no server available"
+    finally:
+        conn.close()
+
+
 def test_a_server_leaving_maintenance_waits_for_its_checks(router: Router) -> None:
     nothing = free_port()  # no server listens here
     router.runtime.disable_server(BACKEND, "canary")

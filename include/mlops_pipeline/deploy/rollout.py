@@ -690,13 +690,14 @@ class Deployer:
         return {"done": done, "why": why, "elapsed": round(elapsed, 1), "stable_requests": stable.request_count, "stable_rows": stable.rows}
 
     def switch(self, plan: Mapping[str, Any]) -> dict[str, Any]:
-        """All the traffic to green in one switch (HAProxy runtime weights); blue stays running, warm,
-        at 0 % for the bake window, so a switch back is instant."""
-        step = self.shift(plan, 100)
+        """All the traffic to green in one switch (HAProxy runtime weights); blue stays running and
+        warm for the bake window, so a switch back is instant. Blue keeps 1 request in 257: a request
+        green fails is retried on it, so clients do not see a green that dies (see ``router``)."""
+        step = self.shift(plan, 100, standby=True)
         self._event(
             "switched",
             f"100% of the traffic to green v{plan['version']}; blue v{plan.get('stable_version') or plan.get('champion')} "
-            "stays warm at 0% for the bake window",
+            "stays warm for the bake window (1 request in 257, and every request green fails)",
             version=str(plan["version"]),
             deployment_id=plan["deployment_id"],
         )
@@ -735,13 +736,18 @@ class Deployer:
             raise CanaryCheckFailed(f"the canary server of v{version} is not running any more")
         return running[-1]
 
-    def shift(self, plan: Mapping[str, Any], percent: int) -> dict[str, Any]:
+    def shift(self, plan: Mapping[str, Any], percent: int, *, standby: bool = False) -> dict[str, Any]:
+        """``percent`` % of the traffic to the canary; with ``standby`` (blue-green's switch, at 100 %)
+        stable keeps its trace of it (:meth:`Router.switch`)."""
         version = str(plan["version"])
         canary = self._canary_server(version)
         router = self._rollout_router()
         if router.slot_of(canary) != CANARY:
             raise CanaryCheckFailed(f"the router's canary slot does not point at {canary.name} any more")
-        router.split(int(percent))
+        if standby and int(percent) == 100:
+            router.switch()
+        else:
+            router.split(int(percent))
         snapshot = self.sample()
         self._event(
             "traffic_shifted",
@@ -865,10 +871,11 @@ class Deployer:
         """The canary passed every step: it becomes ``@champion`` and the stable server; the old
         stable is retired. A new stable-labelled server of the canary's model takes the stable slot."""
         version, deployment_id = str(plan["version"]), plan["deployment_id"]
-        won = plan.get("mode") == AB
+        won = plan.get("mode") in (AB, BLUE_GREEN)
         if won and self.backend.router() is not None:
-            # B won at its share of the entities: all the traffic to it first, as after a canary's last
-            # step (only while its slot still holds it: a retry after the hand-over finds it gone).
+            # B won at its share of the entities, or green at all but blue's trace of the traffic: all
+            # the traffic to it first, as after a canary's last step (only while its slot still holds
+            # it: a retry after the hand-over finds it gone).
             router, canaries = self.router(), self._running(CANARY, version)
             if canaries and router.slot_of(canaries[-1]) == CANARY:
                 router.split(100)

@@ -11,7 +11,12 @@ The rules every change follows:
 - after each change the slots are written to the router's config file, so a restarted router comes
   back as it was.
 
-Weights are percentages: ``stable = 100 - p``, ``canary = p`` (HAProxy weights are relative).
+Weights are percentages: ``stable = 100 - p``, ``canary = p`` (HAProxy weights are relative). One
+exception, blue-green's switch (:meth:`switch`): the canary slot (green) gets ``MAX_WEIGHT`` and the
+stable slot (blue) ``STANDBY_WEIGHT``, so blue keeps a trace of the requests. A server of weight 0 is
+never chosen, not even when every other one is down, so a blue at 0 could not take a request whose
+green had died: HAProxy's retry (``option redispatch``, which avoids the server that failed) sends
+it to blue, and the client never sees green go.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import time
 from typing import TYPE_CHECKING
 
 from mlops_pipeline.deploy.backends import CANARY, ROUTER_BACKEND, STABLE, Backend, BackendError, Server
-from mlops_pipeline.deploy.haproxy import HAProxyRuntime, HAProxyRuntimeError
+from mlops_pipeline.deploy.haproxy import MAX_WEIGHT, HAProxyRuntime, HAProxyRuntimeError
 
 if TYPE_CHECKING:
     from mlops_pipeline.deploy.backends import RouterEndpoint
@@ -29,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UP_TIMEOUT_S = 60.0
+STANDBY_WEIGHT = 1  # blue's weight after blue-green's switch: 1 request in MAX_WEIGHT + 1 (0.4 %)
 DRAIN_TIMEOUT_S = 30.0
 
 
@@ -94,6 +100,13 @@ class Router:
         if not 0 <= canary_percent <= 100:
             raise ValueError(f"canary_percent must be within 0..100, got {canary_percent}")
         self.runtime.set_weights(ROUTER_BACKEND, {STABLE: 100 - canary_percent, CANARY: canary_percent})
+        self.persist()
+
+    def switch(self) -> None:
+        """Blue-green's switch: all but ``1 / (MAX_WEIGHT + 1)`` of the requests to the canary slot
+        (green) in one command; the stable slot (blue) keeps the rest, warm and eligible for the retry
+        of a request green failed (see the module)."""
+        self.runtime.set_weights(ROUTER_BACKEND, {STABLE: STANDBY_WEIGHT, CANARY: MAX_WEIGHT})
         self.persist()
 
     def empty(self, slot: str, timeout: float = DRAIN_TIMEOUT_S) -> None:
