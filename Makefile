@@ -34,7 +34,7 @@ lint: install  ## ruff (with Airflow's AIR rules) and mypy
 	@$(PY) -m mypy serving/mlops_serving
 
 test: setup lint  ## install, then lint and run every test
-	@$(PY) -m pytest
+	@$(PY) -m pytest --durations=30
 
 test-fast: install  ## unit tests only (no services)
 	@$(PY) -m pytest -m "not integration and not docker"

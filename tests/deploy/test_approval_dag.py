@@ -1,13 +1,11 @@
-"""The approval step of ``mlops_deploy``: its place in the DAG, its adapter with a fake context, and
-(integration) a real scheduler running a deployment that a person approves, then one they reject,
-answered over the REST API as the UI's Required Actions does."""
+"""The approval step of ``mlops_deploy``: its place in the DAG and its adapter with a fake context. A
+real scheduler running a deployment that a person approves, then one they reject, answered over the
+REST API as the UI's Required Actions does, is in ``tests/e2e/test_release_strategies.py``."""
 
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,7 +14,6 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from mlops_pipeline.orchestration import deploy as adapter
-from tests.deploy.canary_scenario import model_dirs  # noqa: F401 (fixture)
 from tests.deploy.test_approval import GATE, STEPS
 from tests.deploy.test_mlops_deploy_dag import load_dag
 
@@ -124,6 +121,17 @@ def test_approval_on_asks_with_the_evidence(deployer: RecordingDeployer, monkeyp
     assert [(event, reason) for event, reason, _ in deployer.records] == [("approval_requested", request["subject"])]
 
 
+def test_the_runs_approval_param_overrides_the_setting(deployer: RecordingDeployer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlops_pipeline.config import get_settings
+
+    assert adapter.approval_route({**PLAN, "approval": "before_promote"}, STEPS, FakeTI()) == "approval.request"
+    monkeypatch.setenv("MLOPS_DEPLOY_APPROVAL", "before_promote")
+    get_settings.cache_clear()
+    off = {**PLAN, "approval": "off"}
+    assert adapter.approval_route(off, STEPS, FakeTI()) == "approval.not_required"
+    assert adapter.approval_not_required(off)["reason"] == "the run's approval Param is off"
+
+
 def approval_operator(answer: str = "Reject") -> adapter.PromotionApproval:
     return adapter.PromotionApproval(task_id="request", timeout=timedelta(hours=1), timeout_answer=answer)
 
@@ -178,103 +186,3 @@ def test_a_failed_check_still_rolls_back_with_its_own_reason(deployer: Recording
     adapter.rollback(PLAN, None)
 
     assert deployer.rollbacks == [None]  # the Deployer takes the failed analysis from the audit log
-
-
-# -- a real scheduler, and a person answering over the REST API -----------------------------------------
-
-
-def wait_until_parked(stack: Any, run_id: str, timeout: float = 60.0) -> None:
-    """Until the scheduler has handled the executor's report of the process that parked the request.
-
-    An answer within that moment (about a second) races it on Airflow 3.3.2: the answer resumes the
-    task (queued), then the report of the parked process finishing meets a queued task, and the
-    scheduler marks the try up_for_retry, which asks again. A person reading the request is slower;
-    a test must wait for the scheduler's "TaskInstance Finished ... state=awaiting_input" line."""
-    log = Path(stack.env["MLOPS_RUN_DIR"]) / "logs" / "scheduler.log"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in log.read_text(errors="replace").splitlines():
-            if "TaskInstance Finished" in line and "task_id=approval.request" in line and run_id in line and (
-                "state=awaiting_input" in line
-            ):
-                return
-        time.sleep(0.5)
-    raise AssertionError(f"the scheduler never saw approval.request of {run_id} parked (see {log})")
-
-
-@pytest.mark.integration
-@pytest.mark.timeout(1800)
-def test_a_person_approves_one_promotion_and_rejects_the_next(
-    airflow_stack, airflow_databases, mlflow_server, model_dirs, tmp_path  # noqa: F811
-) -> None:
-    """The scheduler (LocalExecutor) runs each deployment up to the approval request, which waits in
-    ``awaiting_input``; the answer comes through the REST endpoint the UI's Required Actions page
-    uses. Approve: v2 is promoted. Reject: v3 is rolled back with who rejected, v2 keeps serving."""
-    from mlops_pipeline.config import get_settings
-    from mlops_pipeline.registry.aliases import CHAMPION, set_challenger, version_for_alias
-    from mlops_pipeline.registry.client import mlflow_client
-    from tests.deploy.canary_scenario import Client, deployment_env, register, router_url, running_servers
-    from tests.deploy.test_mlops_deploy_dag import SchedulerStack
-
-    scenario = {
-        "MLOPS_DEPLOY_STEPS": "50,100",
-        "MLOPS_DEPLOY_APPROVAL": "before_promote",
-        "MLOPS_DEPLOY_APPROVAL_TIMEOUT_SECONDS": "1800",  # the answers come long before; a timeout would reject
-    }
-    with deployment_env("local", tmp_path, mlflow_server.uri, **scenario) as env:
-        stack = SchedulerStack.beside(airflow_stack, airflow_databases.create(), tmp_path / "airflow", env)
-        client, name = mlflow_client(get_settings()), env["MLOPS_MODEL_NAME"]
-        assert [register(client, name, model_dirs[kind]) for kind in ("good", "good_resampled", "good")] == ["1", "2", "3"]
-        steady = None
-        answers: dict[str, Any] = {}
-        try:
-            stack.start("api-server")  # first: it writes the new home's airflow.cfg
-            stack.start("scheduler", "dag-processor")  # no triggerer: Airflow 3.3 parks the request without one
-            set_challenger(client, name, "1")
-            first = stack.deploy_command("deploy", "--unpause")
-            assert first.wait(timeout=600) == 0, first.output() + stack.failed_task_logs()
-            assert "success: deployed v1" in first.output()  # a first deployment is direct: nothing to approve
-            steady = Client(router_url()).start()
-
-            for version, answer in (("2", "Approve"), ("3", "Reject")):
-                set_challenger(client, name, version)
-                follower = stack.deploy_command("deploy")
-                run_id = stack.wait_for_run()
-                stack.wait_for_task(run_id, "approval.request", "awaiting_input", timeout=900)
-                wait_until_parked(stack, run_id)
-                request = stack.api.required_action("mlops_deploy", run_id, "approval.request")
-                assert follower.process.poll() is None  # the run waits for the answer
-                response = stack.api.answer_required_action("mlops_deploy", run_id, "approval.request", [answer])
-                assert follower.wait(timeout=300) == (0 if answer == "Approve" else 1), follower.output()
-                instances = stack.api.task_instances("mlops_deploy", run_id)
-                tasks = {t["task_id"]: t["state"] for t in instances}
-                assert [t["try_number"] for t in instances if t["task_id"] == "approval.request"] == [1]  # asked once
-                answers[version] = {"request": request, "response": response, "tasks": tasks, "output": follower.output()}
-        finally:
-            if steady is not None:
-                steady.finish()
-            stack.stop()
-
-        approved, rejected = answers["2"], answers["3"]
-        # What the person saw: the subject, every step's checks, the options and the timeout's answer.
-        assert approved["request"]["subject"] == f"Promote {name} v2 to @champion?"
-        body = approved["request"]["body"]
-        assert "| 50 % | passed |" in body and "| 100 % | passed |" in body, body
-        assert "### Gate against @champion" in body and "### Why this version was trained" in body
-        assert f"{mlflow_server.uri}/#/experiments/" in body and "artifactPath/model_card.md" in body
-        assert approved["request"]["options"] == ["Approve", "Reject"] and approved["request"]["defaults"] == ["Reject"]
-        assert approved["response"]["chosen_options"] == ["Approve"]
-
-        assert approved["tasks"]["approval.decide"] == "success" and approved["tasks"]["approval.not_required"] == "skipped"
-        assert approved["tasks"]["approval.request"] == "success" and approved["tasks"]["approval.approved"] == "success"
-        assert approved["tasks"]["promote"] == "success" and approved["tasks"]["rollback"] == "skipped", approved["tasks"]
-        assert "success: promoted v2 (previous v1)" in approved["output"]
-
-        assert rejected["tasks"]["approval.request"] == "failed" and rejected["tasks"]["rollback"] == "success"
-        assert rejected["tasks"]["promote"] == "upstream_failed", rejected["tasks"]
-        who = rejected["response"]["responded_by"]["name"]
-        assert str(version_for_alias(client, name, CHAMPION).version) == "2"
-        tags = client.get_model_version(name, "3").tags
-        assert tags["deploy_status"] == "rolled_back" and tags["deploy_reason"].startswith(f"promotion rejected by {who} at ")
-        assert running_servers() == [("stable", "2")]
-    assert steady.failures == [], steady.failures[:5]

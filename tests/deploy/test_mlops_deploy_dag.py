@@ -127,7 +127,7 @@ def test_dag_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     assert decide.trigger_rule == "none_failed_min_one_success"  # whichever path ran; none after a failure
     assert set(chain) <= dag.get_task("rollback").upstream_task_ids
     assert [asset.name for asset in dag.timetable.asset_condition.objects] == ["mlops_challenger"]
-    assert dag.params.dump() == {"action": "deploy", "version": None, "strategy": None}
+    assert dag.params.dump() == {"action": "deploy", "version": None, "strategy": None, "approval": None}
     assert dag.max_active_runs == 1 and not dag.catchup
     # A task whose process died (its worker or scheduler killed) is run again, never rolled back for it.
     assert {t.task_id: t.retries for t in dag.tasks if t.retries < 1} == {}

@@ -10,11 +10,14 @@ first (direct), then each release below runs in turn, in this order.
   in one switch while blue stays warm, bakes, and is promoted; then a broken version (v3, its
   predictions far from the others) is switched to, fails its checks, and the run switches back to
   blue at once. The client sees no failed request.
+* **A green killed just after the switch** (its container SIGKILLed): blue kept weight 1 of 257,
+  so HAProxy retries each request green fails on it; the run switches back saying green is gone,
+  and the client sees no failed request.
 * **A canary with too little traffic is not promoted.** The client stopped, no step ever has the
   requests its checks need: with the production default (``insufficient_traffic=rollback``) the
   first step fails when its longest bake ends, the canary (v4) is rolled back with a reason naming
   the checks that lacked data, and the stable version keeps serving.
-* **Shadow, then canary,** under a client whose rows' labels have arrived (they are in the lake's
+* **Shadow, then canary** (the default strategy: these runs name none), under a client whose rows' labels have arrived (they are in the lake's
   validated partitions, as ingestion puts them): a better version (v5, fitted on four times the
   rows) gets a copy of every request, passes the paired test on the labelled rows and goes on
   through the canary's steps to promotion; a worse version with the same prediction distribution
@@ -31,6 +34,10 @@ first (direct), then each release below runs in turn, in this order.
   no failed request; the run rolls B back saying its server is gone.
 * **A shadow killed mid-window** (its container SIGKILLed once it is up): the run rolls back saying
   the shadow is not running; clients see nothing.
+* **A person approves one promotion and rejects the next** (``--approval before_promote``, the run's
+  Param): each canary passes its steps and waits in ``awaiting_input``; the answer goes through the
+  REST endpoint the UI's Required Actions page uses. Approve: v7 is promoted. Reject: v8 is rolled
+  back saying who rejected it, and v7 keeps serving.
 
 Settings that differ from production, and why:
 - ``MLOPS_DEPLOY_STEPS=50,100``: two canary steps; the verdict falls at the first either way.
@@ -57,6 +64,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,6 +74,7 @@ from tests.deploy.canary_scenario import model_dirs  # noqa: F401 (fixture)
 pytestmark = [pytest.mark.docker, pytest.mark.integration]
 
 RELEASES = ("good_resampled", "bad", "good")  # v2 (blue-green, promoted), v3 (blue-green, broken), v4 (canary, no traffic)
+APPROVALS = ("good", "good_resampled")  # v7 (approved), v8 (rejected); v5 and v6 are built in the fixture
 
 
 @dataclass
@@ -144,6 +153,7 @@ def releases(docker_client, airflow_stack, airflow_databases, mlflow_server, mod
         "MLOPS_DEPLOY_SHADOW_SECONDS": "10",
         "MLOPS_DEPLOY_AB_SECONDS": "40",
         "MLOPS_DEPLOY_EXTRA_LABELS": '{"org.mlops.e2e": "strategies"}',
+        "MLOPS_DEPLOY_STRATEGY": None,  # the production default (shadow, then canary), not the canary scenario's
     }
     with deployment_env("docker", base, mlflow_server.uri, **scenario) as env:
         assert "MLOPS_DEPLOY_INSUFFICIENT_TRAFFIC" not in env and "MLOPS_DEPLOY_STRATEGY" not in env  # production defaults
@@ -152,6 +162,7 @@ def releases(docker_client, airflow_stack, airflow_databases, mlflow_server, mod
         assert [register(client, name, model_dirs[kind]) for kind in ("good", *RELEASES)] == ["1", "2", "3", "4"]
         shadowed = (build_better_model_dir(base / "better"), build_swapped_model_dir(base / "swapped"))
         assert [register(client, name, path) for path in shadowed] == ["5", "6"]
+        assert [register(client, name, model_dirs[kind]) for kind in APPROVALS] == ["7", "8"]
         for day, labels in client_labels().items():  # the labels of what the labelled client sends have arrived
             add_labelled_day(get_settings().lake_uri, datetime.fromisoformat(day).date(), labels)
         found = Releases(env, client, name, stack)
@@ -215,12 +226,45 @@ def test_blue_green_promotes_a_good_green_and_switches_back_from_a_broken_one(re
     assert steady.versions["1"] > 0 and steady.versions["2"] > 0 and steady.versions["3"] > 0, steady.versions
 
 
+def test_a_green_killed_after_the_switch_is_switched_back_and_clients_see_nothing(
+    releases: Releases, docker_client, reliability
+) -> None:
+    """Green's container SIGKILLed just after the switch, while it takes all but blue's trace of the
+    traffic: each request green fails is retried on blue (warm, and at weight 1 still eligible), the
+    bake ends at once and the run switches back saying green is gone."""
+    from mlops_pipeline.registry.aliases import CHAMPION, version_for_alias
+
+    champion = str(version_for_alias(releases.client, releases.name, CHAMPION).version)
+    run = releases.release_killing("4", "blue_green", "blue_green.switch", docker_client, after=0.5)
+    steady, tasks, tags = releases.steady, run["tasks"], run["tags"]
+    reliability.record(
+        "faults",
+        "green container SIGKILLed just after the blue-green switch (docker, on the scheduler)",
+        "switched back with the reason, champion unchanged, no client error",
+        outcome=tasks.get("rollback"),
+        reason=tags.get("deploy_reason", "")[:160],
+        requests=steady.requests,
+        failed=len(steady.failures),
+        answered_by=dict(sorted(steady.versions.items())),
+    )
+    assert run["code"] == 1, run["output"] + releases.stack.failed_task_logs()
+    assert run["killed"]["states"].get("blue_green.analyse") in (None, "scheduled", "queued"), run["killed"]  # mid-bake
+    assert run["killed"]["answered"] > 0  # green served clients before it was killed
+    assert tasks["blue_green.analyse"] == "failed" and tasks["rollback"] == "success", tasks
+    assert tasks["promote"] == "upstream_failed", tasks
+    reason = tags["deploy_reason"]
+    assert tags["deploy_status"] == "rolled_back" and "green v4 after the switch" in reason and "not running any more" in reason, tags
+    assert str(version_for_alias(releases.client, releases.name, CHAMPION).version) == champion
+    assert run["served"] == [("stable", champion)]
+    assert steady.failures == [], steady.failures[:5]
+
+
 def test_a_canary_with_too_little_traffic_is_not_promoted(releases: Releases) -> None:
     from mlops_pipeline.registry.aliases import CHALLENGER, CHAMPION, version_for_alias
 
     champion = str(version_for_alias(releases.client, releases.name, CHAMPION).version)
     assert releases.steady is None or releases.steady.stop.is_set()  # no client sends requests now
-    canary = releases.release("4")  # the default strategy: canary
+    canary = releases.release("4", "--strategy", "canary")
     assert canary["code"] == 1, canary["output"] + releases.stack.failed_task_logs()
 
     run, tasks = canary["run"], canary["tasks"]
@@ -251,15 +295,16 @@ def test_shadow_passes_a_better_model_on_to_the_canary_and_rejects_a_worse_one_w
     settings = get_settings()
     champion = str(version_for_alias(releases.client, releases.name, CHAMPION).version)
     releases.steady = Client(router_url(), with_ids=True).start()
-    better = releases.release("5", "--strategy", "shadow")
+    better = releases.release("5")  # the default strategy: shadow, then canary
     assert better["code"] == 0, better["output"] + releases.stack.failed_task_logs()
-    worse = releases.release("6", "--strategy", "shadow")
+    worse = releases.release("6")
     assert worse["code"] == 1, worse["output"] + releases.stack.failed_task_logs()
     releases.steady.finish()
 
     shadow = ["shadow.start_shadow", "shadow.mirror", "shadow.compare"]
     tasks = better["tasks"]
     assert [tasks[t] for t in shadow] == ["success"] * 3, tasks
+    assert better["run"]["conf"].get("strategy") is None  # no Param: the default took this path
     assert tasks["start_canary"] == tasks["step_100pct.analyse"] == tasks["promote"] == "success", tasks
     assert tasks["blue_green.start_green"] == "skipped" and tasks["rollback"] == "skipped", tasks
     assert f"success: promoted v5 (previous v{champion})" in better["output"] and better["served"] == [("stable", "5")]
@@ -420,3 +465,81 @@ def test_a_b_variant_killed_mid_test_is_rolled_back_and_clients_see_nothing(rele
     assert str(version_for_alias(releases.client, releases.name, CHAMPION).version) == champion
     assert run["served"] == [("stable", champion)]
     assert steady.failures == [], steady.failures[:5]
+
+
+def wait_until_parked(stack: Any, run_id: str, timeout: float = 60.0) -> None:
+    """Until the scheduler has handled the executor's report of the process that parked the request.
+
+    An answer within that moment (about a second) races it on Airflow 3.3.2: the answer resumes the
+    task (queued), then the report of the parked process finishing meets a queued task, and the
+    scheduler marks the try up_for_retry, which asks again. A person reading the request is slower;
+    a test must wait for the scheduler's "TaskInstance Finished ... state=awaiting_input" line."""
+    log = Path(stack.env["MLOPS_RUN_DIR"]) / "logs" / "scheduler.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in log.read_text(errors="replace").splitlines():
+            if "TaskInstance Finished" in line and "task_id=approval.request" in line and run_id in line and (
+                "state=awaiting_input" in line
+            ):
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"the scheduler never saw approval.request of {run_id} parked (see {log})")
+
+
+def test_a_person_approves_one_promotion_and_rejects_the_next(releases: Releases) -> None:
+    """Each canary passes its steps under a steady client, then its run waits for a person: the
+    request (its body the evidence) is read and answered over the REST API, as the UI's Required
+    Actions page does. Approve: v7 is promoted. Reject: v8 is rolled back with who rejected it."""
+    from mlops_pipeline.registry.aliases import CHAMPION, version_for_alias
+    from tests.deploy.canary_scenario import Client, router_url
+
+    stack, name = releases.stack, releases.name
+    answers: dict[str, dict[str, Any]] = {}
+
+    def answer_with(version: str, answer: str) -> Callable[[str], None]:
+        def respond(run_id: str) -> None:
+            stack.wait_for_task(run_id, "approval.request", "awaiting_input", timeout=900)
+            wait_until_parked(stack, run_id)
+            request = stack.api.required_action("mlops_deploy", run_id, "approval.request")
+            waiting = stack.api.dag_run("mlops_deploy", run_id)["state"]  # the run waits for the answer
+            response = stack.api.answer_required_action("mlops_deploy", run_id, "approval.request", [answer])
+            answers[version] = {"request": request, "response": response, "waiting": waiting, "run_id": run_id}
+
+        return respond
+
+    releases.steady = Client(router_url()).start()
+    for version, answer in (("7", "Approve"), ("8", "Reject")):
+        run = releases.release(version, "--strategy", "canary", "--approval", "before_promote", during=answer_with(version, answer))
+        instances = stack.api.task_instances("mlops_deploy", answers[version]["run_id"])
+        answers[version].update(run, asked=[t["try_number"] for t in instances if t["task_id"] == "approval.request"])
+    releases.steady.finish()
+
+    approved, rejected = answers["7"], answers["8"]
+    assert approved["code"] == 0, approved["output"] + stack.failed_task_logs()
+    assert rejected["code"] == 1, rejected["output"] + stack.failed_task_logs()
+    assert approved["waiting"] == rejected["waiting"] == "running" and approved["asked"] == rejected["asked"] == [1]
+    assert approved["run"]["conf"]["approval"] == "before_promote"
+    # What the person saw: the subject, every step's checks, the options and the timeout's answer.
+    assert approved["request"]["subject"] == f"Promote {name} v7 to @champion?"
+    body = approved["request"]["body"]
+    assert "| 50 % | passed |" in body and "| 100 % | passed |" in body, body
+    assert "### Gate against @champion" in body and "### Why this version was trained" in body
+    assert f"{releases.env['MLFLOW_TRACKING_URI']}/#/experiments/" in body and "artifactPath/model_card.md" in body
+    assert approved["request"]["options"] == ["Approve", "Reject"] and approved["request"]["defaults"] == ["Reject"]
+    assert approved["response"]["chosen_options"] == ["Approve"]
+
+    tasks = approved["tasks"]
+    assert tasks["approval.decide"] == "success" and tasks["approval.not_required"] == "skipped", tasks
+    assert tasks["approval.request"] == "success" and tasks["approval.approved"] == "success", tasks
+    assert tasks["promote"] == "success" and tasks["rollback"] == "skipped", tasks
+    assert "success: promoted v7" in approved["output"]
+
+    tasks = rejected["tasks"]
+    assert tasks["approval.request"] == "failed" and tasks["rollback"] == "success", tasks
+    assert tasks["promote"] == "upstream_failed", tasks
+    who = rejected["response"]["responded_by"]["name"]
+    assert str(version_for_alias(releases.client, name, CHAMPION).version) == "7"
+    tags = releases.client.get_model_version(name, "8").tags
+    assert tags["deploy_status"] == "rolled_back" and tags["deploy_reason"].startswith(f"promotion rejected by {who} at "), tags
+    assert rejected["served"] == [("stable", "7")]
+    assert releases.steady.failures == [], releases.steady.failures[:5]

@@ -66,6 +66,7 @@ APPROVAL_GROUP_ID = "approval"
 APPROVAL_ROUTE_TASK_ID = f"{APPROVAL_GROUP_ID}.decide"
 APPROVAL_TASK_ID = f"{APPROVAL_GROUP_ID}.request"
 NO_APPROVAL_TASK_ID = f"{APPROVAL_GROUP_ID}.not_required"
+APPROVAL_CHOICES = ("off", "before_promote")  # the approval Param's values (empty: the setting)
 APPROVAL_REQUEST_XCOM = "approval_request"  # {subject, body}, pushed by the branch, rendered into the request
 REJECTION_XCOM = "rejection"
 
@@ -160,6 +161,11 @@ def reconcile(params: Mapping[str, Any], dag_run: Any) -> dict[str, Any]:
         if healed["actions"]:
             log.info("reconciled: %s", "; ".join(healed["actions"]))
         plan = deployer.plan(action, version, deployment_key=deployment_key(dag_run), strategy=params.get("strategy") or None)
+        approval = params.get("approval") or None
+        if approval is not None:
+            if approval not in APPROVAL_CHOICES:
+                raise ValueError(f"the approval Param must be one of {', '.join(APPROVAL_CHOICES)}, got {approval!r}")
+            plan = {**plan, "approval": approval}  # this run's answer to "ask a person first?"
     log.info("plan %s: %s (%s)", plan["deployment_id"], plan["mode"], plan["reason"])
     return plan
 
@@ -287,8 +293,8 @@ def approval_route(plan: Mapping[str, Any], steps: list[Mapping[str, Any]], ti: 
 
     steps = [step for step in steps or [] if step]  # the analyses of the path that ran (the other one was skipped)
     settings = get_settings()
-    if not approval_required(settings.deploy.approval):
-        log.info("%s: no approval asked for (MLOPS_DEPLOY_APPROVAL=off)", plan["deployment_id"])
+    if not approval_required(plan.get("approval") or settings.deploy.approval):
+        log.info("%s: no approval asked for (%s)", plan["deployment_id"], _approval_source(plan))
         return NO_APPROVAL_TASK_ID
     deployer = _deployer(plan["actor"])
     evidence = gather_evidence(deployer.client, plan, steps, settings.mlflow_tracking_uri)
@@ -304,7 +310,12 @@ def approval_route(plan: Mapping[str, Any], steps: list[Mapping[str, Any]], ti: 
 
 def approval_not_required(plan: Mapping[str, Any]) -> dict[str, Any]:
     """The way around the request when approval is off: says so, for the Grid and the join."""
-    return {"approval": "not_required", "version": plan["version"], "reason": "MLOPS_DEPLOY_APPROVAL=off"}
+    return {"approval": "not_required", "version": plan["version"], "reason": _approval_source(plan)}
+
+
+def _approval_source(plan: Mapping[str, Any]) -> str:
+    """Where "approval off" came from: the run's Param, or the setting."""
+    return "the run's approval Param is off" if plan.get("approval") else "MLOPS_DEPLOY_APPROVAL=off"
 
 
 def approval_outcome(plan: Mapping[str, Any], answer: Mapping[str, Any] | None) -> dict[str, Any]:
