@@ -269,6 +269,15 @@ class DeploySettings(BaseSettings):
         description="A/B: labelled rows a variant the outcome test waits for (its fixed horizon; it runs once)",
     )
     ab_seconds: float = Field(default=3600.0, ge=0, description="A/B: the shortest test")
+    ab_outcome: str | None = Field(
+        default=None,
+        description="A/B: a numeric column of the dataset's validated rows that measures each row's outcome (a "
+        "business metric such as revenue, arriving with the labels), compared between the variants instead of the "
+        "label's Brier score; empty: the Brier score",
+    )
+    ab_outcome_goal: Literal["maximize", "minimize"] = Field(
+        default="maximize", description="A/B: whether a higher ab_outcome is better (maximize) or a lower one"
+    )
     ab_max_seconds: float = Field(
         default=14 * 86400.0,
         gt=0,

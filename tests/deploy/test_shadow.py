@@ -158,6 +158,11 @@ def test_pairs_are_the_rows_both_answered_joined_to_their_labels(tmp_path: Path)
     labelled, missing = with_labels(pairs, FakeLake({"2024-01-02": labels}), SPEC)
     assert labelled[["id", "target"]].values.tolist() == [["c-1", 1]] and missing == []
     assert with_labels(pairs, FakeLake({}), SPEC)[1] == ["2024-01-02"]  # its day's labels have not arrived
+    # An A/B test's outcome column comes with the labels; one the partitions lack is named.
+    paid = labels.assign(revenue=[12.5])
+    assert with_labels(pairs, FakeLake({"2024-01-02": paid}), SPEC, ("revenue",))[0]["revenue"].tolist() == [12.5]
+    with pytest.raises(ValueError, match=r"validated/ds=2024-01-02 .* lacks column\(s\) \['revenue'\]"):
+        with_labels(pairs, FakeLake({"2024-01-02": labels}), SPEC, ("revenue",))
 
 
 def scores(seed: int, n: int = 2000) -> tuple[np.ndarray, np.ndarray]:

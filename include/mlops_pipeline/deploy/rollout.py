@@ -566,14 +566,17 @@ class Deployer:
         return {**started, "step": step}
 
     def _ab_rows(self, plan: Mapping[str, Any], started: Mapping[str, Any]) -> tuple[Any, Any]:
-        """A's and B's labelled rows since the test started."""
+        """A's and B's labelled rows since the test started (with the ``ab_outcome`` column, if set)."""
         from mlops_pipeline.datasets import load_dataset_spec
         from mlops_pipeline.deploy.shadow import served_rows, with_labels
         from mlops_pipeline.storage import open_lake
 
         spec, lake, log_dir = load_dataset_spec(self.settings.dataset), open_lake(self.settings), self.backend.prediction_log_dir()
-        since = float(started["started_at"])
-        a, b = (with_labels(served_rows(log_dir, since, str(v), spec), lake, spec)[0] for v in (self._stable_of(plan), plan["version"]))
+        since, extra = float(started["started_at"]), tuple(c for c in [self.deploy.ab_outcome] if c)
+        a, b = (
+            with_labels(served_rows(log_dir, since, str(v), spec), lake, spec, extra)[0]
+            for v in (self._stable_of(plan), plan["version"])
+        )
         return a, b
 
     @staticmethod
@@ -611,7 +614,14 @@ class Deployer:
             thresholds = self.thresholds_for(version, plan.get("champion"))
             guard = analyse_window(canary, stable_window, thresholds, label=label)
             a, b = self._ab_rows(plan, started)
-            outcome = outcome_test(a, b, alpha=self.deploy.quality_alpha, min_labelled=self.deploy.min_labelled)
+            outcome = outcome_test(
+                a,
+                b,
+                alpha=self.deploy.quality_alpha,
+                min_labelled=self.deploy.min_labelled,
+                metric=self.deploy.ab_outcome,
+                goal=self.deploy.ab_outcome_goal,
+            )
             said = describe(outcome, stable, version)
             checks = [*guard.to_dict()["checks"], {"name": "outcome", "status": outcome["status"], "detail": said}]
             if not guard.passed:

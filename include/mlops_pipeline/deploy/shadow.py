@@ -242,8 +242,9 @@ def paired_rows(log_dir: Path, state: MirrorState, stable_version: str, shadow_v
     )
 
 
-def with_labels(pairs: pd.DataFrame, lake: Any, spec: DatasetSpec) -> tuple[pd.DataFrame, list[str]]:
-    """The pairs whose labels have arrived (their event day's validated partition has them), with ``target``."""
+def with_labels(pairs: pd.DataFrame, lake: Any, spec: DatasetSpec, extra: tuple[str, ...] = ()) -> tuple[pd.DataFrame, list[str]]:
+    """The pairs whose labels have arrived (their event day's validated partition has them), with
+    ``target`` (and the ``extra`` columns of those rows)."""
     from mlops_pipeline.monitoring.labels import TARGET, normalise_times, read_labels
 
     if pairs.empty:
@@ -251,7 +252,7 @@ def with_labels(pairs: pd.DataFrame, lake: Any, spec: DatasetSpec) -> tuple[pd.D
     known = pairs.dropna(subset=["id", "time"])
     times = normalise_times(known["time"])
     days = sorted({d for d in times.dt.date.dropna()})
-    labels, missing = read_labels(lake, spec, days)
+    labels, missing = read_labels(lake, spec, days, extra)
     if labels.empty:
         return pairs.iloc[0:0].assign(**{TARGET: []}), missing
     keyed = known.assign(id=known["id"].astype("string"), time=times)

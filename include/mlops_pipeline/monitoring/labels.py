@@ -50,31 +50,36 @@ def labelled_days(window_end: datetime, label_delay_days: int, days: int) -> lis
     return [last - timedelta(days=offset) for offset in range(days - 1, -1, -1)]
 
 
-def read_labels(lake: Lake, spec: DatasetSpec, days: list[date]) -> tuple[pd.DataFrame, list[str]]:
-    """``[id, time, target]`` of the validated partitions of ``days``, and the days that had none."""
+def read_labels(
+    lake: Lake, spec: DatasetSpec, days: list[date], extra: tuple[str, ...] = ()
+) -> tuple[pd.DataFrame, list[str]]:
+    """``[id, time, target, *extra]`` of the validated partitions of ``days``, and the days that had
+    none. ``extra``: columns that arrive with the labels (an A/B test's outcome column)."""
     import pandas as pd
 
     frames, missing = [], []
     available = set(lake.list_partitions("validated"))
+    wanted = [spec.id_column, spec.time_column, spec.target, *(c for c in extra if c != spec.target)]
     for day in days:
         ds = day.isoformat()
         if ds not in available:
             missing.append(ds)
             continue
         frame = lake.read_frame("validated", ds)
-        absent = [c for c in (spec.id_column, spec.time_column, spec.target) if c not in frame.columns]
+        absent = [c for c in wanted if c not in frame.columns]
         if absent:
             raise ValueError(f"validated/ds={ds} in {lake.uri} lacks column(s) {absent} needed to join labels")
-        frames.append(frame[[spec.id_column, spec.time_column, spec.target]])
+        frames.append(frame[wanted])
     if not frames:
         empty = pd.DataFrame({"id": pd.Series(dtype="string"), "time": pd.Series(dtype="datetime64[ms, UTC]"), TARGET: []})
-        return empty, missing
+        return empty.assign(**{c: pd.Series(dtype="float64") for c in extra if c != TARGET}), missing
     labels = pd.concat(frames, ignore_index=True)
     labels = pd.DataFrame(
         {
             "id": labels[spec.id_column].astype("string"),
             "time": normalise_times(labels[spec.time_column]),
             TARGET: labels[spec.target],
+            **{c: labels[c] for c in extra if c not in (spec.target, TARGET)},
         }
     )
     return labels.dropna(subset=["id", "time", TARGET]), missing
