@@ -8,7 +8,7 @@ PY := $(CURDIR)/.venv/bin/python
 SVC := $(PY) -m mlops_dev.services
 UV = $(shell command -v uv 2>/dev/null || echo "$(CURDIR)/.run/uv/bin/uv")
 
-.PHONY: help install setup lint test test-fast demo stop status airflow deploy suite reproduce reprocess bench bench-ingest bench-serving bench-drift bench-score clean
+.PHONY: help install setup lint test test-fast demo stop status airflow deploy suite reproduce reprocess bench bench-ingest bench-serving bench-drift bench-score bench-shadow clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -61,7 +61,7 @@ suite: install  ## bootstrap an expectation suite: make suite ARGS="--start 2026
 reproduce: install  ## retrain a registered version from its pinned data versions, compare the model bytes: make reproduce ARGS="--version N"
 	@$(PY) -m mlops_pipeline reproduce $(ARGS)
 
-bench: bench-ingest bench-serving bench-drift bench-score  ## every benchmark; results under tests/benchmarks/results/
+bench: bench-ingest bench-serving bench-drift bench-score bench-shadow  ## every benchmark; results under tests/benchmarks/results/
 
 reprocess: install  ## after fixing a suite or the source: backfill mlops_ingest's failed (quarantined) days of a range and report each day: make reprocess ARGS="--from 2026-01-01 --to 2026-01-31"
 	@$(PY) -m mlops_dev.reprocess $(ARGS)
@@ -78,6 +78,9 @@ bench-drift: install  ## the monitor vs Evidently on everything, 1M rows x 20 fe
 
 bench-score: install  ## batch scoring (mlops_score's scorer) vs mlflow.pyfunc predict, 1M rows, time and peak memory
 	@$(PY) tests/benchmarks/bench_score.py
+
+bench-shadow: install  ## what stable's clients pay while a shadow gets a copy of their traffic (client p50/p99, mirror on vs off)
+	@$(PY) tests/benchmarks/bench_shadow.py
 
 clean: stop  ## remove local state (lake, Airflow home, the PostgreSQL cluster under .run, MLflow data, logs); keeps .venv
 	rm -rf lake .airflow mlruns .run

@@ -104,6 +104,21 @@ def test_the_mirror_sends_each_client_request_stable_answered_since_it_began_onc
     assert mirror(saved, log_dir, "1", url, state_file) == 0
 
 
+def test_a_poke_spaces_its_copies_over_the_spread_instead_of_a_burst(tmp_path: Path, shadow_server) -> None:
+    import time
+
+    url, behaviour = shadow_server
+    log_dir = tmp_path / "predictions"
+    state = MirrorState.begin(log_dir)
+    today_log(log_dir).write_text("".join(line("1", "client", f"r{i}", [(f"c-{i}", 0.3)]) + "\n" for i in range(5)))
+
+    began = time.monotonic()
+    assert mirror(state, log_dir, "1", url, tmp_path / "s.json", spread=1.0) == 5
+    # sent at 0, 0.2, ..., 0.8 s: the last one not before 0.8 s, none bunched at the start
+    assert time.monotonic() - began >= 0.8
+    assert [rid for rid, _, _ in behaviour["received"]] == [f"r{i}" for i in range(5)]
+
+
 def test_a_shadow_that_fails_or_refuses_is_counted_with_an_example(tmp_path: Path, shadow_server) -> None:
     url, behaviour = shadow_server
     log_dir = tmp_path / "predictions"

@@ -468,7 +468,9 @@ class Deployer:
         servers = self._running(CANARY, version)
         if not servers or not self._running(STABLE):
             return {"done": True, "why": "the shadow or the stable server is not running", "mirrored": state.sent}
-        sent = mirror(state, self.backend.prediction_log_dir(), stable, servers[-1].url, path)
+        # the copies spaced over half the poke interval: the shadow works steadily, not in bursts
+        spread = self.deploy.poke_seconds / 2
+        sent = mirror(state, self.backend.prediction_log_dir(), stable, servers[-1].url, path, spread=spread)
         pairs, labelled = self._shadow_pairs(plan, state)
         status = window_status(
             state,

@@ -11,7 +11,10 @@ each of its answers under the id of the stable answer it is compared with, marke
 monitor leaves those out: they were never served). Clients pay nothing: no code runs in the
 client's path that did not run before (neither HAProxy, which has no request mirroring short of an
 SPOE agent that Debian does not ship, nor the serving app's event loop, which would pay for every
-copy). The cost is delay: a request reaches the shadow up to one poke after stable answered it.
+copy). A poke spaces its copies over half the poke interval, so the shadow's work is steady rather
+than a burst that would take CPU from stable on a shared host (``tests/benchmarks/bench_shadow.py``
+measures what clients pay). The cost is delay: a request reaches the shadow up to one and a half
+pokes after stable answered it.
 A retried poke may send a request twice; the comparison keeps the shadow's first answer.
 
 **The verdict** (:func:`compare`), on the requests both answered:
@@ -149,21 +152,40 @@ def is_client_request(request: Any, version: str) -> bool:
     )
 
 
-def mirror(state: MirrorState, log_dir: Path, stable_version: str, shadow_url: str, save: Path, timeout: float = 10.0) -> int:
+def mirror(
+    state: MirrorState,
+    log_dir: Path,
+    stable_version: str,
+    shadow_url: str,
+    save: Path,
+    timeout: float = 10.0,
+    spread: float = 0.0,
+) -> int:
     """Send the shadow every request stable logged since the last call; returns how many were sent.
-    The state is saved after each file, so a retried poke resends at most one file's new lines."""
+    The state is saved after each file, so a retried poke resends at most one file's new lines.
+
+    ``spread``: seconds the copies are spaced over, evenly, instead of sent back to back. A poke's
+    copies sent at once would be a burst of the shadow's work, taking CPU from stable's clients on
+    a shared host; spread over half the poke interval, the shadow works at about twice the clients'
+    rate, steadily."""
     import httpx
 
     headers = {"Content-Type": "application/json", "X-Traffic-Source": SHADOW_SOURCE}
     if os.environ.get("MLOPS_SERVING_API_KEY"):  # the key the servers were started with
         headers["X-API-Key"] = os.environ["MLOPS_SERVING_API_KEY"]
     budget = MAX_REQUESTS_PER_POKE
-    sent = 0
+    read: list[tuple[Path, int, list[bytes]]] = []
+    for path in log_files(log_dir, date.fromisoformat(state.since)):
+        if budget <= 0:
+            break
+        lines, end = complete_lines(path, state.offsets.get(str(path), 0), budget)
+        budget -= len(lines)
+        read.append((path, end, lines))
+    total = sum(len(lines) for _, _, lines in read)
+    gap = spread / total if spread > 0 and total else 0.0
+    began, sent = time.monotonic(), 0
     with httpx.Client(timeout=timeout) as http:
-        for path in log_files(log_dir, date.fromisoformat(state.since)):
-            if budget <= 0:
-                break
-            lines, end = complete_lines(path, state.offsets.get(str(path), 0), budget)
+        for path, end, lines in read:
             for line in lines:
                 try:
                     request = json.loads(line)
@@ -171,7 +193,10 @@ def mirror(state: MirrorState, log_dir: Path, stable_version: str, shadow_url: s
                     continue
                 if not is_client_request(request, stable_version):
                     continue
-                budget -= 1
+                if gap:
+                    wait = began + sent * gap - time.monotonic()
+                    if wait > 0:
+                        time.sleep(wait)
                 sent += 1
                 state.sent += 1
                 body = json.dumps({"records": request["input"]["records"]}).encode()
