@@ -355,6 +355,14 @@ def test_a_slot_is_repointed_to_another_server(router: Router) -> None:
         replacement.stop()
 
 
+def wait_marked_down(router: Router, server: str, timeout: float = 10.0) -> None:
+    """Until HAProxy's health checks have marked ``server`` down."""
+    deadline = time.monotonic() + timeout
+    while router.runtime.server_state(BACKEND)[server]["up"]:
+        assert time.monotonic() < deadline, f"the dead {server} was never marked down"
+        time.sleep(0.1)
+
+
 def test_a_dead_server_fails_no_client_request(router: Router) -> None:
     router.runtime.set_weights(BACKEND, {"stable": 50, "canary": 50})
 
@@ -363,10 +371,7 @@ def test_a_dead_server_fails_no_client_request(router: Router) -> None:
     # Retries and redispatch move every request the dead canary would have had to stable,
     # before and after the health checks mark it down.
     assert router.split(20) == {"stable": 20}
-    deadline = time.monotonic() + 10
-    while router.runtime.server_state(BACKEND)["canary"]["up"]:
-        assert time.monotonic() < deadline, "the dead canary was never marked down"
-        time.sleep(0.1)
+    wait_marked_down(router, "canary")
     assert router.runtime.stats(BACKEND)["canary"]["status"] == "DOWN"
     assert router.split(10) == {"stable": 10}
 
@@ -388,10 +393,7 @@ def test_after_blue_green_s_switch_a_dead_green_fails_no_client_request(router: 
     router.backends["canary"].stop()
 
     assert router.split(20) == {"stable": 20}
-    deadline = time.monotonic() + 10
-    while router.runtime.server_state(BACKEND)["canary"]["up"]:
-        assert time.monotonic() < deadline, "the dead green was never marked down"
-        time.sleep(0.1)
+    wait_marked_down(router, "canary")
     assert router.split(10) == {"stable": 10}
     # The contrast: at weight 0 blue takes nothing, green or no green.
     router.runtime.set_weights(BACKEND, {"stable": 0, "canary": 256})

@@ -103,10 +103,13 @@ class Releases:
         self.runs[version] = {"code": code, "run": run, "tasks": tasks, "output": follower.output(), "served": running_servers()}
         return self.runs[version]
 
-    def release_killing(self, version: str, strategy: str, started: str, docker_client: Any, *, after: float = 0.0) -> dict[str, Any]:
+    def release_killing(
+        self, version: str, strategy: str, started: str, docker_client: Any, *, after: float = 0.0, record: Any, case: str, expected: str
+    ) -> dict[str, Any]:
         """``release`` under a labelled steady client, the new version's container SIGKILLed once the
         task ``started`` succeeded and ``after`` seconds more passed. Adds ``killed`` (the run's task
-        states then, and how many answers the client had got from the version) and the version's ``tags``."""
+        states then, and how many answers the client had got from the version) and the version's
+        ``tags``; records the case's figures in the reliability report (``record``)."""
         from tests.deploy.canary_scenario import Client, router_url
         from tests.reliability.harness import docker_container
 
@@ -128,7 +131,18 @@ class Releases:
         self.steady = Client(router_url(), with_ids=True).start()
         run = self.release(version, "--strategy", strategy, during=kill)
         self.steady.finish()
-        return {**run, "killed": killed, "tags": self.client.get_model_version(self.name, version).tags}
+        tags = self.client.get_model_version(self.name, version).tags
+        record.record(
+            "faults",
+            case,
+            expected,
+            outcome=run["tasks"].get("rollback"),
+            reason=tags.get("deploy_reason", "")[:160],
+            requests=self.steady.requests,
+            failed=len(self.steady.failures),
+            answered_by=dict(sorted(self.steady.versions.items())),
+        )
+        return {**run, "killed": killed, "tags": tags}
 
 
 @pytest.fixture(scope="module")
@@ -235,18 +249,13 @@ def test_a_green_killed_after_the_switch_is_switched_back_and_clients_see_nothin
     from mlops_pipeline.registry.aliases import CHAMPION, version_for_alias
 
     champion = str(version_for_alias(releases.client, releases.name, CHAMPION).version)
-    run = releases.release_killing("4", "blue_green", "blue_green.switch", docker_client, after=0.5)
-    steady, tasks, tags = releases.steady, run["tasks"], run["tags"]
-    reliability.record(
-        "faults",
-        "green container SIGKILLed just after the blue-green switch (docker, on the scheduler)",
-        "switched back with the reason, champion unchanged, no client error",
-        outcome=tasks.get("rollback"),
-        reason=tags.get("deploy_reason", "")[:160],
-        requests=steady.requests,
-        failed=len(steady.failures),
-        answered_by=dict(sorted(steady.versions.items())),
+    run = releases.release_killing(
+        "4", "blue_green", "blue_green.switch", docker_client, after=0.5,
+        record=reliability,
+        case="green container SIGKILLed just after the blue-green switch (docker, on the scheduler)",
+        expected="switched back with the reason, champion unchanged, no client error",
     )
+    steady, tasks, tags = releases.steady, run["tasks"], run["tags"]
     assert run["code"] == 1, run["output"] + releases.stack.failed_task_logs()
     assert run["killed"]["states"].get("blue_green.analyse") in (None, "scheduled", "queued"), run["killed"]  # mid-bake
     assert run["killed"]["answered"] > 0  # green served clients before it was killed
@@ -362,17 +371,13 @@ def test_a_shadow_killed_mid_window_is_rolled_back_and_clients_see_nothing(relea
 
     champion = str(version_for_alias(releases.client, releases.name, CHAMPION).version)
     # SIGKILLed as soon as it is up: its window is open (at least 10 s)
-    run = releases.release_killing("4", "shadow", "shadow.start_shadow", docker_client)
-    steady, tasks, tags = releases.steady, run["tasks"], run["tags"]
-    reliability.record(
-        "faults",
-        "shadow container SIGKILLed mid-window (docker, on the scheduler)",
-        "rolled back with the reason, champion unchanged, no client error",
-        outcome=tasks.get("rollback"),
-        reason=tags.get("deploy_reason", "")[:160],
-        requests=steady.requests,
-        failed=len(steady.failures),
+    run = releases.release_killing(
+        "4", "shadow", "shadow.start_shadow", docker_client,
+        record=reliability,
+        case="shadow container SIGKILLed mid-window (docker, on the scheduler)",
+        expected="rolled back with the reason, champion unchanged, no client error",
     )
+    steady, tasks, tags = releases.steady, run["tasks"], run["tags"]
     assert run["code"] == 1, run["output"] + releases.stack.failed_task_logs()
     mirror = run["killed"]["states"].get("shadow.mirror")
     assert mirror in (None, "scheduled", "queued", "running", "up_for_reschedule"), mirror  # mid-window
@@ -446,18 +451,13 @@ def test_a_b_variant_killed_mid_test_is_rolled_back_and_clients_see_nothing(rele
 
     champion = str(version_for_alias(releases.client, releases.name, CHAMPION).version)
     # SIGKILLed once it has served for a few seconds (the test runs at least 40 s)
-    run = releases.release_killing("4", "ab", "ab.start_ab", docker_client, after=5.0)
-    steady, tasks, tags = releases.steady, run["tasks"], run["tags"]
-    reliability.record(
-        "faults",
-        "B variant container SIGKILLed mid-A/B test (docker, on the scheduler)",
-        "rolled back with the reason, A serves every customer, no client error",
-        outcome=tasks.get("rollback"),
-        reason=tags.get("deploy_reason", "")[:160],
-        requests=steady.requests,
-        failed=len(steady.failures),
-        answered_by=dict(sorted(steady.versions.items())),
+    run = releases.release_killing(
+        "4", "ab", "ab.start_ab", docker_client, after=5.0,
+        record=reliability,
+        case="B variant container SIGKILLed mid-A/B test (docker, on the scheduler)",
+        expected="rolled back with the reason, A serves every customer, no client error",
     )
+    steady, tasks, tags = releases.steady, run["tasks"], run["tags"]
     assert run["code"] == 1, run["output"] + releases.stack.failed_task_logs()
     assert run["killed"]["answered"] > 0  # B served its customers before it was killed
     assert tasks["ab.analyse"] == "failed" and tasks["rollback"] == "success" and tasks["promote"] == "upstream_failed", tasks
