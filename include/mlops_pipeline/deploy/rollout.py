@@ -883,8 +883,8 @@ class Deployer:
         """The canary passed every step: it becomes ``@champion`` and the stable server; the old
         stable is retired. A new stable-labelled server of the canary's model takes the stable slot."""
         version, deployment_id = str(plan["version"]), plan["deployment_id"]
-        won = plan.get("mode") in (AB, BLUE_GREEN)
-        if won and self.backend.router() is not None:
+        won = plan.get("mode") == AB
+        if plan.get("mode") in (AB, BLUE_GREEN) and self.backend.router() is not None:
             # B won at its share of the entities, or green at all but blue's trace of the traffic: all
             # the traffic to it first, as after a canary's last step (only while its slot still holds
             # it: a retry after the hand-over finds it gone).
