@@ -705,7 +705,7 @@ class Deployer:
         """All the traffic to green in one switch (HAProxy runtime weights); blue stays running and
         warm for the bake window, so a switch back is instant. Blue keeps 1 request in 257: a request
         green fails is retried on it, so clients do not see a green that dies (see ``router``)."""
-        step = self.shift(plan, 100, standby=True)
+        step = self.shift(plan, 100)
         self._event(
             "switched",
             f"100% of the traffic to green v{plan['version']}; blue v{plan.get('stable_version') or plan.get('champion')} "
@@ -748,15 +748,16 @@ class Deployer:
             raise CanaryCheckFailed(f"the canary server of v{version} is not running any more")
         return running[-1]
 
-    def shift(self, plan: Mapping[str, Any], percent: int, *, standby: bool = False) -> dict[str, Any]:
-        """``percent`` % of the traffic to the canary; with ``standby`` (blue-green's switch, at 100 %)
-        stable keeps its trace of it (:meth:`Router.switch`)."""
+    def shift(self, plan: Mapping[str, Any], percent: int) -> dict[str, Any]:
+        """``percent`` % of the traffic to the canary. At 100 % (a canary's last step, blue-green's
+        switch) stable keeps a trace of it (:meth:`Router.switch`), so a request a dying canary fails
+        is retried on stable until the rollback, instead of finding no server."""
         version = str(plan["version"])
         canary = self._canary_server(version)
         router = self._rollout_router()
         if router.slot_of(canary) != CANARY:
             raise CanaryCheckFailed(f"the router's canary slot does not point at {canary.name} any more")
-        if standby and int(percent) == 100:
+        if int(percent) == 100:
             router.switch()
         else:
             router.split(int(percent))
@@ -884,10 +885,10 @@ class Deployer:
         stable is retired. A new stable-labelled server of the canary's model takes the stable slot."""
         version, deployment_id = str(plan["version"]), plan["deployment_id"]
         won = plan.get("mode") == AB
-        if plan.get("mode") in (AB, BLUE_GREEN) and self.backend.router() is not None:
-            # B won at its share of the entities, or green at all but blue's trace of the traffic: all
-            # the traffic to it first, as after a canary's last step (only while its slot still holds
-            # it: a retry after the hand-over finds it gone).
+        if plan.get("mode") in ROLLOUT_MODES and self.backend.router() is not None:
+            # All the traffic to the new version first: B won at its share of the entities; a canary
+            # or a green has all but stable's trace (only while its slot still holds it: a retry after
+            # the hand-over finds it gone).
             router, canaries = self.router(), self._running(CANARY, version)
             if canaries and router.slot_of(canaries[-1]) == CANARY:
                 router.split(100)

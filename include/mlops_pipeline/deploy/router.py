@@ -12,11 +12,12 @@ The rules every change follows:
   back as it was.
 
 Weights are percentages: ``stable = 100 - p``, ``canary = p`` (HAProxy weights are relative). One
-exception, blue-green's switch (:meth:`switch`): the canary slot (green) gets ``MAX_WEIGHT`` and the
-stable slot (blue) ``STANDBY_WEIGHT``, so blue keeps a trace of the requests. A server of weight 0 is
-never chosen, not even when every other one is down, so a blue at 0 could not take a request whose
-green had died: HAProxy's retry (``option redispatch``, which avoids the server that failed) sends
-it to blue, and the client never sees green go.
+exception, a rollout at 100 % (a canary's last step, blue-green's switch: :meth:`switch`): the
+canary slot gets ``MAX_WEIGHT`` and the stable slot ``STANDBY_WEIGHT``, so stable keeps a trace of
+the requests. A server of weight 0 is never chosen, not even when every other one is down, so a
+stable at 0 could not take a request whose canary had died: HAProxy's retry (``option
+redispatch``, which avoids the server that failed) sends it to stable, and the client never sees
+the canary go. Promotion moves the trace to the canary first (``split(100)``).
 """
 
 from __future__ import annotations
@@ -103,9 +104,9 @@ class Router:
         self.persist()
 
     def switch(self) -> None:
-        """Blue-green's switch: all but ``1 / (MAX_WEIGHT + 1)`` of the requests to the canary slot
-        (green) in one command; the stable slot (blue) keeps the rest, warm and eligible for the retry
-        of a request green failed (see the module)."""
+        """A rollout at 100 %: all but ``1 / (MAX_WEIGHT + 1)`` of the requests to the canary slot in
+        one command; the stable slot keeps the rest, warm and eligible for the retry of a request
+        the canary failed (see the module)."""
         self.runtime.set_weights(ROUTER_BACKEND, {STABLE: STANDBY_WEIGHT, CANARY: MAX_WEIGHT})
         self.persist()
 
