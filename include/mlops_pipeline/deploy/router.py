@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UP_TIMEOUT_S = 60.0
-STANDBY_WEIGHT = 1  # blue's weight after blue-green's switch: 1 request in MAX_WEIGHT + 1 (0.4 %)
+STANDBY_WEIGHT = 1  # stable's weight in a rollout at 100 %: 1 request in MAX_WEIGHT + 1 (0.4 %)
 DRAIN_TIMEOUT_S = 30.0
 
 
