@@ -8,7 +8,7 @@ PY := $(CURDIR)/.venv/bin/python
 SVC := $(PY) -m mlops_dev.services
 UV = $(shell command -v uv 2>/dev/null || echo "$(CURDIR)/.run/uv/bin/uv")
 
-.PHONY: help install setup lint test test-fast demo stop status airflow deploy suite reproduce reprocess bench bench-ingest bench-serving bench-drift bench-score bench-shadow clean
+.PHONY: help install apt-packages setup lint test test-fast demo stop status airflow deploy suite reproduce reprocess bench bench-ingest bench-serving bench-drift bench-score bench-shadow clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -25,6 +25,23 @@ $(CURDIR)/.run/uv/bin/uv:
 
 install: .venv/.installed  ## create/refresh .venv from uv.lock
 
+# Every Debian package the test suite installs, in one apt transaction started in the background as
+# `make test` begins, so the downloads overlap the uv sync, the DB migration and the unit tests instead
+# of a test waiting for each in turn. The installers inside the suite (serving/docker/apt-install.sh and
+# its callers) are unchanged: they wait for this transaction's dpkg lock and then find their package, or
+# install it themselves if this one failed (its log: .run/apt-packages.log). Not root: nothing starts.
+TEST_APT_PACKAGES := docker.io iptables haproxy debootstrap chromium chromium-driver prometheus prometheus-alertmanager docker-compose redis-server
+
+apt-packages:
+	@mkdir -p .run; missing=$$(for p in $(TEST_APT_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "[install] apt, in the background (log .run/apt-packages.log):" $$missing; \
+	    rm -f .run/apt-packages.pid; \
+	    MLOPS_APT_BACKGROUND=1 setsid nohup bash serving/docker/apt-install.sh $$missing > .run/apt-packages.log 2>&1 < /dev/null & \
+	    echo $$! > .run/apt-packages.pid; \
+	fi
+
 setup: install  ## install + start the embedded PostgreSQL + create/migrate the Airflow metadata DB + apply airflow_settings.yaml
 	@$(SVC) setup
 
@@ -33,7 +50,7 @@ lint: install  ## ruff (with Airflow's AIR rules) and mypy
 	@$(PY) -m mypy include/mlops_pipeline
 	@$(PY) -m mypy serving/mlops_serving
 
-test: setup lint  ## install, then lint and run every test
+test: apt-packages setup lint  ## install, then lint and run every test
 	@$(PY) -m pytest --durations=30
 
 test-fast: install  ## unit tests only (no services)
