@@ -525,6 +525,11 @@ class Settings(BaseSettings):
     deploy_backend: Literal["auto", "docker", "local"] = "auto"
     router_bind: str = "127.0.0.1"
     router_port: int = 8000
+    router_tls_cert: Path | None = Field(
+        default=None,
+        description="PEM file with the router's certificate chain and private key: the router then serves "
+        "HTTPS only (unset: plain HTTP, for a router that only this machine reaches)",
+    )
     prediction_log_dir: Path = Field(
         default_factory=lambda: project_home() / ".run" / "predictions",  # follows run_dir: see _log_dir_follows_run_dir
         description="Host folder of the servers' prediction logs (ds=YYYY-MM-DD/ below it), read by the monitor: "

@@ -378,3 +378,47 @@ def test_router_container_runs_unprivileged_and_exports_metrics(router: dict) ->
     assert write.exit_code != 0
     assert 'haproxy_server_http_responses_total{proxy="models",server="stable",code="2xx"}' in metrics
     assert 'haproxy_server_weight{proxy="models",server="canary"}' in metrics
+
+
+def test_the_router_container_serves_https_with_the_configured_certificate(
+    docker_client: Any, images: Images, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``MLOPS_ROUTER_TLS_CERT`` on the Docker backend: the certificate reaches the unprivileged HAProxy of
+    the read-only router container, its client port speaks HTTPS only, and the copy the container reads
+    sits in a folder no other local user can enter."""
+    import http.client
+    import ssl
+
+    from mlops_pipeline.config import DeploySettings, Settings, get_settings
+    from mlops_pipeline.deploy.docker_backend import DockerBackend
+    from tests.deploy.test_haproxy_config import free_port
+    from tests.deploy.test_router_tls import self_signed_pem
+
+    pem, ca = self_signed_pem(tmp_path)
+    monkeypatch.setenv("MLOPS_RUN_DIR", str(tmp_path / "run"))
+    get_settings.cache_clear()
+    backend = DockerBackend(
+        Settings(lake_uri=str(tmp_path / "lake"), router_port=free_port(), router_tls_cert=pem, deploy_backend="docker"),
+        DeploySettings(namespace=f"mlops-tls-{uuid.uuid4().hex[:8]}", check_interval_ms=500),
+    )
+    try:
+        endpoint = backend.ensure_router({"stable": None, "canary": None})
+        assert endpoint.url.startswith("https://"), endpoint.url
+        host, port = endpoint.url.removeprefix("https://").rsplit(":", 1)
+        context = ssl.create_default_context(cafile=str(ca))
+        context.check_hostname = host == "127.0.0.1"  # the certificate names 127.0.0.1, not a container address
+        connection = http.client.HTTPSConnection(host, int(port), context=context, timeout=10)
+        connection.request("GET", "/ready")
+        # No serving slot is filled: HAProxy itself answers, over TLS, that no server is available.
+        assert connection.getresponse().status == 503
+        connection.close()
+        plain = http.client.HTTPConnection(host, int(port), timeout=10)
+        with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
+            plain.request("GET", "/ready")
+            plain.getresponse()
+        plain.close()
+        private = backend.base / "router-tls"
+        assert private.stat().st_mode & 0o777 == 0o700
+    finally:
+        backend.teardown()
+        get_settings.cache_clear()

@@ -127,6 +127,7 @@ def render_router_config(
     socket_path: str | None,
     check_interval_ms: int,
     rate_limit_per_second: int = 0,
+    tls_certificate: str | None = None,
 ) -> str:
     return render_config(
         frontend_bind,
@@ -137,7 +138,35 @@ def render_router_config(
         backend=ROUTER_BACKEND,
         check_interval_ms=check_interval_ms,
         rate_limit_per_second=rate_limit_per_second,
+        tls_certificate=tls_certificate,
     )
+
+
+def router_tls_certificate(settings: Any) -> Path | None:
+    """The router's PEM (certificate chain + private key) from ``MLOPS_ROUTER_TLS_CERT``, checked before
+    HAProxy is given it: HAProxy's own error names neither the setting nor what is wrong with the file."""
+    path = settings.router_tls_cert
+    if path is None:
+        return None
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise BackendError(f"MLOPS_ROUTER_TLS_CERT={path}: cannot read the router's certificate: {exc}") from exc
+    found = {
+        "CERTIFICATE": "-----BEGIN CERTIFICATE-----" in text,
+        "PRIVATE KEY": re.search(r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----", text) is not None,
+    }
+    missing = [block for block, present in found.items() if not present]
+    if missing:
+        raise BackendError(
+            f"MLOPS_ROUTER_TLS_CERT={path}: HAProxy needs the certificate and its private key in one PEM file; "
+            f"no {' and no '.join(missing)} block found"
+        )
+    return Path(path)
+
+
+def router_scheme(settings: Any) -> str:
+    return "https" if settings.router_tls_cert is not None else "http"
 
 
 def client_host(bind: str) -> str:

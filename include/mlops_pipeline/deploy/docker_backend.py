@@ -42,6 +42,8 @@ from mlops_pipeline.deploy.backends import (
     client_host,
     model_labels,
     render_router_config,
+    router_scheme,
+    router_tls_certificate,
     safe_name,
     state_dir,
     write_text_atomic,
@@ -51,6 +53,7 @@ from mlops_pipeline.deploy.haproxy import CONFIG_PATH_IN_IMAGE, HAProxyRuntime, 
 log = logging.getLogger(__name__)
 
 SERVING_UID = 10001
+TLS_DIR_IN_ROUTER = "/usr/local/etc/haproxy-tls"
 PREDICTION_LOG_MOUNT = "/var/log/mlops/predictions"
 ROUTER_PORTS = {"frontend": "8000/tcp", "runtime": "9999/tcp", "metrics": "8404/tcp"}
 HARDENING: dict[str, Any] = {
@@ -247,6 +250,22 @@ class DockerBackend(Backend):
     def _router_config_dir(self) -> Path:
         return self.base / "router"
 
+    def _router_tls_mount(self) -> dict[str, dict[str, str]]:
+        """The router's certificate, copied where the container's unprivileged HAProxy can read it and no
+        other user of this machine can: the copy is world-readable, its grandparent is the caller's alone
+        (a bind mount does not pass through the grandparent). Nothing when TLS is off."""
+        certificate = router_tls_certificate(self.settings)
+        if certificate is None:
+            return {}
+        private = self.base / "router-tls"
+        private.mkdir(parents=True, exist_ok=True)
+        private.chmod(0o700)
+        shared = private / "pem"
+        shared.mkdir(exist_ok=True)
+        shared.chmod(0o755)
+        write_text_atomic(shared / "router.pem", certificate.read_text(), mode=0o644)
+        return {str(shared): {"bind": TLS_DIR_IN_ROUTER, "mode": "ro"}}
+
     def _router_container(self) -> Any | None:
         import docker
 
@@ -271,14 +290,14 @@ class DockerBackend(Backend):
             port = {key: int(value.split("/")[0]) for key, value in ROUTER_PORTS.items()}
             return RouterEndpoint(
                 runtime_address=f"{address}:{port['runtime']}",
-                url=f"http://{address}:{port['frontend']}",
+                url=f"{router_scheme(self.settings)}://{address}:{port['frontend']}",
                 metrics_url=f"http://{address}:{port['metrics']}/metrics",
             )
         if not (runtime and metrics and frontend):
             return None
         return RouterEndpoint(
             runtime_address=f"127.0.0.1:{runtime}",
-            url=f"http://{client_host(self.settings.router_bind)}:{frontend}",
+            url=f"{router_scheme(self.settings)}://{client_host(self.settings.router_bind)}:{frontend}",
             metrics_url=f"http://127.0.0.1:{metrics}/metrics",
         )
 
@@ -297,6 +316,7 @@ class DockerBackend(Backend):
             socket_path="/run/haproxy/admin.sock",
             check_interval_ms=self.deploy.check_interval_ms,
             rate_limit_per_second=self.deploy.router_rate_limit,
+            tls_certificate=f"{TLS_DIR_IN_ROUTER}/router.pem" if self.settings.router_tls_cert is not None else None,
         )
         self._router_config_dir.mkdir(parents=True, exist_ok=True)
         self._router_config_dir.chmod(0o755)
@@ -319,7 +339,10 @@ class DockerBackend(Backend):
             detach=True,
             network=self.network().name,
             labels=self._labels(ROUTER),
-            volumes={str(self._router_config_dir): {"bind": str(Path(CONFIG_PATH_IN_IMAGE).parent), "mode": "ro"}},
+            volumes={
+                str(self._router_config_dir): {"bind": str(Path(CONFIG_PATH_IN_IMAGE).parent), "mode": "ro"},
+                **self._router_tls_mount(),
+            },
             ports={
                 ROUTER_PORTS["frontend"]: (self.settings.router_bind, self.settings.router_port),
                 ROUTER_PORTS["runtime"]: ("127.0.0.1", None),

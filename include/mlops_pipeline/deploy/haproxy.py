@@ -61,6 +61,7 @@ def render_config(
     check_interval_ms: int = 2000,
     dns_resolvers: bool = False,
     rate_limit_per_second: int = 0,
+    tls_certificate: str | None = None,
 ) -> str:
     """The text of an ``haproxy.cfg`` for the model router.
 
@@ -76,6 +77,11 @@ def render_config(
     ``rate_limit_per_second``: requests per second one client address may send through the
     frontend (0: no limit); above it HAProxy answers 429 with a JSON error, before any server.
 
+    ``tls_certificate``: the path, as HAProxy sees it, of a PEM file holding the router's certificate
+    (chain) and private key. The client frontend then speaks HTTPS only (TLS 1.2 or newer); a plain
+    HTTP request is refused at the handshake. The runtime API and the metrics frontend stay on the
+    addresses only the deployer and Prometheus reach.
+
     A server whose name does not resolve at start is not fatal (``init-addr last,libc,none``): it
     starts in maintenance, so the config is valid before the containers it names exist.
     """
@@ -90,6 +96,9 @@ def render_config(
     if check_interval_ms <= 0:
         raise ValueError(f"check_interval_ms must be positive, got {check_interval_ms}")
     rate_limit = _int_in(rate_limit_per_second, 0, 1_000_000, "rate_limit_per_second")
+    if tls_certificate is not None and (not tls_certificate or any(c.isspace() for c in tls_certificate)):
+        raise ValueError(f"tls_certificate must be a path without spaces, got {tls_certificate!r}")
+    tls = f" ssl crt {tls_certificate} ssl-min-ver TLSv1.2 alpn http/1.1" if tls_certificate else ""
 
     lines = [
         "# Model router. Rendered by mlops_pipeline.deploy.haproxy.render_config: edit that, not this.",
@@ -134,7 +143,7 @@ def render_config(
         ]
     lines += [
         "frontend router",
-        f"    bind {_bind_address(frontend_bind)}",
+        f"    bind {_bind_address(frontend_bind)}{tls}",
         "    option httplog",
         "    option dontlognull",
         "    option forwardfor",

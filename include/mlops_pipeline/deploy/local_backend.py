@@ -44,6 +44,8 @@ from mlops_pipeline.deploy.backends import (
     model_labels,
     read_json,
     render_router_config,
+    router_scheme,
+    router_tls_certificate,
     safe_name,
     state_dir,
     write_text_atomic,
@@ -266,7 +268,7 @@ class LocalBackend(Backend):
     def _endpoint(self, record: Mapping[str, Any]) -> RouterEndpoint:
         return RouterEndpoint(
             runtime_address=f"127.0.0.1:{record['runtime_port']}",
-            url=f"http://{client_host(self.settings.router_bind)}:{record['frontend_port']}",
+            url=f"{router_scheme(self.settings)}://{client_host(self.settings.router_bind)}:{record['frontend_port']}",
             metrics_url=f"http://127.0.0.1:{record['metrics_port']}/metrics",
         )
 
@@ -287,6 +289,7 @@ class LocalBackend(Backend):
         }
 
     def _config_text(self, slots: Mapping[str, Mapping[str, object] | None], ports: Mapping[str, int]) -> str:
+        certificate = router_tls_certificate(self.settings)
         return render_router_config(
             slots,
             frontend_bind=f"{self.settings.router_bind}:{ports['frontend_port']}",
@@ -295,6 +298,7 @@ class LocalBackend(Backend):
             socket_path=None,
             check_interval_ms=self.deploy.check_interval_ms,
             rate_limit_per_second=self.deploy.router_rate_limit,
+            tls_certificate=None if certificate is None else str(certificate.resolve()),
         )
 
     def write_router_config(self, slots: Mapping[str, Mapping[str, object] | None]) -> None:
