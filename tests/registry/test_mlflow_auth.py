@@ -1,0 +1,164 @@
+"""Who may change production, against a real ``mlflow server --app-name mlops-auth``.
+
+Three identities as the production shape has them: ``train`` may register versions and set
+``@challenger`` (EDIT on the model), ``deploy`` may move ``@champion`` (EDIT, and named in
+``MLOPS_MLFLOW_CHAMPION_IDENTITIES``), ``reader`` may only read (READ, what the Model ops view uses).
+Every refused request is followed by a read that shows nothing moved.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+from tests.mlflow_fixtures import quiet_mlflow_environment
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+MODEL = "churn-auth-test"
+API = "/api/2.0/mlflow"
+
+
+@dataclass
+class AuthServer:
+    url: str
+    passwords: dict[str, str]
+
+    def client(self, user: str, password: str | None = None) -> httpx.Client:
+        return httpx.Client(base_url=self.url, auth=(user, password or self.passwords[user]), timeout=30)
+
+    def aliases(self) -> dict[str, str]:
+        with self.client("reader") as http:
+            answer = http.get(f"{API}/registered-models/get", params={"name": MODEL})
+        answer.raise_for_status()
+        return {a["alias"]: a["version"] for a in answer.json()["registered_model"].get("aliases", [])}
+
+
+def _start(tmp: Path) -> tuple[subprocess.Popen, str, str]:
+    port = free_port()
+    admin_password = secrets.token_urlsafe(16)
+    config = tmp / "auth.ini"
+    config.write_text(
+        "[mlflow]\n"
+        "default_permission = NO_PERMISSIONS\n"
+        f"database_uri = sqlite:///{tmp / 'auth.db'}\n"
+        "admin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "grant_default_workspace_access = false\n"
+    )
+    env = {
+        **os.environ,
+        **quiet_mlflow_environment(),
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_AUTH_CONFIG_PATH": str(config),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+        "MLOPS_MLFLOW_CHAMPION_IDENTITIES": "deploy",
+    }
+    log = (tmp / "server.log").open("ab")
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"), "server", "--app-name", "mlops-auth",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
+            "--artifacts-destination", str(tmp / "artifacts"), "--serve-artifacts",
+        ],
+        env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    return process, f"http://127.0.0.1:{port}", admin_password
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
+    tmp = tmp_path_factory.mktemp("mlflow-auth")
+    process, url, admin_password = _start(tmp)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, (tmp / "server.log").read_text()[-3000:]
+            time.sleep(0.5)
+        server = AuthServer(url, {"admin": admin_password, **{u: secrets.token_urlsafe(12) for u in ("train", "deploy", "reader")}})
+        with server.client("admin") as admin:
+            for user in ("train", "deploy", "reader"):
+                admin.post(f"{API}/users/create", json={"username": user, "password": server.passwords[user]}).raise_for_status()
+            admin.post(f"{API}/registered-models/create", json={"name": MODEL}).raise_for_status()
+            for user, permission in (("train", "EDIT"), ("deploy", "EDIT"), ("reader", "READ")):
+                admin.post(
+                    "/api/3.0/mlflow/users/permissions/grant",
+                    json={"username": user, "resource_type": "registered_model", "resource_id": MODEL, "permission": permission},
+                ).raise_for_status()
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _set_alias(http: httpx.Client, alias: str, version: str) -> httpx.Response:
+    return http.post(f"{API}/registered-models/alias", json={"name": MODEL, "alias": alias, "version": version})
+
+
+def test_only_the_deploy_identity_moves_champion_and_a_refused_request_moves_nothing(auth_server: AuthServer) -> None:
+    with auth_server.client("train") as train:
+        experiment = train.post(f"{API}/experiments/create", json={"name": "auth-test-training"})
+        assert experiment.status_code == 200, experiment.text
+        run = train.post(f"{API}/runs/create", json={"experiment_id": experiment.json()["experiment_id"]})
+        run_id = run.json()["run"]["info"]["run_id"]
+        created = train.post(
+            f"{API}/model-versions/create", json={"name": MODEL, "source": f"runs:/{run_id}/model", "run_id": run_id}
+        )
+        assert created.status_code == 200, created.text
+        version = created.json()["model_version"]["version"]
+        assert _set_alias(train, "challenger", version).status_code == 200
+        refused = _set_alias(train, "champion", version)
+    assert refused.status_code == 403, refused.text
+    assert "'train' may not move @champion" in refused.json()["message"]
+    assert auth_server.aliases() == {"challenger": version}
+
+    with auth_server.client("reader") as reader:
+        assert _set_alias(reader, "challenger", version).status_code == 403  # READ: basic-auth's own rule
+        assert reader.post(f"{API}/model-versions/create", json={"name": MODEL, "source": "x"}).status_code == 403
+    assert auth_server.aliases() == {"challenger": version}
+
+    with auth_server.client("deploy") as deploy:
+        assert _set_alias(deploy, "champion", version).status_code == 200
+    assert auth_server.aliases() == {"challenger": version, "champion": version}
+
+    with auth_server.client("train") as train:
+        deleted = train.request("DELETE", f"{API}/registered-models/alias", json={"name": MODEL, "alias": "champion"})
+    assert deleted.status_code == 403, deleted.text
+    assert auth_server.aliases() == {"challenger": version, "champion": version}
+
+
+def test_a_wrong_password_or_no_credentials_is_refused(auth_server: AuthServer) -> None:
+    with auth_server.client("deploy", password="not-the-password") as impostor:
+        answer = _set_alias(impostor, "champion", "1")
+    assert answer.status_code == 401
+    assert httpx.get(f"{auth_server.url}{API}/registered-models/get", params={"name": MODEL}, timeout=30).status_code == 401
+    before = auth_server.aliases()
+    assert before.get("champion") in (None, before.get("challenger"))
+
+
+def test_an_administrator_is_not_exempt_from_the_champion_rule(auth_server: AuthServer) -> None:
+    before = auth_server.aliases()
+    with auth_server.client("admin") as admin:
+        answer = _set_alias(admin, "champion", "1")
+    assert answer.status_code == 403, answer.text
+    assert auth_server.aliases() == before
