@@ -44,7 +44,8 @@ def _guard_protected_aliases() -> Any:
     if alias not in PROTECTED_ALIASES:
         return None
     allowed = champion_identities()
-    user = authenticate_request().username
+    authorization = authenticate_request()
+    user = getattr(authorization, "username", None)  # basic-auth answered a Response already if it is one
     if user in allowed:
         return None
     model = body.get("name") or request.args.get("name")
