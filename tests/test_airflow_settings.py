@@ -16,7 +16,10 @@ from mlops_pipeline.orchestration.airflow_settings import (
 from tests.conftest import REPO, AirflowStack
 
 SETTINGS_FILE = REPO / "airflow_settings.yaml"
-CONNECTIONS = {"aws_default", "mlflow_default", "docker_default", "smtp_default", "mlops_alert_webhook"}
+CONNECTIONS = {
+    "aws_default", "mlflow_default", "docker_default", "smtp_default", "mlops_alert_webhook",
+    "mlflow_train", "mlflow_deploy", "mlflow_monitor", "mlflow_score",
+}
 
 
 def test_references_expand_with_defaults_and_unset_ones_raise():
@@ -111,6 +114,7 @@ def test_make_setup_applies_the_file_visibly_and_idempotently(airflow_stack, air
         "MLOPS_SMTP_HOST": "smtp.example.com",
         "MLOPS_SMTP_PASSWORD": "test-smtp-password",
         "MLOPS_ALERT_WEBHOOK_URL": "https://hooks.example.com/services/T0/B0/test",
+        **{f"MLOPS_MLFLOW_{who}_PASSWORD": f"test-{who.lower()}-password" for who in ("TRAIN", "DEPLOY", "MONITOR", "SCORE")},
     }
     env = {k: v for k, v in airflow_stack.env.items() if not k.startswith("MLOPS_MONITOR_")}
     # Its own home and database (a copy of the migrated template): its connections stay its own.
@@ -131,6 +135,7 @@ def test_make_setup_applies_the_file_visibly_and_idempotently(airflow_stack, air
     connections = state["connections"]
     assert set(connections) == CONNECTIONS, sorted(connections)
     assert connections["mlflow_default"]["host"] == "http://mlflow:5000"
+    assert (connections["mlflow_deploy"]["login"], connections["mlflow_deploy"]["password"]) == ("deploy", "test-deploy-password")
     assert (connections["docker_default"]["conn_type"], connections["docker_default"]["host"]) == ("docker", "registry.example.com:5000")
     smtp = connections["smtp_default"]
     assert (smtp["conn_type"], smtp["host"], int(smtp["port"]), smtp["password"]) == ("smtp", "smtp.example.com", 587, "test-smtp-password")

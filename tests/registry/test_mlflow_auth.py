@@ -162,3 +162,58 @@ def test_an_administrator_is_not_exempt_from_the_champion_rule(auth_server: Auth
         answer = _set_alias(admin, "champion", "1")
     assert answer.status_code == 403, answer.text
     assert auth_server.aliases() == before
+
+
+def test_each_dag_talks_to_mlflow_as_the_identity_of_its_airflow_connection(
+    auth_server: AuthServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The credentials come from the Airflow connections ``mlflow_train`` / ``mlflow_deploy`` (here
+    defined the way Airflow reads them from the environment), through the callback the DAGs run before
+    each task; MLflow's own client then sends them."""
+    import json
+
+    from mlflow import MlflowClient
+    from mlflow.exceptions import RestException
+
+    from mlops_pipeline.orchestration.context import MlflowIdentity, use_mlflow_identity
+
+    for identity in ("train", "deploy"):
+        monkeypatch.setenv(
+            f"AIRFLOW_CONN_MLFLOW_{identity.upper()}",
+            json.dumps({"conn_type": "http", "login": identity, "password": auth_server.passwords[identity]}),
+        )
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    for key, value in quiet_mlflow_environment().items():
+        monkeypatch.setenv(key, value)
+    client = MlflowClient(tracking_uri=auth_server.url, registry_uri=auth_server.url)
+    before = auth_server.aliases()
+    version = before["challenger"]
+
+    MlflowIdentity("train")({})
+    with pytest.raises(RestException, match="may not move @champion"):
+        client.set_registered_model_alias(MODEL, "champion", version)
+    client.set_registered_model_alias(MODEL, "challenger", version)  # its own alias: allowed
+    assert auth_server.aliases() == before
+
+    assert use_mlflow_identity("deploy") == "deploy"
+    client.set_registered_model_alias(MODEL, "champion", version)
+    assert auth_server.aliases() == before
+
+    # No such connection: the environment's credentials (here: deploy's) stay.
+    assert use_mlflow_identity("nobody") is None
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "deploy"
+
+
+def test_every_dag_that_talks_to_mlflow_names_its_identity() -> None:
+    import ast
+
+    dags = Path(__file__).resolve().parents[2] / "dags"
+    expected = {"mlops_train.py": "train", "mlops_deploy.py": "deploy", "mlops_monitor.py": "monitor", "mlops_score.py": "score"}
+    for name, identity in expected.items():
+        tree = ast.parse((dags / name).read_text())
+        calls = [
+            node for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "MlflowIdentity"
+        ]
+        assert [ast.literal_eval(call.args[0]) for call in calls] == [identity], name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -105,6 +106,50 @@ def airflow_aws_options(conn_id: str) -> dict[str, Any] | None:
     if endpoint:
         options["client_kwargs"] = {"endpoint_url": endpoint}
     return options
+
+
+MLFLOW_IDENTITY_CONN_PREFIX = "mlflow_"
+
+
+def use_mlflow_identity(identity: str) -> str | None:
+    """Talk to MLflow, for the rest of this task's process, as the user of Airflow connection
+    ``mlflow_<identity>`` (login and password; ``mlflow server --app-name mlops-auth`` checks them).
+
+    Each DAG has its identity: ``train`` registers and sets ``@challenger``, ``deploy`` alone may move
+    ``@champion``, ``monitor`` and ``score`` read. Without that connection (a laptop, an MLflow without
+    authentication), or where connections cannot be read (``airflow dags test``, apache/airflow#51316),
+    the environment's ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD`` stay as they are.
+    Returns the user name taken from the connection, if one was."""
+    conn_id = f"{MLFLOW_IDENTITY_CONN_PREFIX}{identity}"
+    try:
+        from airflow.sdk import BaseHook
+
+        connection = BaseHook.get_connection(conn_id)
+    except Exception as exc:  # not found, or no connection access: the environment decides
+        log.info("no Airflow connection %s (%s): MLflow credentials, if any, come from the environment", conn_id, exc)
+        return None
+    if not connection.login:
+        log.warning("Airflow connection %s has no login: MLflow credentials, if any, come from the environment", conn_id)
+        return None
+    # MLflow's client reads these at every request: they hold for every client this task makes.
+    os.environ["MLFLOW_TRACKING_USERNAME"] = connection.login
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = connection.password or ""
+    log.info("MLflow requests of this task go as %r (connection %s)", connection.login, conn_id)
+    return connection.login
+
+
+class MlflowIdentity:
+    """An ``on_execute_callback`` (it runs in the task's process, before the task): the task talks to
+    MLflow as :func:`use_mlflow_identity` ``(identity)``. Set in a DAG's ``default_args``."""
+
+    def __init__(self, identity: str) -> None:
+        self.identity = identity
+
+    def __call__(self, context: Any) -> None:
+        use_mlflow_identity(self.identity)
+
+    def __repr__(self) -> str:
+        return f"MlflowIdentity({self.identity!r})"
 
 
 @contextmanager
