@@ -87,7 +87,7 @@ def test_compose_renders_the_whole_stack(rendered):
     services = rendered["services"]
     expected = AIRFLOW_SERVICES | {
         "postgres", "redis", "minio", "minio-buckets", "mlflow", "airflow-init",
-        "drift-exporter", "statsd-exporter", "prometheus", "grafana",
+        "drift-exporter", "statsd-exporter", "prometheus", "alertmanager", "grafana",
     }
     assert expected <= set(services), f"missing services: {sorted(expected - set(services))}"
     for name in AIRFLOW_SERVICES | {"airflow-init"}:
@@ -180,10 +180,13 @@ def test_prometheus_config_and_rules_are_valid(rendered):
     assert checked.returncode == 0, checked.stdout + checked.stderr
     rules = promtool("check", "rules", "alerts.yml")
     assert rules.returncode == 0, rules.stdout + rules.stderr
-    # The static targets are compose services on the ports they listen on.
+    # The static targets (scraped, and the Alertmanagers alerts go to) are compose services on the
+    # ports they listen on.
     config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
     services = rendered["services"]
-    for job in config["scrape_configs"]:
+    alertmanagers = [{"job_name": "alerting", **am} for am in config["alerting"]["alertmanagers"]]
+    assert alertmanagers, "Prometheus sends its alerts nowhere"
+    for job in config["scrape_configs"] + alertmanagers:
         for group in job.get("static_configs", []):
             for target in group["targets"]:
                 host, port = target.rsplit(":", 1)
