@@ -137,20 +137,20 @@ def test_history_from_2013_is_ingested_and_trained_and_a_date_before_the_start_f
     assert sorted(r["logical_date"][:10] for r in ingested) == [d.isoformat() for d in DAYS], backfill
     assert {r["state"] for r in ingested} == {"success"}, why_failed(api, "mlops_ingest", ingested)
     for run in ingested:
-        assert states(api, "mlops_ingest", run["dag_run_id"]) == {"extract": "success", "validate": "success"}
+        assert states(api, "mlops_ingest", run["dag_run_id"]) == {"ingest": "success"}
     assert sorted(p.name for p in (lake_dir / "validated").glob("ds=*")) == [f"ds={d.isoformat()}" for d in DAYS]
 
     # The loud failures: a failed run whose first task ran and says why, never a success with no task.
     refused = api.wait_for_runs("mlops_ingest", {before_start, no_file}, timeout=600)
     assert {r["state"] for r in refused} == {"failed"}, refused
-    assert states(api, "mlops_ingest", before_start) == {"extract": "failed", "validate": "upstream_failed"}
-    log = api.task_log("mlops_ingest", before_start, "extract")
+    assert states(api, "mlops_ingest", before_start) == {"ingest": "failed"}
+    log = api.task_log("mlops_ingest", before_start, "ingest")
     dataset_file = stack.env["MLOPS_DATASET"]
     assert f"mlops_ingest for 2012-12-30 is before the configured start date 2013-01-01 of dataset '{dataset_file}'" in log, log[-6000:]
     assert "Set start_date in the dataset file (or MLOPS_START_DATE)" in log
     assert not (lake_dir / "raw" / "ds=2012-12-30").exists()
-    assert states(api, "mlops_ingest", no_file)["extract"] == "failed"
-    log = api.task_log("mlops_ingest", no_file, "extract")
+    assert states(api, "mlops_ingest", no_file)["ingest"] == "failed"
+    log = api.task_log("mlops_ingest", no_file, "ingest")
     assert f"no source file for ds=2013-01-20 at {Path(dataset_file).parent}/exports/2013-01-20.parquet" in log, log[-6000:]
 
     # Training as of 2013-01-09: the run is created while the DAG may be paused, then allowed to start.
