@@ -134,3 +134,59 @@ def test_a_backfill_runs_on_both_celery_workers_into_the_s3_lake(production_stac
         for entry in manifest["files"]:
             body = s3.get_object(Bucket=bucket, Key=f"{prefix}/{entry['path']}")["Body"].read()
             assert hashlib.sha256(body).hexdigest() == entry["sha256"], f"ds={ds}: {entry['path']}"
+
+
+def test_a_training_run_registers_a_model_with_artifacts_in_s3_through_mlflow_on_postgres(production_stack):
+    """Trains on the days the backfill above validated (the module's stack is shared, in file order)."""
+    import psycopg2
+    from mlflow import MlflowClient
+
+    api = production_stack.api()
+    api.wait_for_dag("mlops_train", timeout=300)
+    train_run = api.trigger(
+        "mlops_train", conf={"reason": "production", "candidates": ["baseline"]}, logical_date="2026-02-05T03:00:00Z"
+    )["dag_run_id"]
+    api.set_paused("mlops_train", False)
+    [trained] = api.wait_for_runs("mlops_train", {train_run}, timeout=600)
+    task_instances = {ti["task_id"]: ti for ti in api.task_instances("mlops_train", train_run)}
+    assert trained["state"] == "success", {task_id: ti["state"] for task_id, ti in task_instances.items()}
+    for task_id in ("train", "gate"):
+        assert task_instances[task_id]["state"] == "success"
+        assert task_instances[task_id]["pool"] == "training", task_instances[task_id]
+        assert task_instances[task_id]["hostname"] in production_stack.worker_hostnames()
+
+    client = MlflowClient(production_stack.description["mlflow_tracking_uri"])
+    [version] = client.search_model_versions("name = 'churn'")
+    run = client.get_run(version.run_id)
+    assert run.data.tags["dag_run_id"] == train_run
+    assert (run.data.params["window.first_ds"], run.data.params["window.last_ds"]) == (DAYS[0], DAYS[-1])
+
+    # The registry is the PostgreSQL database of the stack's MLflow ...
+    database_url = urllib.parse.urlsplit(production_stack.description["airflow_database_url"])
+    connection = psycopg2.connect(
+        host=database_url.hostname, port=database_url.port, dbname=production_stack.description["mlflow_database"],
+        user=urllib.parse.unquote(database_url.username or ""), password=urllib.parse.unquote(database_url.password or ""),
+    )
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT version, run_id FROM model_versions WHERE name = 'churn'")
+            assert cursor.fetchall() == [(int(version.version), version.run_id)]
+    finally:
+        connection.close()
+
+    # ... and the model's files are objects in the MLflow bucket: the bytes MLflow serves are S3's
+    import mlflow.artifacts
+
+    model_id = version.source.removeprefix("models:/")
+    location = client.get_logged_model(model_id).artifact_location
+    assert location.startswith("mlflow-artifacts:"), location  # served through the server: clients need no S3 keys
+    s3 = production_stack.s3()
+    bucket = production_stack.description["mlflow_bucket"]
+    key = f"artifacts/{run.info.experiment_id}/models/{model_id}/artifacts/MLmodel"
+    served = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"{location}/MLmodel", tracking_uri=production_stack.description["mlflow_tracking_uri"],
+        dst_path=str(Path(production_stack.env["MLOPS_RUN_DIR"]) / "downloaded"),
+    )
+    assert Path(served).read_bytes() == s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    run_files = s3.list_objects_v2(Bucket=bucket, Prefix=f"artifacts/{run.info.experiment_id}/{run.info.run_id}/artifacts/")
+    assert any(o["Key"].endswith("/train_result.json") for o in run_files.get("Contents", [])), run_files
