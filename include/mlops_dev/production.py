@@ -42,6 +42,7 @@ import json
 import os
 import secrets
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -57,9 +58,10 @@ from mlops_pipeline.config import get_settings, project_home
 
 WORKERS = ("worker1", "worker2")
 AIRFLOW_SERVICES = services.AIRFLOW_SERVICES
-# Stopped in this order: workers first (they finish or give back their tasks while the scheduler and
-# the api-server still answer), the broker and the stores last.
-STOP_ORDER = [*WORKERS, *reversed(AIRFLOW_SERVICES), "mlflow", "s3", "redis"]
+# Stopped in this order, each stage together: workers first (they finish or give back their tasks
+# while the scheduler and the api-server still answer), the broker and the stores last.
+STOP_STAGES = [list(WORKERS), list(reversed(AIRFLOW_SERVICES)), ["mlflow", "s3", "redis"]]
+STOP_ORDER = [name for stage in STOP_STAGES for name in stage]
 DESCRIPTION_FILE = "production.json"
 DEFAULT_BUCKET = "mlops"
 
@@ -283,6 +285,8 @@ def up(mlflow_database: str = "mlflow", wait: float = 300.0) -> dict[str, Any]:
     airflow_url = _airflow_database_url()
     description: dict[str, Any] = {
         "airflow_url": f"http://127.0.0.1:{settings.airflow_port}",
+        "airflow_port": settings.airflow_port,
+        "mlflow_port": settings.mlflow_port,
         "airflow_home": str(services.airflow_home()),
         "airflow_database_url": airflow_url,
         "broker_url": f"redis://:{urllib.parse.quote(redis_password, safe='')}@127.0.0.1:{redis_port}/0",
@@ -339,10 +343,29 @@ def up(mlflow_database: str = "mlflow", wait: float = 300.0) -> dict[str, Any]:
     return description
 
 
+def _stop_together(names: list[str], grace: float = 20.0) -> None:
+    """SIGTERM to each process group at once, SIGKILL to what still runs after ``grace``: a stage
+    takes as long as its slowest process, not the sum (a Celery worker's warm shutdown, MLflow's
+    workers). :func:`services.stop` does the same one name at a time."""
+    pids = {name: pid for name in names if (pid := services.running_pid(name))}
+    for pid in pids.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(services._alive(pid) for pid in pids.values()) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    for pid in pids.values():
+        if services._alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+    services.stop(names)  # the pidfiles; kills any straggler of a process group left behind
+
+
 def down(drop_mlflow_database: bool = False) -> None:
     """Stop every process of the stack, workers first; each with its children (own session)."""
     description = read_description()
-    services.stop(STOP_ORDER)
+    for stage in STOP_STAGES:
+        _stop_together(stage)
     if drop_mlflow_database and description:
         with contextlib.suppress(Exception):  # the server may be gone already: nothing left to drop
             drop_database(description["airflow_database_url"], description["mlflow_database"])
@@ -381,6 +404,10 @@ def main(argv: list[str] | None = None) -> int:
         described = read_description()
         if described is None:
             raise SystemExit(f"no production stack described in {_description_path()}: run `up` first")
+        # The ports the stack was started with, whatever this shell says
+        os.environ["MLOPS_AIRFLOW_PORT"] = str(described["airflow_port"])
+        os.environ["MLOPS_MLFLOW_PORT"] = str(described["mlflow_port"])
+        get_settings.cache_clear()
         for key, value in sorted(stack_environment(described).items()):
             if key.startswith(("AIRFLOW", "MLOPS", "MLFLOW", "AWS_")):
                 print(f"export {key}={shlex.quote(value)}")
