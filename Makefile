@@ -8,7 +8,7 @@ PY := $(CURDIR)/.venv/bin/python
 SVC := $(PY) -m mlops_dev.services
 UV = $(shell command -v uv 2>/dev/null || echo "$(CURDIR)/.run/uv/bin/uv")
 
-.PHONY: help install setup lint test test-fast demo stop status airflow deploy suite reproduce reprocess bench bench-ingest bench-serving bench-drift bench-score bench-shadow clean
+.PHONY: help install setup lint test test-fast demo production stop status airflow deploy suite reproduce reprocess bench bench-ingest bench-serving bench-drift bench-score bench-shadow clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -42,8 +42,12 @@ test-fast: install  ## unit tests only (no services)
 demo: setup  ## install, start PostgreSQL, MLflow and Airflow; the scheduler runs the loop (backfills, first trigger, drift -> retrain -> canary); print a summary
 	@$(PY) -m mlops_dev.demo
 
-stop:  ## stop everything `make demo` started (serving containers and router included; PostgreSQL last)
+production: setup  ## start the production shape on this machine: CeleryExecutor on Redis with two workers, S3 (moto), MLflow on PostgreSQL; `make stop` ends it
+	@$(PY) -m mlops_dev.production up
+
+stop:  ## stop everything `make demo` or `make production` started (serving containers and router included; PostgreSQL last)
 	@test -x $(PY) && ($(PY) -m mlops_pipeline.deploy teardown >/dev/null 2>&1 || echo "[stop] no serving namespace to tear down") || true
+	@test -x $(PY) && $(PY) -m mlops_dev.production down || true
 	@test -x $(PY) && $(SVC) stop || true
 
 status:  ## which local services run (PostgreSQL, Airflow, MLflow)
