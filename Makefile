@@ -42,7 +42,7 @@ test-fast: install  ## unit tests only (no services)
 demo: setup  ## install, start PostgreSQL, MLflow and Airflow; the scheduler runs the loop (backfills, first trigger, drift -> retrain -> canary); print a summary
 	@$(PY) -m mlops_dev.demo
 
-production: setup  ## start the production shape on this machine: CeleryExecutor on Redis with two workers, S3 (moto), MLflow on PostgreSQL; `make stop` ends it
+production: install  ## start PostgreSQL (migrated, as `make setup`) and the production shape on this machine: CeleryExecutor on Redis with two workers, S3 (moto), MLflow on PostgreSQL; `make stop` ends it
 	@$(PY) -m mlops_dev.production up
 
 stop:  ## stop everything `make demo` or `make production` started (serving containers and router included; PostgreSQL last)
