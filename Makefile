@@ -8,7 +8,7 @@ PY := $(CURDIR)/.venv/bin/python
 SVC := $(PY) -m mlops_dev.services
 UV = $(shell command -v uv 2>/dev/null || echo "$(CURDIR)/.run/uv/bin/uv")
 
-.PHONY: help install apt-packages setup lint test test-fast demo stop status airflow deploy suite reproduce reprocess bench bench-ingest bench-serving bench-drift bench-score bench-shadow clean
+.PHONY: help install apt-packages setup lint test test-fast demo production stop status airflow deploy suite reproduce reprocess bench bench-ingest bench-serving bench-drift bench-score bench-shadow bench-memory clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -59,8 +59,12 @@ test-fast: install  ## unit tests only (no services)
 demo: setup  ## install, start PostgreSQL, MLflow and Airflow; the scheduler runs the loop (backfills, first trigger, drift -> retrain -> canary); print a summary
 	@$(PY) -m mlops_dev.demo
 
-stop:  ## stop everything `make demo` started (serving containers and router included; PostgreSQL last)
+production: install  ## start PostgreSQL (migrated, as `make setup`) and the production shape on this machine: CeleryExecutor on Redis with two workers, S3 (moto), MLflow on PostgreSQL; `make stop` ends it
+	@$(PY) -m mlops_dev.production up
+
+stop:  ## stop everything `make demo` or `make production` started (serving containers and router included; PostgreSQL last)
 	@test -x $(PY) && ($(PY) -m mlops_pipeline.deploy teardown >/dev/null 2>&1 || echo "[stop] no serving namespace to tear down") || true
+	@test -x $(PY) && $(PY) -m mlops_dev.production down || true
 	@test -x $(PY) && $(SVC) stop || true
 
 status:  ## which local services run (PostgreSQL, Airflow, MLflow)
@@ -78,7 +82,7 @@ suite: install  ## bootstrap an expectation suite: make suite ARGS="--start 2026
 reproduce: install  ## retrain a registered version from its pinned data versions, compare the model bytes: make reproduce ARGS="--version N"
 	@$(PY) -m mlops_pipeline reproduce $(ARGS)
 
-bench: bench-ingest bench-serving bench-drift bench-score bench-shadow  ## every benchmark; results under tests/benchmarks/results/
+bench: bench-ingest bench-serving bench-drift bench-score bench-shadow bench-memory  ## every benchmark; results under tests/benchmarks/results/
 
 reprocess: install  ## after fixing a suite or the source: backfill mlops_ingest's failed (quarantined) days of a range and report each day: make reprocess ARGS="--from 2026-01-01 --to 2026-01-31"
 	@$(PY) -m mlops_dev.reprocess $(ARGS)
@@ -95,6 +99,9 @@ bench-drift: install  ## the monitor vs Evidently on everything, 1M rows x 20 fe
 
 bench-score: install  ## batch scoring (mlops_score's scorer) vs mlflow.pyfunc predict, 1M rows, time and peak memory
 	@$(PY) tests/benchmarks/bench_score.py
+
+bench-memory: setup  ## PSS of the embedded stack by service, and the embedded MLflow vs `mlflow server` with its own defaults
+	@$(PY) tests/benchmarks/bench_memory.py
 
 bench-shadow: install  ## what stable's clients pay while a shadow gets a copy of their traffic (client p50/p99, mirror on vs off)
 	@$(PY) tests/benchmarks/bench_shadow.py
