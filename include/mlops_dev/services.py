@@ -550,7 +550,9 @@ def services() -> dict[str, Service]:
                 "--host", "127.0.0.1", "--port", str(settings.mlflow_port),
                 "--backend-store-uri", f"sqlite:///{mlflow_dir() / 'mlflow.db'}",
                 "--artifacts-destination", str(mlflow_dir() / "artifacts"),
-                "--serve-artifacts", "--workers", "2",
+                # One uvicorn worker: its thread pool serves the loop's concurrent requests, and each
+                # further worker is another ~200 MB of a laptop's memory (tests/benchmarks/bench_memory.py).
+                "--serve-artifacts", "--workers", "1",
             ],
             ready_url=f"http://127.0.0.1:{settings.mlflow_port}/health",
         ),
