@@ -18,9 +18,7 @@ Writes tests/benchmarks/results/ingest.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -30,6 +28,9 @@ from datetime import date, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "benchmarks"))
+from provenance import provenance, write_results  # noqa: E402
+
 RESULTS = REPO / "tests" / "benchmarks" / "results" / "ingest.json"
 FLOOR_DAG_ID = "bench_ingest_floor"
 GOAL_FLOOR_RATIO_MAX = 1.3
@@ -169,11 +170,6 @@ def bench_backfill(days: int, rounds: int, dags_folder: Path) -> dict:
     }
 
 
-def _git_commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True, check=False)
-    return done.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
 
 def main() -> int:
     parser = argparse.ArgumentParser(
@@ -202,15 +198,7 @@ def main() -> int:
     )
     from mlops_dev.services import airflow_environment
 
-    result: dict = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "commit": _git_commit(),
-    }
+    result: dict = provenance()
     result["dag_parse"] = bench_parse(airflow_environment(), args.repeats)
     for name, entry in result["dag_parse"]["files"].items():
         print(
@@ -226,11 +214,7 @@ def main() -> int:
             f"Airflow's floor {backfill['floor_median_s']}s, ratio {backfill['ratio_to_floor']} "
             f"(goal <= {GOAL_FLOOR_RATIO_MAX}: {'met' if backfill['goal_met'] else 'MISSED'})"
         )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(RESULTS)
-    print(f"wrote {RESULTS}")
+    write_results(RESULTS, result)
     return 0
 
 

@@ -19,9 +19,7 @@ Every process runs from temp folders on their own ports. Writes tests/benchmarks
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -30,6 +28,9 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "benchmarks"))
+from provenance import provenance, write_results  # noqa: E402
+
 RESULTS = REPO / "tests" / "benchmarks" / "results" / "memory.json"
 MB = 1024 * 1024
 GOAL_MLFLOW_RATIO_MAX = 0.5
@@ -113,11 +114,6 @@ def embedded_stack(settle: float) -> dict:
     }
 
 
-def _git_commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True, check=False)
-    return done.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -138,9 +134,7 @@ def main() -> int:
         }
     )
     result: dict = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "commit": _git_commit(),
+        **provenance(),
         "settle_s": args.settle,
     }
     stack = embedded_stack(args.settle)
@@ -162,11 +156,7 @@ def main() -> int:
         f"({defaults['processes']} processes): ratio {ratio} (goal <= {GOAL_MLFLOW_RATIO_MAX}: "
         f"{'met' if result['mlflow']['goal_met'] else 'MISSED'})"
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(RESULTS)
-    print(f"wrote {RESULTS}")
+    write_results(RESULTS, result)
     return 0
 
 

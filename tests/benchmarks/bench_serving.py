@@ -41,7 +41,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -62,6 +61,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 PYTHON = sys.executable
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))  # provenance.py
 
 from tests.serving.model_fixture import (  # noqa: E402
     CATEGORICAL_FEATURES,
@@ -450,24 +450,11 @@ def _git(*args: str) -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def machine() -> dict[str, Any]:
+    from provenance import machine as common_machine
+
     return {
-        "host": socket.gethostname(),
-        "cpus": os.cpu_count(),
-        "cpu_model": _cpu_model(),
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
+        **common_machine(),
         "wrk": (subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False).stdout.split("\n")[0]).strip(),
     }
 
