@@ -59,7 +59,6 @@ import pendulum
 from airflow.sdk import Asset, Param, PokeReturnValue, TaskGroup, TriggerRule, dag, task
 
 from mlops_pipeline.orchestration import deploy
-from mlops_pipeline.orchestration.context import MlflowIdentity
 
 CHALLENGER = Asset(name=deploy.CHALLENGER_ASSET_NAME)
 SHAPE = deploy.dag_shape()  # steps, poke interval and retries shape the DAG; thresholds are read at run time
@@ -73,7 +72,7 @@ SHAPE = deploy.dag_shape()  # steps, poke interval and retries shape the DAG; th
     max_active_runs=1,
     default_args={
         "retries": SHAPE.retries,
-        "on_execute_callback": MlflowIdentity("deploy"),  # Airflow connection mlflow_deploy, if any
+        "on_execute_callback": deploy.MLFLOW_IDENTITY,  # Airflow connection mlflow_deploy, if any
         "retry_delay": SHAPE.retry_delay,
         "execution_timeout": timedelta(minutes=30),
     },

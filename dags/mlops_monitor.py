@@ -45,10 +45,10 @@ from datetime import timedelta
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, TriggerRule, dag, task
 
-from mlops_pipeline.orchestration.context import MlflowIdentity
 from mlops_pipeline.orchestration.monitor import (
     DECIDE_TASK_ID,
     FINALIZE_TASK_ID,
+    MLFLOW_IDENTITY,
     MONITOR_TASK_ID,
     NO_RETRAIN_TASK_ID,
     RETRAIN_ON_BACKFILL,
@@ -70,7 +70,7 @@ from mlops_pipeline.orchestration.timetables import DailyWindowTimetable
         "retry_delay": timedelta(minutes=1),
         "execution_timeout": timedelta(minutes=45),
         "on_failure_callback": MonitorNotifier(),
-        "on_execute_callback": MlflowIdentity("monitor"),  # Airflow connection mlflow_monitor, if any
+        "on_execute_callback": MLFLOW_IDENTITY,  # Airflow connection mlflow_monitor, if any
     },
     params={
         RETRAIN_ON_BACKFILL: Param(

@@ -24,8 +24,7 @@ from datetime import timedelta
 
 from airflow.sdk import Asset, Param, PokeReturnValue, dag, task
 
-from mlops_pipeline.orchestration.context import MlflowIdentity
-from mlops_pipeline.orchestration.score import PREDICTIONS_ASSET_NAME
+from mlops_pipeline.orchestration.score import MLFLOW_IDENTITY, PREDICTIONS_ASSET_NAME
 from mlops_pipeline.orchestration.timetables import DailyWindowTimetable
 
 # Named, like mlops_validated: the event's extra carries the partition's URI and the model version.
@@ -42,7 +41,7 @@ PREDICTIONS = Asset(name=PREDICTIONS_ASSET_NAME)
         "retries": 2,
         "retry_delay": timedelta(seconds=20),
         "execution_timeout": timedelta(minutes=30),
-        "on_execute_callback": MlflowIdentity("score"),  # Airflow connection mlflow_score, if any
+        "on_execute_callback": MLFLOW_IDENTITY,  # Airflow connection mlflow_score, if any
     },
     params={
         "model_version": Param(

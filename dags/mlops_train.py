@@ -36,8 +36,7 @@ from datetime import timedelta
 
 from airflow.sdk import Asset, Param, dag, task
 
-from mlops_pipeline.orchestration.context import MlflowIdentity
-from mlops_pipeline.orchestration.train import CANDIDATES, CHALLENGER_ASSET_NAME
+from mlops_pipeline.orchestration.train import CANDIDATES, CHALLENGER_ASSET_NAME, MLFLOW_IDENTITY
 
 CHALLENGER = Asset(name=CHALLENGER_ASSET_NAME)
 
@@ -49,7 +48,7 @@ CHALLENGER = Asset(name=CHALLENGER_ASSET_NAME)
     max_active_runs=1,
     default_args={
         "pool": "training",
-        "on_execute_callback": MlflowIdentity("train"),  # Airflow connection mlflow_train, if any
+        "on_execute_callback": MLFLOW_IDENTITY,  # Airflow connection mlflow_train, if any
         "retries": 1,
         "retry_delay": timedelta(minutes=1),
         "execution_timeout": timedelta(minutes=60),

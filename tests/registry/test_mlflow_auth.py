@@ -206,14 +206,19 @@ def test_each_dag_talks_to_mlflow_as_the_identity_of_its_airflow_connection(
 
 
 def test_every_dag_that_talks_to_mlflow_names_its_identity() -> None:
+    """Each DAG file sets its adapter's ``MLFLOW_IDENTITY`` as the ``on_execute_callback`` of its tasks."""
     import ast
+    import importlib
 
     dags = Path(__file__).resolve().parents[2] / "dags"
-    expected = {"mlops_train.py": "train", "mlops_deploy.py": "deploy", "mlops_monitor.py": "monitor", "mlops_score.py": "score"}
-    for name, identity in expected.items():
-        tree = ast.parse((dags / name).read_text())
-        calls = [
-            node for node in ast.walk(tree)
-            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "MlflowIdentity"
+    for dag_id in ("train", "deploy", "monitor", "score"):
+        adapter = importlib.import_module(f"mlops_pipeline.orchestration.{dag_id}")
+        assert adapter.MLFLOW_IDENTITY.identity == dag_id
+        tree = ast.parse((dags / f"mlops_{dag_id}.py").read_text())
+        callbacks = [
+            ast.unparse(value)
+            for node in ast.walk(tree) if isinstance(node, ast.Dict)
+            for key, value in zip(node.keys, node.values, strict=True)
+            if isinstance(key, ast.Constant) and key.value == "on_execute_callback"
         ]
-        assert [ast.literal_eval(call.args[0]) for call in calls] == [identity], name
+        assert callbacks in (["MLFLOW_IDENTITY"], [f"{dag_id}.MLFLOW_IDENTITY"]), (dag_id, callbacks)

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 
-from mlops_pipeline.orchestration.context import actor_of, fails_at_once
+from mlops_pipeline.orchestration.context import MlflowIdentity, actor_of, fails_at_once
 from mlops_pipeline.registry.aliases import CHALLENGER_ASSET_NAME as CHALLENGER_ASSET_NAME
 
 if TYPE_CHECKING:
@@ -45,6 +45,9 @@ if TYPE_CHECKING:
     from mlops_pipeline.deploy.rollout import Deployer
 
 log = logging.getLogger(__name__)
+
+# The DAG's on_execute_callback: its tasks talk to MLflow as the user of Airflow connection mlflow_deploy.
+MLFLOW_IDENTITY = MlflowIdentity("deploy")
 
 DAG_ID = "mlops_deploy"
 PLAN_TASK_ID = "reconcile"

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from mlops_pipeline.orchestration.context import (
+    MlflowIdentity,
     bad_input_fails_at_once,
     refuse_before_start,
     run_type_of,
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
     from mlops_pipeline.config import MonitorSettings
 
 log = logging.getLogger(__name__)
+
+# The DAG's on_execute_callback: its tasks talk to MLflow as the user of Airflow connection mlflow_monitor.
+MLFLOW_IDENTITY = MlflowIdentity("monitor")
 
 DAG_ID = "mlops_monitor"
 TRAIN_DAG_ID = "mlops_train"

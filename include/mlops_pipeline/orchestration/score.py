@@ -22,9 +22,18 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from mlops_pipeline.orchestration.context import fails_at_once, refuse_before_start, run_type_of, window_of
+from mlops_pipeline.orchestration.context import (
+    MlflowIdentity,
+    fails_at_once,
+    refuse_before_start,
+    run_type_of,
+    window_of,
+)
 
 log = logging.getLogger(__name__)
+
+# The DAG's on_execute_callback: its tasks talk to MLflow as the user of Airflow connection mlflow_score.
+MLFLOW_IDENTITY = MlflowIdentity("score")
 
 DAG_ID = "mlops_score"
 PREDICTIONS_ASSET_NAME = "mlops_predictions"

@@ -22,6 +22,7 @@ from typing import Any
 
 from mlops_pipeline.orchestration.context import (
     TRIGGERED_RUN_TYPES,
+    MlflowIdentity,
     bad_input_fails_at_once,
     refuse_before_start,
     run_type_of,
@@ -29,6 +30,9 @@ from mlops_pipeline.orchestration.context import (
 from mlops_pipeline.registry.aliases import CHALLENGER_ASSET_NAME
 
 log = logging.getLogger(__name__)
+
+# The DAG's on_execute_callback: its tasks talk to MLflow as the user of Airflow connection mlflow_train.
+MLFLOW_IDENTITY = MlflowIdentity("train")
 
 __all__ = ["CANDIDATES", "CHALLENGER_ASSET_NAME", "announce_challenger", "gate", "train", "trigger_reason"]
 
