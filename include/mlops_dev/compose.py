@@ -104,6 +104,7 @@ def build_image(tag: str, dockerfile: Path, context: Path, key: str, build_args:
                "--label", f"{KEY_LABEL}={key}", "--label", "org.mlops.compose.offline=true"]
     for name, value in build_args.items():
         command += ["--build-arg", f"{name}={value}"]
+    previous = image_id(tag) if image_label(tag, KEY_LABEL) is not None else None
     started = time.monotonic()
     with (RUN / "build.log").open("a") as log:
         done = run([*command, str(context)], check=False, stdout=log, stderr=subprocess.STDOUT,
@@ -112,6 +113,9 @@ def build_image(tag: str, dockerfile: Path, context: Path, key: str, build_args:
         tail = (RUN / "build.log").read_text().splitlines()[-30:]
         raise SystemExit(f"building {tag} failed:\n" + "\n".join(tail))
     say(f"built {tag} in {time.monotonic() - started:.0f}s")
+    if previous and previous != image_id(tag):
+        # The image this build replaced, now untagged; kept by the engine while a container uses it.
+        run(["docker", "image", "rm", previous], check=False, capture_output=True)
     prune_build_stages()
 
 
