@@ -8,7 +8,7 @@ PY := $(CURDIR)/.venv/bin/python
 SVC := $(PY) -m mlops_dev.services
 UV = $(shell command -v uv 2>/dev/null || echo "$(CURDIR)/.run/uv/bin/uv")
 
-.PHONY: help install apt-packages setup lint test test-fast demo production stop status airflow deploy suite reproduce reprocess bench bench-ingest bench-serving bench-drift bench-score bench-shadow bench-memory clean
+.PHONY: help install apt-packages setup lint test test-fast demo production stop status airflow deploy suite reproduce reprocess bench bench-ingest bench-serving bench-drift bench-score bench-shadow bench-memory clean compose-up compose-down compose-smoke
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -105,6 +105,20 @@ bench-memory: setup  ## PSS of the embedded stack by service, and the embedded M
 
 bench-shadow: install  ## what stable's clients pay while a shadow gets a copy of their traffic (client p50/p99, mirror on vs off)
 	@$(PY) tests/benchmarks/bench_shadow.py
+
+# docker-compose.yaml for real on this host. Where the official images cannot be pulled, their
+# offline equivalents are built from the project's Debian base (include/compose/offline/). A .env with
+# fresh secrets is written when there is none. Not part of `make test`: it needs many minutes.
+compose-up: install  ## bring up docker-compose.yaml (offline-built images), wait until every service is healthy: make compose-up [ARGS="--project P"]
+	@bash serving/docker/apt-install.sh --check docker-compose docker-compose
+	@$(PY) -m mlops_dev.compose up $(ARGS)
+
+compose-down:  ## stop what `make compose-up` started and delete its volumes: make compose-down [ARGS="--project P"]
+	@$(PY) -m mlops_dev.compose down $(ARGS)
+
+compose-smoke: install  ## the compose stack's smoke test: up as project mlops-smoke, ingest on the Celery worker, MLflow, Prometheus; then down
+	@bash serving/docker/apt-install.sh --check docker-compose docker-compose
+	@$(PY) -m pytest tests/compose/smoke_compose_stack.py --durations=0
 
 clean: stop  ## remove local state (lake, Airflow home, the PostgreSQL cluster under .run, MLflow data, logs); keeps .venv
 	rm -rf lake .airflow mlruns .run

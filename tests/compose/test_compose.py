@@ -15,9 +15,10 @@ these files, not brought up:
   router config the deploy DAG renders, the drift exporter, or a recording rule.
 
 What is not built here: the Airflow image extends ``apache/airflow`` and the MLflow image starts
-from ``python:3.11-slim-bookworm``, and neither can be pulled without a registry. The images that do
-build offline (the serving base, model images and the HAProxy router on the debootstrapped base)
-are built and run by tests/serving.
+from ``python:3.11-slim-bookworm``, and neither can be pulled without a registry. The offline
+equivalents (include/compose/offline/) are built and the stack brought up by the smoke test
+tests/compose/smoke_compose_stack.py (``make compose-smoke``, not part of ``make test``); here only
+their override is rendered and checked.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def test_compose_renders_the_whole_stack(rendered):
         assert environment["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
         assert environment["MLOPS_LAKE_URI"].startswith("s3://") and environment["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     mlflow_command = " ".join(services["mlflow"]["command"])
-    assert "--backend-store-uri=postgresql://" in mlflow_command and "--artifacts-destination=s3://" in mlflow_command
+    assert "--backend-store-uri=postgresql+psycopg2://" in mlflow_command and "--artifacts-destination=s3://" in mlflow_command
     assert services["airflow-init"]["command"][-1].count("mlops_pipeline.orchestration.airflow_settings apply") == 1
     # The deployer drives the host's engine; Prometheus finds the serving containers through it.
     for name in ("airflow-worker", "prometheus"):
@@ -350,3 +351,33 @@ def test_dashboard_and_rules_use_metrics_that_exist(tmp_path):
     assert not unknown, f"queries name metrics no source exposes: {unknown}"
     used = set().union(*(metric_names(expr) for _, expr in expressions))
     assert {"mlops_monitor_drift_share", "haproxy_server_uweight", "mlops_serving_requests_total"} <= used
+
+
+def test_the_offline_override_renders_the_stack_without_what_cannot_be_had_offline(tmp_path, monkeypatch):
+    """`make compose-up`'s file: docker-compose.yaml + include/compose/offline/offline.yaml, as
+    mlops_dev.compose renders it, is a valid compose file on offline images only, without Grafana
+    and the StatsD exporter and without a depends_on on them; it holds no secret."""
+    from mlops_dev import compose
+
+    monkeypatch.setattr(compose, "RUN", tmp_path)
+    path = compose.render("mlops-render-test", ephemeral_ports=True)
+    text = path.read_text()
+    assert "${POSTGRES_PASSWORD" in text and not any(value in text for value in SECRETS.values())
+    docker_compose = ensure_tool("docker-compose", "docker-compose")
+    env = {k: v for k, v in os.environ.items() if k not in SECRETS and not k.startswith(("MLOPS_", "DOCKER_"))}
+    env.update({**SECRETS, "DOCKER_GID": "999"})
+    with tempfile.NamedTemporaryFile("w", suffix=".env") as empty:
+        done = subprocess.run(
+            [docker_compose, "--project-directory", str(REPO), "--env-file", empty.name, "-f", str(path), "config"],
+            capture_output=True, text=True, env=env, timeout=120, cwd=REPO,
+        )
+    assert done.returncode == 0, f"docker-compose config failed:\n{done.stderr}"
+    services = yaml.safe_load(done.stdout)["services"]
+    assert not {"grafana", "statsd-exporter"} & set(services)
+    assert AIRFLOW_SERVICES | {"postgres", "redis", "minio", "minio-buckets", "mlflow", "prometheus", "alertmanager"} <= set(services)
+    for name, service in services.items():
+        assert service["image"].startswith("mlops-offline/"), f"{name} runs {service['image']}"
+        assert not {"grafana", "statsd-exporter"} & set(service.get("depends_on") or {}), name
+        for port in service.get("ports") or []:
+            published = port.get("published") if isinstance(port, dict) else str(port).split(":")[1]
+            assert not published, f"{name} publishes a fixed host port with --ephemeral-ports: {port}"
