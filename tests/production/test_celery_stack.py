@@ -155,7 +155,10 @@ def test_a_training_run_registers_a_model_with_artifacts_in_s3_through_mlflow_on
         assert task_instances[task_id]["pool"] == "training", task_instances[task_id]
         assert task_instances[task_id]["hostname"] in production_stack.worker_hostnames()
 
-    client = MlflowClient(production_stack.description["mlflow_tracking_uri"])
+    # Both URIs named: an earlier test of the session may have set MLflow's process-wide registry URI
+    # (mlflow.set_registry_uri), which a client given only its tracking URI would use for the registry.
+    uri = production_stack.description["mlflow_tracking_uri"]
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     [version] = client.search_model_versions("name = 'churn'")
     run = client.get_run(version.run_id)
     assert run.data.tags["dag_run_id"] == train_run
