@@ -45,6 +45,7 @@ from datetime import timedelta
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, TriggerRule, dag, task
 
+from mlops_pipeline.orchestration.context import serving_host_args
 from mlops_pipeline.orchestration.monitor import (
     DECIDE_TASK_ID,
     FINALIZE_TASK_ID,
@@ -71,6 +72,7 @@ from mlops_pipeline.orchestration.timetables import DailyWindowTimetable
         "execution_timeout": timedelta(minutes=45),
         "on_failure_callback": MonitorNotifier(),
         "on_execute_callback": MLFLOW_IDENTITY,  # Airflow connection mlflow_monitor, if any
+        **serving_host_args(),  # MLOPS_SERVING_QUEUE: the host whose servers write the prediction logs
     },
     params={
         RETRAIN_ON_BACKFILL: Param(

@@ -19,8 +19,11 @@ What runs, each a process with a pidfile and a log under the run dir (``MLOPS_RU
   the server (``--serve-artifacts``), so clients need no S3 credentials.
 - **Airflow** with ``AIRFLOW__CORE__EXECUTOR=CeleryExecutor``: api-server, scheduler, dag-processor and
   triggerer (supervised as :mod:`mlops_dev.services` does), and two ``airflow celery worker``
-  processes, ``worker1@<host>`` and ``worker2@<host>``, both on the default queue. Each worker records
-  its own name as the task instances' hostname (:func:`worker_hostname`), as two machines would.
+  processes, ``worker1@<host>`` and ``worker2@<host>``, both on the default queue. ``worker2`` is the
+  serving host's worker: it alone also listens to ``MLOPS_SERVING_QUEUE`` (``serving``), where
+  ``mlops_deploy`` (the Docker engine, the router) and ``mlops_monitor`` (the servers' prediction logs)
+  run. Each worker records its own name as the task instances' hostname (:func:`worker_hostname`), as
+  two machines would.
   Task logs go to S3 (remote logging), so the UI shows them whichever worker ran the task.
 - **The lake** on S3: ``MLOPS_LAKE_URI=s3://<bucket>/lake`` with ``MLOPS_S3_ENDPOINT_URL``; Airflow
   tasks read the credentials from the ``aws_default`` connection that ``airflow_settings.yaml``
@@ -57,11 +60,14 @@ from mlops_dev import services
 from mlops_pipeline.config import get_settings, project_home
 
 WORKERS = ("worker1", "worker2")
+SERVING_WORKER = "worker2"  # the one on the serving host: it also takes the serving queue
+DEFAULT_SERVING_QUEUE = "serving"
 AIRFLOW_SERVICES = services.AIRFLOW_SERVICES
 # Stopped in this order, each stage together: workers first (they finish or give back their tasks
 # while the scheduler and the api-server still answer), the broker and the stores last.
 STOP_STAGES = [list(WORKERS), list(reversed(AIRFLOW_SERVICES)), ["mlflow", "s3", "redis"]]
 STOP_ORDER = [name for stage in STOP_STAGES for name in stage]
+RESTARTABLE = [*WORKERS, *AIRFLOW_SERVICES, "redis"]
 DESCRIPTION_FILE = "production.json"
 DEFAULT_BUCKET = "mlops"
 
@@ -247,6 +253,7 @@ def stack_environment(description: dict[str, Any]) -> dict[str, str]:
         "MLOPS_LAKE_URI": description["lake_uri"],
         "MLOPS_S3_ENDPOINT_URL": description["s3_endpoint_url"],
         "MLFLOW_TRACKING_URI": description["mlflow_tracking_uri"],
+        "MLOPS_SERVING_QUEUE": description["serving_queue"],
         **description["credentials"],
     }
     env = services.airflow_environment()
@@ -298,6 +305,12 @@ def up(mlflow_database: str = "mlflow", wait: float = 300.0) -> dict[str, Any]:
         "mlflow_tracking_uri": f"http://127.0.0.1:{settings.mlflow_port}",
         "credentials": credentials,
         "workers": {name: f"{name}@{socket.getfqdn()}" for name in WORKERS},
+        "serving_queue": os.environ.get("MLOPS_SERVING_QUEUE") or DEFAULT_SERVING_QUEUE,
+    }
+    default_queue = os.environ.get("AIRFLOW__OPERATORS__DEFAULT_QUEUE", "default")
+    description["queues"] = {
+        name: [default_queue, description["serving_queue"]] if name == SERVING_WORKER else [default_queue]
+        for name in WORKERS
     }
     _write_private(_description_path(), json.dumps(description, indent=2))
     deadline = time.monotonic() + wait
@@ -323,15 +336,8 @@ def up(mlflow_database: str = "mlflow", wait: float = 300.0) -> dict[str, Any]:
     services.apply_settings(env, project_home() / "airflow_settings.yaml")
     for name in AIRFLOW_SERVICES:
         services._spawn(name, env)
-    airflow = str(Path(sys.executable).parent / "airflow")
     for name in WORKERS:
-        worker_env = {**env, "MLOPS_WORKER_NAME": name,
-                      "AIRFLOW__CORE__HOSTNAME_CALLABLE": "mlops_dev.production.worker_hostname"}
-        # --skip-serve-logs: the logs are on S3; two log servers on one machine would want one port.
-        _launch(name, [airflow, "celery", "worker", "--celery-hostname", description["workers"][name],
-                       "--queues", env.get("AIRFLOW__OPERATORS__DEFAULT_QUEUE", "default"),
-                       "--skip-serve-logs"],
-                worker_env)
+        start_worker(name, description, env)
 
     _wait("redis", _redis_ready(redis_port, redis_password), deadline)
     _wait("mlflow", lambda: services._http_ok(f"{description['mlflow_tracking_uri']}/health"), deadline)
@@ -341,6 +347,47 @@ def up(mlflow_database: str = "mlflow", wait: float = 300.0) -> dict[str, Any]:
     for name in WORKERS:
         _wait(name, _logs(name, f"{description['workers'][name]} ready."), deadline)
     return description
+
+
+def start_worker(name: str, description: dict[str, Any], env: dict[str, str] | None = None) -> None:
+    """Start Celery worker ``name`` of the stack (at ``up``, or again after it died: ``restart``)."""
+    env = env if env is not None else stack_environment(description)
+    worker_env = {**env, "MLOPS_WORKER_NAME": name,
+                  "AIRFLOW__CORE__HOSTNAME_CALLABLE": "mlops_dev.production.worker_hostname"}
+    # --skip-serve-logs: the logs are on S3; two log servers on one machine would want one port.
+    _launch(name, [str(Path(sys.executable).parent / "airflow"), "celery", "worker",
+                   "--celery-hostname", description["workers"][name],
+                   "--queues", ",".join(description["queues"][name]), "--skip-serve-logs"],
+            worker_env)
+
+
+def restart(name: str, wait: float = 300.0) -> None:
+    """Start a worker, an Airflow service or Redis of the running stack again, after it died or was stopped: as a process
+    supervisor (systemd, a container's restart policy) would. What still runs of it is stopped first."""
+    description = read_description()
+    if description is None:
+        raise SystemExit(f"no production stack described in {_description_path()}: run `up` first")
+    _use_described_ports(description)
+    deadline = time.monotonic() + wait
+    if services.running_pid(name):
+        _stop_together([name])
+    if name in WORKERS:
+        # The log is appended to: readiness is the next "ready." line after this point.
+        seen = services.log_path(name).read_text(errors="replace").count(f"{description['workers'][name]} ready.") \
+            if services.log_path(name).exists() else 0
+        start_worker(name, description)
+        marker = f"{description['workers'][name]} ready."
+        _wait(name, lambda: services.log_path(name).read_text(errors="replace").count(marker) > seen, deadline)
+    elif name in AIRFLOW_SERVICES:
+        services._spawn(name, stack_environment(description))
+        services._wait_ready(services.services()[name], deadline, wait)
+    elif name == "redis":
+        broker = urllib.parse.urlsplit(description["broker_url"])
+        password = urllib.parse.unquote(broker.password or "")
+        start_redis(int(broker.port or 6379), password)
+        _wait("redis", _redis_ready(int(broker.port or 6379), password), deadline)
+    else:
+        raise SystemExit(f"restart: {name!r} is not one of {', '.join(RESTARTABLE)}")
 
 
 def _stop_together(names: list[str], grace: float = 20.0) -> None:
@@ -371,6 +418,13 @@ def down(drop_mlflow_database: bool = False) -> None:
             drop_database(description["airflow_database_url"], description["mlflow_database"])
 
 
+def _use_described_ports(description: dict[str, Any]) -> None:
+    """The ports the stack was started with, whatever this shell says."""
+    os.environ["MLOPS_AIRFLOW_PORT"] = str(description["airflow_port"])
+    os.environ["MLOPS_MLFLOW_PORT"] = str(description["mlflow_port"])
+    get_settings.cache_clear()
+
+
 def read_description() -> dict[str, Any] | None:
     try:
         return json.loads(_description_path().read_text())
@@ -388,6 +442,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = sub.add_parser("down")
     stop.add_argument("--drop-mlflow-database", action="store_true")
     sub.add_parser("env")
+    again = sub.add_parser("restart", help="start a worker, an Airflow service or Redis of the running stack again")
+    again.add_argument("name", choices=RESTARTABLE)
     args = parser.parse_args(argv)
     if args.command == "up":
         _refuse_if_running()  # before the try: a refused start must not stop what runs
@@ -400,14 +456,13 @@ def main(argv: list[str] | None = None) -> int:
               f"S3 {description['s3_endpoint_url']}, lake {description['lake_uri']}; described in {_description_path()}")
     elif args.command == "down":
         down(args.drop_mlflow_database)
+    elif args.command == "restart":
+        restart(args.name)
     elif args.command == "env":
         described = read_description()
         if described is None:
             raise SystemExit(f"no production stack described in {_description_path()}: run `up` first")
-        # The ports the stack was started with, whatever this shell says
-        os.environ["MLOPS_AIRFLOW_PORT"] = str(described["airflow_port"])
-        os.environ["MLOPS_MLFLOW_PORT"] = str(described["mlflow_port"])
-        get_settings.cache_clear()
+        _use_described_ports(described)
         for key, value in sorted(stack_environment(described).items()):
             if key.startswith(("AIRFLOW", "MLOPS", "MLFLOW", "AWS_")):
                 print(f"export {key}={shlex.quote(value)}")

@@ -530,6 +530,13 @@ class Settings(BaseSettings):
         description="PEM file with the router's certificate chain and private key: the router then serves "
         "HTTPS only (unset: plain HTTP, for a router that only this machine reaches)",
     )
+    serving_queue: str | None = Field(
+        default=None,
+        description="Celery queue of the tasks that must run on the serving host: mlops_deploy's (they drive its "
+        "Docker engine or local servers and its router) and mlops_monitor's (it reads the prediction logs the "
+        "servers write there). Only the workers of that host listen to it. Unset: Airflow's default queue (one "
+        "host, or the LocalExecutor, which has no queues)",
+    )
     prediction_log_dir: Path = Field(
         default_factory=lambda: project_home() / ".run" / "predictions",  # follows run_dir: see _log_dir_follows_run_dir
         description="Host folder of the servers' prediction logs (ds=YYYY-MM-DD/ below it), read by the monitor: "

@@ -163,3 +163,13 @@ def fails_at_once(what: str, *errors: type[Exception]) -> Iterator[None]:
         yield
     except errors as exc:
         raise AirflowFailException(f"{what}: {exc}") from exc
+
+
+def serving_host_args() -> dict[str, Any]:
+    """``default_args`` of the DAGs whose tasks must run on the serving host (``MLOPS_SERVING_QUEUE``):
+    ``{"queue": ...}`` when that queue is set, else nothing (Airflow's default queue). Read when the DAG
+    file is parsed, as the executor needs the queue when it sends the task."""
+    from mlops_pipeline.config import get_settings
+
+    queue = get_settings().serving_queue
+    return {"queue": queue} if queue else {}
