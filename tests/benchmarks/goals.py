@@ -153,6 +153,10 @@ def ingest_backfill_ratio(result: Result) -> float:
         raise NotMeasured(f"the backfill covered {days} days, not 90")
     if "floor" not in dig(result, "backfill"):
         raise NotMeasured("no backfill of the no-op floor DAG recorded (the file predates it)")
+    runs = [*dig(result, "backfill", "ours"), *dig(result, "backfill", "floor")]
+    failed = sum(run.get("failed", 0) for run in runs if isinstance(run, dict))
+    if failed:
+        raise NotMeasured(f"{failed} backfill runs failed: the times are not of complete backfills")
     return number(dig(result, "backfill", "ratio_to_floor"), "backfill.ratio_to_floor")
 
 
@@ -282,6 +286,12 @@ def evaluate(bench: str, result: Result) -> list[dict[str, Any]]:
 # --- provenance of a file -----------------------------------------------------------------------------
 
 
+def goal_line(goal: dict[str, Any]) -> str:
+    """One evaluated goal as ``MET  description: value (goal threshold)``."""
+    value = goal["reason"] if goal["status"] == "not measured" else format_value(goal["value"], goal["unit"])
+    return f"{goal['status'].upper():<12}  {goal['description']}: {value} (goal {goal['threshold']})"
+
+
 def provenance_of(result: Result) -> dict[str, str | None]:
     """Date, commit and machine of a results file as one-line texts; None where not recorded.
 
@@ -348,10 +358,7 @@ def main(results_dir: Path = RESULTS_DIR) -> int:
         print(f"  {bench}.json")
         for goal in evaluated:
             counts[goal["status"]] += 1
-            value = format_value(goal["value"], goal["unit"])
-            if goal["status"] == "not measured":
-                value = goal["reason"]
-            print(f"    {goal['status'].upper():<12}  {goal['description']}: {value} (goal {goal['threshold']})")
+            print(f"    {goal_line(goal)}")
     print(f"\n{counts['met']} met, {counts['missed']} missed, {counts['not measured']} not measured")
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
