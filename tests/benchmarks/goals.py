@@ -162,7 +162,10 @@ def ingest_backfill_ratio(result: Result) -> float:
 
 def parse_ratio(dag_file: str) -> Callable[[Result], float]:
     def measure(result: Result) -> float:
-        entry = dig(result, "dag_parse", "files").get(dag_file)
+        files = dig(result, "dag_parse", "files")
+        if not isinstance(files, dict):
+            raise MalformedResults(f"dag_parse.files is {type(files).__name__}, not an object")
+        entry = files.get(dag_file)
         if entry is None:
             raise NotMeasured(f"{dag_file} not in the parse-time results")
         return number(dig(entry, "parse_ratio"), f"dag_parse.files.{dag_file}.parse_ratio")
