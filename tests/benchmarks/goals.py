@@ -358,7 +358,7 @@ def main(results_dir: Path = RESULTS_DIR) -> int:
         except MalformedResults as error:
             errors.append(f"{results_dir / (bench + '.json')}: {error}")
             continue
-        print(f"  {bench}.json")
+        print(f"  {bench}.json" + ("" if evaluated else ": no goals (figures only)"))
         for goal in evaluated:
             counts[goal["status"]] += 1
             print(f"    {goal_line(goal)}")
