@@ -8,7 +8,7 @@ PY := $(CURDIR)/.venv/bin/python
 SVC := $(PY) -m mlops_dev.services
 UV = $(shell command -v uv 2>/dev/null || echo "$(CURDIR)/.run/uv/bin/uv")
 
-.PHONY: help install apt-packages setup lint test test-fast demo production stop status airflow deploy suite reproduce reprocess bench bench-ingest bench-serving bench-drift bench-score bench-shadow bench-memory clean compose-up compose-down compose-smoke
+.PHONY: help install apt-packages setup lint test test-fast demo production stop status airflow deploy suite reproduce reprocess bench bench-report bench-ingest bench-serving bench-drift bench-score bench-shadow bench-memory clean compose-up compose-down compose-smoke
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -82,7 +82,12 @@ suite: install  ## bootstrap an expectation suite: make suite ARGS="--start 2026
 reproduce: install  ## retrain a registered version from its pinned data versions, compare the model bytes: make reproduce ARGS="--version N"
 	@$(PY) -m mlops_pipeline reproduce $(ARGS)
 
-bench: bench-ingest bench-serving bench-drift bench-score bench-shadow bench-memory  ## every benchmark; results under tests/benchmarks/results/
+bench: bench-ingest bench-serving bench-drift bench-score bench-shadow bench-memory  ## every benchmark (results under tests/benchmarks/results/), then make bench-report
+	@$(MAKE) --no-print-directory bench-report
+
+bench-report: install  ## every goal met, missed or not measured from the results files, and the README's benchmark tables regenerated from them
+	@$(PY) tests/benchmarks/goals.py
+	@$(PY) tests/benchmarks/report.py
 
 reprocess: install  ## after fixing a suite or the source: backfill mlops_ingest's failed (quarantined) days of a range and report each day: make reprocess ARGS="--from 2026-01-01 --to 2026-01-31"
 	@$(PY) -m mlops_dev.reprocess $(ARGS)

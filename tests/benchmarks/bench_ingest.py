@@ -4,15 +4,15 @@ Airflow's own floor on this machine.
     python tests/benchmarks/bench_ingest.py [--repeats 7] [--days 90] [--rounds 3] [--skip-backfill]
 
 1. Parse time of every DAG file, against a bare ``import airflow.sdk`` measured in the same run
-   (fresh interpreter each time, medians of --repeats). ``parse_ratio`` = DAG file / bare import;
-   goal: at most 1.5 (a DAG file costs little beyond Airflow itself).
+   (fresh interpreter each time, medians of --repeats). ``parse_ratio`` = DAG file / bare import
+   (a DAG file should cost little beyond Airflow itself). Every ``dags/*.py`` is measured.
 2. Wall time of a backfill of --days daily windows of ``mlops_ingest`` (extract + GX validation +
    publish) on a real scheduler, DAG processor and api-server started for the run in temp folders,
    and, on the same stack in the same run, of a no-op DAG with the same timetable, the same number of
    tasks (one) and the same concurrency: Airflow's own floor here. --rounds rounds, the order of the
-   two alternating; goal: the median of ours at most 1.3x the median floor.
+   two alternating; ``ratio_to_floor`` = the median of ours / the median floor.
 
-Writes tests/benchmarks/results/ingest.json.
+Writes tests/benchmarks/results/ingest.json with the goals (goals.py) met or missed.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from provenance import provenance, write_results  # noqa: E402
 
 RESULTS = REPO / "tests" / "benchmarks" / "results" / "ingest.json"
 FLOOR_DAG_ID = "bench_ingest_floor"
-GOAL_FLOOR_RATIO_MAX = 1.3
 # The floor: what Airflow alone costs for a backfill of the ingest DAG's shape (its timetable, one
 # task, its concurrency), with a task that does nothing.
 FLOOR_DAG = f'''
@@ -88,7 +87,6 @@ def bench_parse(env: dict[str, str], repeats: int) -> dict:
     return {
         "bare_import_airflow_sdk_median_s": round(bare_median, 3),
         "files": files,
-        "goal_parse_ratio_max": 1.5,
     }
 
 
@@ -165,8 +163,7 @@ def bench_backfill(days: int, rounds: int, dags_folder: Path) -> dict:
         "ours_median_s": round(ours_median, 1),
         "floor_median_s": round(floor_median, 1),
         "ratio_to_floor": ratio,
-        "goal_ratio_to_floor_max": GOAL_FLOOR_RATIO_MAX,
-        "goal_met": ratio <= GOAL_FLOOR_RATIO_MAX and all(r["failed"] == 0 for r in ours + floor),
+        "failed_runs": sum(r["failed"] for r in ours + floor),
     }
 
 
@@ -204,17 +201,14 @@ def main() -> int:
         print(
             f"parse {name:24s} {entry['median_s']:.2f}s  ratio {entry['parse_ratio']:.2f} (bare import {result['dag_parse']['bare_import_airflow_sdk_median_s']:.2f}s)"
         )
-    parse_goal = result["dag_parse"]["goal_parse_ratio_max"]
-    worst = max(entry["parse_ratio"] for entry in result["dag_parse"]["files"].values())
-    print(f"goal parse ratio <= {parse_goal}: {'met' if worst <= parse_goal else 'MISSED'} (worst {worst})")
     if not args.skip_backfill:
         backfill = result["backfill"] = bench_backfill(args.days, args.rounds, dags_folder)
         print(
             f"backfill of {args.days} days, median of {args.rounds}: ours {backfill['ours_median_s']}s, "
-            f"Airflow's floor {backfill['floor_median_s']}s, ratio {backfill['ratio_to_floor']} "
-            f"(goal <= {GOAL_FLOOR_RATIO_MAX}: {'met' if backfill['goal_met'] else 'MISSED'})"
+            f"Airflow's floor {backfill['floor_median_s']}s, ratio {backfill['ratio_to_floor']}, "
+            f"{backfill['failed_runs']} failed runs"
         )
-    write_results(RESULTS, result)
+    write_results(RESULTS, result, "ingest")
     return 0
 
 

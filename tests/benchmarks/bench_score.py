@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -34,10 +33,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "benchmarks"))
+from provenance import provenance, write_results  # noqa: E402
+
 RESULTS = REPO / "tests" / "benchmarks" / "results" / "score.json"
 DAY = "2026-03-02"
 TRAIN_DAYS = 3
@@ -55,11 +57,6 @@ def _peak_mb() -> float:
     except OSError:
         pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-def _commit() -> str:
-    done = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
-    return done.stdout.strip() or "unknown"
 
 
 # --- inputs ------------------------------------------------------------------------------------------
@@ -240,16 +237,13 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     result = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "measured_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "commit": _commit(),
+        **provenance(),
         "input": {**{k: v for k, v in inputs.items() if k != "models"}, "chunk_rows": args.chunk_rows, "repeats": args.repeats,
                   "flavors": {c: m["flavor"] for c, m in inputs["models"].items()}},  # fmt: skip
         "results": results,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({c: r["comparison"] for c, r in results.items()}, indent=2))
+    write_results(RESULTS, result, "score")
     return 0
 
 

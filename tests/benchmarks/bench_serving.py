@@ -22,14 +22,15 @@ Cells: rows in {1, 100} x concurrency in {1, 8, 32}; each variant runs back to
 back within a cell so all see the same background load, and a ratio between two
 variants is the median of the per-round ratios. Writes
 tests/benchmarks/results/serving.json: the date, git commit, machine and its load
-average during the run; ``goals`` (each with its value, target and ``met``); and
-``results`` (per variant and cell: medians of rps, rows_per_s, p50_ms, p99_ms,
-cpu_us_per_request, the error count, and every round). Prints a table and the goals.
+average during the run; ``results`` (per variant and cell: medians of rps,
+rows_per_s, p50_ms, p99_ms, cpu_us_per_request, the error count, and every round);
+``goals`` (goals.py: each with its threshold, value and ``met``) and
+``comparisons`` (reference ratios without a target). Prints a table and the goals.
 
-Goals: ours >= 20x mlflow and >= 0.8x bare (1 and 100 rows, c=32); batched >= 1.8x
-bare (1 row, c=32); HAProxy in front keeps >= 0.85x; ours' p99 <= 25 ms at c=32; and
-what the prediction log costs at 100 rows (c=8 and c=32): >= 0.9x the throughput of
-``ours_nolog`` and <= 1.5x its p99.
+Goals (defined in goals.py): ours' p99 <= 25 ms at 1 row, c=32, the prediction log
+on; what the log costs at 100 rows (c=8 and c=32): >= 0.9x the throughput of
+``ours_nolog`` and <= 1.5x its p99; HAProxy in front keeps >= 0.85x (1 and 100
+rows); ours >= 20x mlflow and >= 0.8x bare (c=32); batched >= 1.8x bare (1 row).
 
 Run: ``.venv/bin/python tests/benchmarks/bench_serving.py`` (needs ``wrk`` and
 ``haproxy`` on PATH: ``apt-get install -y wrk haproxy``).
@@ -39,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import signal
@@ -50,7 +50,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +61,8 @@ REPO = HERE.parents[1]
 PYTHON = sys.executable
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))  # provenance.py
+
+from provenance import provenance, write_results  # noqa: E402
 
 from tests.serving.model_fixture import (  # noqa: E402
     CATEGORICAL_FEATURES,
@@ -379,75 +380,35 @@ def fmt_table(results: list[dict[str, Any]]) -> str:
 Samples = dict[tuple[str, int, int], list[dict[str, Any]]]
 
 
-def paired_ratio(samples: Samples, a: str, b: str, rows: int, conc: int, key: str = "rps") -> float:
-    """Median over rounds of ``a / b``, each ratio from one round, where the two ran back to back
-    (on a shared machine, background load changes between rounds more than within one)."""
-    runs_a, runs_b = samples.get((a, rows, conc), []), samples.get((b, rows, conc), [])
-    ratios = [x[key] / y[key] for x, y in zip(runs_a, runs_b, strict=False) if y[key]]
-    return statistics.median(ratios) if ratios else float("nan")
+def comparisons(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """Reference points beside the goals (goals.py), without a target of their own."""
+    from goals import NotMeasured, paired_ratio, serving_entry
 
+    def ratio(a: str, b: str, rows: int, conc: int, key: str = "rps") -> float | None:
+        try:
+            return paired_ratio(payload, a, b, rows, conc, key)
+        except NotMeasured:  # a variant of it was not run
+            return None
 
-def goals(results: list[dict[str, Any]], samples: Samples) -> list[dict[str, Any]]:
-    """Every goal with its value, its target and whether it is met; ``(info)`` lines have no target."""
+    def get(name: str, rows: int, conc: int, key: str) -> float | None:
+        try:
+            return serving_entry(payload, name, rows, conc)[key]
+        except NotMeasured:
+            return None
 
-    def get(name: str, rows: int, conc: int, key: str = "rps") -> float:
-        for r in results:
-            if (r["name"], r["rows"], r["concurrency"]) == (name, rows, conc):
-                return float(r[key])
-        return float("nan")
-
-    def ratio(a: str, b: str, rows: int, conc: int, key: str = "rps") -> float:
-        return paired_ratio(samples, a, b, rows, conc, key)
-
-    out: list[tuple[str, float, float | None, str]] = []  # label, value, target, ">=" or "<="
+    out = [
+        ("ours / ours_nolog rps rows=1 c=32", ratio("ours", "ours_nolog", 1, 32)),
+        ("ours_nolog p99 ms rows=1 c=32", get("ours_nolog", 1, 32, "p99_ms")),
+        ("ours p99 ms rows=100 c=32", get("ours", 100, 32, "p99_ms")),
+    ]
     for rows in (1, 100):
-        out.append((f"ours / mlflow rps rows={rows} c=32", ratio("ours", "mlflow", rows, 32), 20, ">="))
-        out.append((f"ours / bare rps rows={rows} c=32", ratio("ours", "bare", rows, 32), 0.8, ">="))
-    out.append(("ours_batched / bare rps rows=1 c=32", ratio("ours_batched", "bare", 1, 32), 1.8, ">="))
-    for rows in (1, 100):
-        out.append((f"ours_haproxy / ours rps rows={rows} c=32", ratio("ours_haproxy", "ours", rows, 32), 0.85, ">="))
-    out.append(("ours p99 ms rows=1 c=32", get("ours", 1, 32, "p99_ms"), 25, "<="))
-    out.append(("ours p99 ms rows=100 c=32", get("ours", 100, 32, "p99_ms"), 25, "<="))
-    # What the prediction log costs: at most 10 % of the throughput, at most 1.5x the p99.
-    for conc in (8, 32):
-        out.append((f"ours / ours_nolog rps rows=100 c={conc}", ratio("ours", "ours_nolog", 100, conc), 0.9, ">="))
-        out.append(
-            (f"ours / ours_nolog p99 rows=100 c={conc}", ratio("ours", "ours_nolog", 100, conc, "p99_ms"), 1.5, "<=")
-        )
-    out.append(("(info) ours / ours_nolog rps rows=1 c=32", ratio("ours", "ours_nolog", 1, 32), None, ""))
-    out.append(("(info) ours_nolog p99 ms rows=1 c=32", get("ours_nolog", 1, 32, "p99_ms"), None, ""))
-    for rows in (1, 100):
-        out.append(
-            (f"(info) cpu/req ours / ours_nolog rows={rows} c=32", ratio("ours", "ours_nolog", rows, 32, "cpu_us_per_request"), None, "")
-        )
-    out.append(("(info) ours / bare_1t rps rows=1 c=32", ratio("ours", "bare_1t", 1, 32), None, ""))
-    out.append(("(info) ours_batched / bare_1t rps rows=1 c=32", ratio("ours_batched", "bare_1t", 1, 32), None, ""))
+        out.append((f"cpu/req ours / ours_nolog rows={rows} c=32", ratio("ours", "ours_nolog", rows, 32, "cpu_us_per_request")))
+    out.append(("ours / bare_1t rps rows=1 c=32", ratio("ours", "bare_1t", 1, 32)))
+    out.append(("ours_batched / bare_1t rps rows=1 c=32", ratio("ours_batched", "bare_1t", 1, 32)))
     for other in ("mlflow", "bare", "bare_1t"):
         for rows in (1, 100):
-            out.append(
-                (f"(info) cpu/req {other} / ours rows={rows} c=32", ratio(other, "ours", rows, 32, "cpu_us_per_request"), None, "")
-            )
-    report = []
-    for label, value, target, sense in out:
-        if target is not None and math.isnan(value):
-            met: bool | None = None  # a variant of it was not run
-        elif target is not None:
-            met = value >= target if sense == ">=" else value <= target
-        else:
-            met = None
-        entry = {"goal": label, "value": None if math.isnan(value) else round(value, 3)}
-        if target is not None:
-            entry.update(target=f"{sense} {target}", met=met)
-        report.append(entry)
-    return report
-
-
-def _git(*args: str) -> str:
-    try:
-        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=False)
-    except OSError:
-        return ""
-    return done.stdout.strip() if done.returncode == 0 else ""
+            out.append((f"cpu/req {other} / ours rows={rows} c=32", ratio(other, "ours", rows, 32, "cpu_us_per_request")))
+    return [{"comparison": label, "value": value} for label, value in out]
 
 
 def machine() -> dict[str, Any]:
@@ -489,9 +450,7 @@ def main() -> int:
 
     started = time.monotonic()
     meta: dict[str, Any] = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        **provenance(),
         "machine": machine(),
         "settings": {
             "duration_s": args.duration,
@@ -606,22 +565,19 @@ def main() -> int:
         meta["seconds"] = round(time.monotonic() - started)
         # Other tenants' work competes for the same cores: say so next to the numbers.
         meta["machine_busy"] = bool(loads) and statistics.median(loads) > (os.cpu_count() or 1)
-        goal_report = goals(results, samples)
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        payload = {**meta, "goals": goal_report, "results": results}
-        args.output.write_text(json.dumps(payload, indent=2) + "\n")
+        payload = {**meta, "results": results}
+        payload["comparisons"] = comparisons(payload)
         print()
         print(fmt_table(results))
         print("(req/s, latencies, cpu: medians over rounds; cpu: server processes' CPU time per request)")
         print(f"load average (1 min) during the run: median {meta['load_average_1m']['median_during']}, "
               f"max {meta['load_average_1m']['max_during']} on {os.cpu_count()} cores")
         print()
-        for g in goal_report:
-            value = "nan" if g["value"] is None else f"{g['value']:8.2f}"
-            mark = "" if "met" not in g else ("  ok" if g["met"] else ("  MISSED" if g["met"] is False else "  (not run)"))
-            target = f"({g['target']})" if "target" in g else ""
-            print(f"{g['goal']:<48} {target:>9} {value:>8}{mark}")
-        print(f"\nwrote {args.output} in {time.monotonic() - started:.0f}s")
+        for c in payload["comparisons"]:
+            print(f"(info) {c['comparison']:<48} {'-' if c['value'] is None else format(c['value'], '8.2f'):>8}")
+        print()
+        write_results(args.output, payload, "serving")
+        print(f"in {time.monotonic() - started:.0f}s")
         return 0
     finally:
         for v in reversed(list(variants.values())):

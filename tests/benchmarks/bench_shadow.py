@@ -21,7 +21,7 @@ per-round ratios of p50 (and p99). Nothing else a user would pick mirrors here: 
 through an SPOE agent Debian does not ship, so the reference is stable without a copy.
 
 Writes tests/benchmarks/results/shadow.json (date, git commit, machine, load average, every round,
-the medians and the goal, met or missed). Run: ``.venv/bin/python tests/benchmarks/bench_shadow.py``.
+the medians and the goal of goals.py, met or missed). Run: ``.venv/bin/python tests/benchmarks/bench_shadow.py``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,6 @@ from bench_serving import (  # noqa: E402
     REPO,
     WORKERS,
     Variant,
-    _git,
     base_env,
     free_port,
     load_average,
@@ -58,10 +56,10 @@ from bench_serving import (  # noqa: E402
     stop,
     wait_ready,
 )
+from provenance import provenance, write_results  # noqa: E402
 
 from tests.serving.model_fixture import build_model_dir, make_records  # noqa: E402
 
-GOAL_P50_RATIO = 1.05
 HEADERS = {"Content-Type": "application/json", "X-Traffic-Source": "bench-client"}
 
 
@@ -193,11 +191,9 @@ def measure(args: argparse.Namespace) -> int:
     def ratio(key: str) -> float:
         return round(statistics.median(r["on"][key] / r["off"][key] for r in rounds), 3)
 
-    p50_ratio = ratio("p50_ms")
     result = {
         "benchmark": "shadow",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": _git("rev-parse", "HEAD"),
+        **provenance(),
         "machine": machine(),
         "load_average": {"before": load_before, "after": load_average()},
         "parameters": {"rows": args.rows, "rate": args.rate, "duration_s": args.duration, "rounds": args.rounds,
@@ -205,22 +201,12 @@ def measure(args: argparse.Namespace) -> int:
         "medians": {
             mode: {key: statistics.median(r[mode][key] for r in rounds) for key in ("p50_ms", "p99_ms")} for mode in ("off", "on")
         },
-        "ratios": {"p50": p50_ratio, "p99": ratio("p99_ms")},
+        "ratios": {"p50": ratio("p50_ms"), "p99": ratio("p99_ms")},
         "errors": sum(r[mode]["errors"] for r in rounds for mode in ("off", "on")),
-        "goals": [
-            {
-                "goal": "client p50 with the shadow mirrored / without",
-                "value": p50_ratio,
-                "target": f"<= {GOAL_P50_RATIO}",
-                "met": p50_ratio <= GOAL_P50_RATIO,
-            }
-        ],
         "rounds": rounds,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("medians", "ratios", "errors", "goals")}, indent=2))
-    print(f"wrote {args.output}")
+    print(json.dumps({k: result[k] for k in ("medians", "ratios", "errors")}, indent=2))
+    write_results(args.output, result, "shadow")
     return 0 if result["errors"] == 0 else 1
 
 

@@ -1,5 +1,6 @@
 """What every benchmark result file carries beside its figures: the machine, the date and the commit it
-measured, and the one way the file is written (atomically, so a killed run leaves the last good one)."""
+measured, its goals met or missed, and the one way the file is written (atomically, so a killed run
+leaves the last good one)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any
+
+from goals import evaluate, goal_line  # the same folder: every bench script puts it on sys.path
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,9 +62,13 @@ def provenance() -> dict[str, Any]:
     }
 
 
-def write_results(path: Path, result: dict[str, Any]) -> None:
+def write_results(path: Path, result: dict[str, Any], bench: str) -> None:
+    """Write ``result`` with the goals of ``bench`` (goals.py) evaluated on it, and print them."""
+    result["goals"] = evaluate(bench, result)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(path)
+    for goal in result["goals"]:
+        print(goal_line(goal))
     print(f"wrote {path}")
