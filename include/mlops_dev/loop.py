@@ -1,6 +1,7 @@
 """The closed loop on the scheduler: start it, then watch it through Airflow's REST API.
 
-What ``make demo`` and ``tests/e2e/test_scheduler_loop.py`` share. Nothing here runs a step of the
+What ``make demo`` (the embedded stack) and ``tests/production/test_celery_loop.py`` (the production
+shape) share. Nothing here runs a step of the
 loop: the scheduler does, started by a backfill, the one first trigger of ``mlops_train``, asset
 events and the monitor's ``TriggerDagRunOperator``. This module creates the backfills and the first
 trigger, starts a client process standing in for the model's users, and then only observes:

@@ -1,0 +1,477 @@
+"""The closed loop on the production shape: CeleryExecutor on Redis with two workers, the lake and
+MLflow's artifacts on S3, MLflow on PostgreSQL (:mod:`mlops_dev.production`), the Docker backend.
+
+The harness is the demo's and the e2e loop's (:func:`mlops_dev.loop.run_loop`): it creates the ingest,
+monitor and score backfills and the one first trigger of ``mlops_train``, and runs a client process
+standing in for the model's users. Airflow starts everything else: ingest backfill -> train ->
+(asset) deploy -> serve -> monitor -> (operator) retrain -> (asset) shadow and canary -> promote.
+
+What the production shape adds, and this test checks:
+
+* **two workers:** task instances ran on both (their hostnames), and training ran in the ``training``
+  pool;
+* **the serving queue:** ``worker2`` alone listens to ``MLOPS_SERVING_QUEUE``; every ``mlops_deploy``
+  task (the Docker engine, the router) and every ``mlops_monitor`` task (the prediction logs the
+  servers write on that host) ran there; the other DAGs' tasks on the default queue;
+* **a worker dies while it trains:** every process of the worker that runs the first ``train`` is
+  SIGKILLed (the worker, its task supervisor and the task itself, as when its machine dies). The
+  scheduler finds the task's heartbeat gone, the retry runs on the other worker, and the model has
+  one version from that training, not two. The killed worker is then started again, as a process
+  supervisor would;
+* **the scheduler dies while the canary bakes:** SIGKILLed and started again; the same deploy run
+  resumes and finishes, and the client sees no failed request.
+
+It also checks what the production shape stores where: each worker's task logs read back from S3,
+the lake's partitions on S3 byte for byte as their manifests say, and the registry in MLflow's
+PostgreSQL database with the model's files in the MLflow bucket.
+
+The S3 server is moto in server mode, not MinIO (compose's choice): MinIO's binaries come from its own
+download site, which CI machines with only PyPI and Debian cannot reach. Both speak the S3 HTTP API
+the code uses.
+
+This is the one closed-loop test. ``make demo`` runs the same harness on the embedded stack
+(LocalExecutor, the lake and MLflow on local files); every DAG is tested on that stack on its own
+(tests/dags, tests/integration).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, AirflowDatabases, free_port
+from tests.e2e.conftest import TEST_LABELS, docker_client  # noqa: F401
+
+pytestmark = [pytest.mark.docker, pytest.mark.integration]
+
+TODAY = date(2026, 5, 20)  # a date of its own: other tests' scenarios use others
+KILL_SCHEDULER_AT_STEP = "step_50pct"
+# The demo's deploy settings (as the e2e loop): short bakes, production thresholds.
+SCENARIO_DEPLOY = {
+    "MLOPS_DEPLOY_STEPS": "10,50,100",
+    "MLOPS_DEPLOY_BAKE_SECONDS": "20",
+    "MLOPS_DEPLOY_MAX_BAKE_SECONDS": "180",
+    "MLOPS_DEPLOY_POKE_SECONDS": "5",
+    "MLOPS_DEPLOY_SHADOW_SECONDS": "20",
+}
+# How long a running task may go without a heartbeat before the scheduler fails it (and retries it
+# elsewhere). Airflow's default is 300 s; 60 s is still twelve of the task's 5 s heartbeats, so a busy
+# but live task is never taken for dead, and the test does not wait five minutes for a dead one.
+HEARTBEAT_TIMEOUT_SECONDS = "60"
+
+
+def _production(env: dict[str, str], *argv: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mlops_dev.production", *argv], env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def worker_processes(run_dir: Path, name: str) -> list[int]:
+    """Every process of Celery worker ``name``: the worker (its pidfile), its pool, the task supervisors
+    and the tasks, which run in process groups of their own, so a ``killpg`` of the worker's misses them."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])  # after "(comm)": state, ppid
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [int((run_dir / f"{name}.pid").read_text())]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+class Faults:
+    """Called on every poll of the observer: kills a worker during the first ``train`` and the
+    scheduler during a canary bake, each once, and starts them again."""
+
+    def __init__(self, env: dict[str, str], hostnames: dict[str, str]) -> None:
+        self.env = env
+        self.worker_of_host = {host: name for name, host in hostnames.items()}
+        self.worker: dict[str, Any] = {}
+        self.scheduler: dict[str, Any] = {}
+
+    def __call__(self, dag_id: str, run: dict[str, Any], tasks: list[dict[str, Any]]) -> None:
+        by_id = {t["task_id"]: t for t in tasks}
+        if dag_id == "mlops_train":
+            self._worker_fault(run, by_id.get("train"))
+        elif dag_id == "mlops_deploy":
+            self._scheduler_fault(run, by_id)
+
+    def _worker_fault(self, run: dict[str, Any], train: dict[str, Any] | None) -> None:
+        if train is None or self.worker.get("restarted_in") is not None:
+            return
+        if not self.worker:
+            if train["state"] != "running" or train["try_number"] != 1 or not train.get("hostname"):
+                return
+            name = self.worker_of_host[train["hostname"]]
+            pids = worker_processes(Path(self.env["MLOPS_RUN_DIR"]), name)
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.worker = {"run": run["dag_run_id"], "name": name, "hostname": train["hostname"], "pids": len(pids),
+                           "killed_at": time.monotonic()}
+        elif train["try_number"] >= 2 and train["state"] in ("running", "success"):
+            # the retry has started elsewhere: the dead worker's supervisor brings it back
+            self.worker["retried_in"] = round(time.monotonic() - self.worker["killed_at"], 1)
+            started = _production(self.env, "restart", self.worker["name"], timeout=300)
+            assert started.returncode == 0, started.stderr[-3000:]
+            self.worker["restarted_in"] = round(time.monotonic() - self.worker["killed_at"], 1)
+
+    def _scheduler_fault(self, run: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> None:
+        if self.scheduler or (by_id.get(f"{KILL_SCHEDULER_AT_STEP}.bake") or {}).get("state") != "up_for_reschedule":
+            return
+        pid = int((Path(self.env["MLOPS_RUN_DIR"]) / "scheduler.pid").read_text())
+        os.killpg(pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        self.scheduler = {"run": run["dag_run_id"]}
+        started = _production(self.env, "restart", "scheduler", timeout=300)
+        assert started.returncode == 0, started.stderr[-3000:]
+        self.scheduler["restarted_in"] = round(time.monotonic() - killed_at, 1)
+
+
+@pytest.fixture(scope="module")
+def celery_loop(tmp_path_factory: pytest.TempPathFactory, airflow_databases: AirflowDatabases,
+                docker_client) -> Iterator[dict[str, Any]]:  # noqa: F811
+    from mlops_dev.airflow_api import AirflowAPI
+    from mlops_dev.loop import ClientProcess, Observer, Timeline, run_loop
+
+    from mlops_pipeline.config import get_settings
+    from tests.mlflow_fixtures import small_search_environment
+
+    base = tmp_path_factory.mktemp("celery-loop")
+    suffix = uuid.uuid4().hex[:8]
+    timeline = Timeline.ending(TODAY, post_change_days=3)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AIRFLOW__", "MLOPS_", "AWS_")) and k != "MLFLOW_TRACKING_URI"}
+    database_url = airflow_databases.create()
+    env.update({
+        "MLOPS_HOME": str(REPO),
+        "AIRFLOW_HOME": str(base / "home"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url,
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": HEARTBEAT_TIMEOUT_SECONDS,
+        "MLOPS_RUN_DIR": str(base / "run"),
+        "MLOPS_AIRFLOW_PORT": str(free_port()),
+        "MLOPS_MLFLOW_PORT": str(free_port()),
+        "MLOPS_DATASET": "churn",
+        "MLOPS_MODEL_NAME": f"churn-celery-{suffix}",
+        "MLOPS_PREDICTION_LOG_DIR": str(base / "predictions"),
+        "MLOPS_ROUTER_PORT": str(free_port()),
+        "MLOPS_DEPLOY_BACKEND": "docker",
+        "MLOPS_DEPLOY_NAMESPACE": f"mlops-celery-{suffix}",
+        "MLOPS_DEPLOY_EXTRA_LABELS": json.dumps(TEST_LABELS),
+        "MLOPS_MONITOR_REPORT_SAMPLE_ROWS": "2000",
+        "MLOPS_MONITOR_MIN_POST_CHANGE_DAYS": "3",
+        **timeline.environment(),
+        **SCENARIO_DEPLOY,
+        **small_search_environment(),
+    })
+    import urllib.parse
+
+    mlflow_database = urllib.parse.urlsplit(database_url).path.lstrip("/") + "_mlflow"
+    lines: list[str] = []
+    client = None
+    try:
+        started = _production(env, "up", "--mlflow-database", mlflow_database, timeout=400)
+        assert started.returncode == 0, f"the production stack did not start:\n{started.stdout[-3000:]}\n{started.stderr[-5000:]}"
+        description = json.loads((base / "run" / "production.json").read_text())
+        # What the test process needs to read the lake and the registry as the tasks do
+        env.update({
+            "MLOPS_LAKE_URI": description["lake_uri"],
+            "MLOPS_S3_ENDPOINT_URL": description["s3_endpoint_url"],
+            "MLFLOW_TRACKING_URI": description["mlflow_tracking_uri"],
+            **description["credentials"],
+        })
+        passwords = Path(description["airflow_home"]) / "simple_auth_manager_passwords.json.generated"
+        api = AirflowAPI(description["airflow_url"], password=json.loads(passwords.read_text())["admin"])
+        import socket
+
+        hostnames = {name: f"{name}-{socket.getfqdn()}" for name in description["workers"]}
+        faults = Faults(env, hostnames)
+        observer = Observer(api, progress=lines.append, poll_seconds=2.0, on_poll=faults)
+        client = ClientProcess(timeline.post_change, base / "client.json", env=env, before_days=timeline.good_history)
+        with pytest.MonkeyPatch.context() as patch:
+            for key, value in env.items():
+                patch.setenv(key, value)
+            get_settings.cache_clear()
+            try:
+                began = time.monotonic()
+                result = run_loop(observer, timeline, client, say=lines.append)
+                yield {"result": result, "faults": faults, "observer": observer, "env": env, "description": description,
+                       "hostnames": hostnames, "seconds": round(time.monotonic() - began, 1)}
+            finally:
+                client.stop()
+                from mlops_pipeline.deploy.backends import get_backend
+
+                get_backend().teardown()
+                get_settings.cache_clear()
+    finally:
+        print("\n".join(lines[-60:]))
+        stopped = _production(env, "down", "--drop-mlflow-database", timeout=300)
+        assert stopped.returncode == 0, stopped.stderr[-3000:]
+
+
+def _all_task_tries(observer: Any) -> list[dict[str, Any]]:
+    """Every try of every task instance of every run of the loop's DAGs."""
+    from mlops_dev.loop import DAGS
+
+    tries = []
+    for dag_id in DAGS:
+        for run in observer.runs(dag_id):
+            for ti in observer.task_instances(dag_id, run["dag_run_id"]):
+                tries.append({**ti, "dag_id": dag_id})
+    return tries
+
+
+def test_the_loop_closes_on_celery(celery_loop: dict[str, Any]) -> None:
+    result = celery_loop["result"]
+    timeline = result.timeline
+    assert result.ingested[timeline.bad_batch_day.isoformat()] == "failed"
+    assert all(result.ingested[d.isoformat()] == "success" for d in timeline.days if d != timeline.bad_batch_day)
+    train, first = result.runs["first_train"], result.runs["first_deploy"]
+    assert train["state"] == "success" and train["run_type"] == "manual" and train["triggered_by"] == "rest_api"
+    assert first["state"] == "success" and first["run_type"] == "asset_triggered" and first["triggered_by"] == "asset"
+    assert result.first_version == "1"
+    tasks = {t["task_id"]: t["state"] for t in first["tasks"]}
+    assert tasks["deploy_direct"] == "success" and tasks["start_canary"] == "skipped"
+    # drift from the change day; the retrain waits until three post-change days exist
+    waiting, triggering = result.decisions[:-1], result.decisions[-1]
+    assert [d["blocked_by"] for d in waiting] == ["waiting_for_post_change_data"] * 2, [d.get("summary") for d in waiting]
+    assert triggering["trigger"] and triggering["reason"] == "drift", triggering.get("summary")
+    assert triggering["change_start"] == timeline.change_day.isoformat() and triggering["post_change_days"] == 3
+    retrain = result.runs["retrain"]
+    assert retrain["dag_run_id"] == f"mlops_monitor__{timeline.post_change[-1].isoformat()}"
+    assert retrain["triggered_by"] == "operator" and retrain["state"] == "success"
+    assert retrain["conf"]["reason"] == "drift" and retrain["conf"]["change_start"] == timeline.change_day.isoformat()
+    canary = result.runs["canary"]
+    states = {t["task_id"]: t["state"] for t in canary["tasks"]}
+    assert canary["run_type"] == "asset_triggered" and canary["state"] == "success", states
+    # the default strategy: a shadow window first, judged on the users' labelled rows, then every canary step
+    assert [states[f"shadow.{t}"] for t in ("start_shadow", "mirror", "compare")] == ["success"] * 3, states
+    shadow = celery_loop["observer"].xcom("mlops_deploy", canary["dag_run_id"], "shadow.compare")
+    assert {c["name"]: c["status"] for c in shadow["checks"]} == {
+        "errors": "passed", "prediction_shift": "passed", "quality": "passed",
+    }, shadow["reason"]  # fmt: skip
+    assert [s for s in ("step_10pct", "step_50pct", "step_100pct") if states.get(f"{s}.analyse") == "success"] == [
+        "step_10pct", "step_50pct", "step_100pct",
+    ], states  # fmt: skip
+    assert states["promote"] == "success" and states["rollback"] == "skipped"
+    assert result.outcome["outcome"] == "promoted" and result.outcome["version"] == result.retrained_version == "2"
+    assert sorted(result.scored) == [d.isoformat() for d in timeline.post_change]
+    print(json.dumps({"loop_s": celery_loop["seconds"], "phases_s": result.seconds}))
+
+
+def test_tasks_ran_on_both_workers_and_serving_tasks_on_the_serving_worker(celery_loop: dict[str, Any]) -> None:
+    hostnames, description = celery_loop["hostnames"], celery_loop["description"]
+    serving_queue = description["serving_queue"]
+    serving_host = hostnames["worker2"]
+    assert description["queues"] == {"worker1": ["default"], "worker2": ["default", serving_queue]}
+    tries = [t for t in _all_task_tries(celery_loop["observer"]) if t.get("hostname")]
+    assert {t["hostname"] for t in tries} == set(hostnames.values())
+    serving = [t for t in tries if t["dag_id"] in ("mlops_deploy", "mlops_monitor")]
+    assert serving and {t["queue"] for t in serving} == {serving_queue}
+    assert {t["hostname"] for t in serving} == {serving_host}, sorted({(t["dag_id"], t["task_id"], t["hostname"]) for t in serving})
+    others = [t for t in tries if t["dag_id"] not in ("mlops_deploy", "mlops_monitor")]
+    assert {t["queue"] for t in others} == {"default"}
+    for t in tries:
+        if t["dag_id"] == "mlops_train" and t["task_id"] in ("train", "gate") and t["state"] == "success":
+            assert t["pool"] == "training", t
+
+
+def test_a_worker_killed_while_training_is_retried_on_the_other_and_one_version_is_registered(celery_loop: dict[str, Any]) -> None:
+    from mlops_pipeline.registry.client import mlflow_client
+
+    result, fault, observer = celery_loop["result"], celery_loop["faults"].worker, celery_loop["observer"]
+    assert fault.get("run") == result.runs["first_train"]["dag_run_id"], f"no worker was killed during the first train: {fault}"
+    assert fault["pids"] >= 3, fault  # the worker, its pool process(es), the task's supervisor and process
+    tries = observer.get(f"/api/v2/dags/mlops_train/dagRuns/{fault['run']}/taskInstances/train/tries")["task_instances"]
+    by_try = {t["try_number"]: t for t in tries}
+    assert by_try[1]["hostname"] == fault["hostname"] and by_try[1]["state"] == "failed", by_try[1]
+    last = by_try[max(by_try)]
+    assert last["state"] == "success" and last["hostname"] != fault["hostname"], last
+    print(json.dumps({"worker_killed": fault["name"], "retry_started_after_s": fault["retried_in"],
+                      "worker_restarted_after_s": fault["restarted_in"]}))
+    # One version per training run: the killed try registered none, its retry one, the retrain one.
+    versions = mlflow_client().search_model_versions(f"name = '{celery_loop['env']['MLOPS_MODEL_NAME']}'")
+    by_run: dict[str, list[str]] = {}
+    for version in versions:
+        by_run.setdefault(version.tags.get("dag_run_id") or version.run_id, []).append(str(version.version))
+    assert sorted(str(v.version) for v in versions) == ["1", "2"], by_run
+
+
+def test_a_scheduler_killed_mid_bake_resumes_the_same_deploy_and_no_request_fails(celery_loop: dict[str, Any]) -> None:
+    result, fault = celery_loop["result"], celery_loop["faults"].scheduler
+    assert fault.get("run") == result.runs["canary"]["dag_run_id"], "the scheduler was not killed during the canary bake"
+    replayed, steady = result.client["replayed"], result.client["steady"]
+    print(json.dumps({"scheduler_restarted_in_s": fault["restarted_in"], "steady_requests": steady["sent"]}))
+    assert replayed["failed"] == 0 and replayed["rows"] == 3 * 2000
+    assert steady["sent"] > 0 and steady["failed"] == 0, steady["failures"]
+
+
+def test_the_harness_only_started_things(celery_loop: dict[str, Any]) -> None:
+    from mlops_dev.loop import DAGS
+
+    observer = celery_loop["observer"]
+    runs = {dag_id: observer.runs(dag_id) for dag_id in DAGS}
+    by_rest = [r["dag_run_id"] for rs in runs.values() for r in rs if r.get("triggered_by") == "rest_api"]
+    assert len(by_rest) == 1 and by_rest[0].startswith("first_training__"), by_rest
+    assert runs["mlops_deploy"] and all(r["run_type"] == "asset_triggered" for r in runs["mlops_deploy"])
+    assert {r["run_type"] for r in runs["mlops_ingest"]} <= {"backfill", "scheduled"}
+    assert {r["run_type"] for r in runs["mlops_monitor"]} <= {"backfill", "scheduled"}
+    assert {r["run_type"] for r in runs["mlops_score"]} <= {"backfill", "scheduled"}
+    assert not [r["dag_run_id"] for rs in runs.values() for r in rs if r.get("triggered_by") == "test"]  # no `dags test`
+    import mlops_dev.loop as harness
+
+    source = Path(harness.__file__).read_text()
+    assert "Deployer" not in source and '"dags", "test"' not in source  # it observes; it runs no step
+
+
+def _s3(description: dict[str, Any]) -> Any:
+    import boto3
+
+    credentials = description["credentials"]
+    return boto3.client(
+        "s3", endpoint_url=description["s3_endpoint_url"], region_name=credentials["AWS_DEFAULT_REGION"],
+        aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"], aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+def test_each_workers_task_logs_are_read_back_from_s3(celery_loop: dict[str, Any]) -> None:
+    """Remote logging: the api-server reads a task's log from S3, whichever worker ran it."""
+    observer, description = celery_loop["observer"], celery_loop["description"]
+    tries = [t for t in _all_task_tries(observer) if t.get("hostname") and t["state"] == "success"]
+    for hostname in celery_loop["hostnames"].values():
+        ti = next(t for t in tries if t["hostname"] == hostname)
+        log = observer.api.task_log(ti["dag_id"], ti["dag_run_id"], ti["task_id"], ti["try_number"])
+        assert f"s3://{description['bucket']}/airflow-logs/" in log, log[:2000]
+
+
+def test_the_lake_is_on_s3_byte_for_byte_as_its_manifests_say(celery_loop: dict[str, Any]) -> None:
+    from mlops_pipeline.config import get_settings
+    from mlops_pipeline.storage import open_lake
+
+    result, description = celery_loop["result"], celery_loop["description"]
+    days = [d.isoformat() for d in result.timeline.good_history + result.timeline.post_change]
+    assert set(days) <= set(open_lake(get_settings()).list_partitions("validated"))  # the project's lake code
+    s3, bucket = _s3(description), description["bucket"]
+    for ds in days:  # ... and plain boto3
+        prefix = f"lake/validated/ds={ds}"
+        manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}/_manifest.json")["Body"].read())
+        assert manifest["files"], f"ds={ds}: an empty manifest"
+        for entry in manifest["files"]:
+            body = s3.get_object(Bucket=bucket, Key=f"{prefix}/{entry['path']}")["Body"].read()
+            assert hashlib.sha256(body).hexdigest() == entry["sha256"], f"ds={ds}: {entry['path']}"
+    bad = result.timeline.bad_batch_day.isoformat()
+    assert s3.list_objects_v2(Bucket=bucket, Prefix=f"lake/quarantine/ds={bad}/").get("KeyCount", 0) > 0
+
+
+def test_the_registry_is_mlflow_on_postgres_with_the_model_files_in_s3(celery_loop: dict[str, Any]) -> None:
+    import urllib.parse
+
+    import mlflow.artifacts
+    import psycopg2
+    from mlflow import MlflowClient
+
+    description, name = celery_loop["description"], celery_loop["env"]["MLOPS_MODEL_NAME"]
+    # Both URIs named: an earlier test of the session may have set MLflow's process-wide registry URI.
+    uri = description["mlflow_tracking_uri"]
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    versions = {str(v.version): v for v in client.search_model_versions(f"name = '{name}'")}
+    database_url = urllib.parse.urlsplit(description["airflow_database_url"])
+    connection = psycopg2.connect(
+        host=database_url.hostname, port=database_url.port, dbname=description["mlflow_database"],
+        user=urllib.parse.unquote(database_url.username or ""), password=urllib.parse.unquote(database_url.password or ""),
+    )
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT version, run_id FROM model_versions WHERE name = %s ORDER BY version", (name,))
+            assert cursor.fetchall() == [(int(v), versions[v].run_id) for v in sorted(versions, key=int)]
+    finally:
+        connection.close()
+
+    version = versions[celery_loop["result"].retrained_version]  # the champion
+    run = client.get_run(version.run_id)
+    model_id = version.source.removeprefix("models:/")
+    location = client.get_logged_model(model_id).artifact_location
+    assert location.startswith("mlflow-artifacts:"), location  # served through the server: clients need no S3 keys
+    served = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"{location}/MLmodel", tracking_uri=uri,
+        dst_path=str(Path(celery_loop["env"]["MLOPS_RUN_DIR"]) / "downloaded"),
+    )
+    key = f"artifacts/{run.info.experiment_id}/models/{model_id}/artifacts/MLmodel"
+    s3 = _s3(description)
+    assert Path(served).read_bytes() == s3.get_object(Bucket=description["mlflow_bucket"], Key=key)["Body"].read()
+
+
+def test_the_new_champion_holds_its_quality_after_the_change(celery_loop: dict[str, Any]) -> None:
+    """The promoted champion's ROC AUC on post-change rows it did not train on (its holdout, the last of
+    the post-change data) is at least 95 % of the old champion's on pre-change rows (its holdout)."""
+    from mlops_dev.loop import holdout_score, trained_days
+
+    from mlops_pipeline.registry.aliases import CHAMPION, version_for_alias
+    from mlops_pipeline.registry.client import mlflow_client
+
+    result, observer = celery_loop["result"], celery_loop["observer"]
+    retrained = observer.xcom("mlops_train", result.runs["retrain"]["dag_run_id"], "train")
+    assert trained_days(retrained)[1] == result.timeline.post_change[-1].isoformat()  # it learnt from the post-change days
+    old = holdout_score(observer.xcom("mlops_train", result.runs["first_train"]["dag_run_id"], "train"))
+    new = holdout_score(retrained)
+    print(json.dumps({"old_champion_pre_change_roc_auc": old, "new_champion_post_change_roc_auc": new}))
+    assert new >= 0.95 * old, (new, old)
+    champion = version_for_alias(mlflow_client(), celery_loop["env"]["MLOPS_MODEL_NAME"], CHAMPION)
+    assert champion is not None and str(champion.version) == result.retrained_version
+    gate = observer.xcom("mlops_train", result.runs["retrain"]["dag_run_id"], "gate")
+    assert gate["method"] == "delong" and gate["n"] > 0 and len(gate["interval"]) == 2 and gate["champion_version"] == "1"
+
+
+def test_the_scheduler_backfills_batch_scores_that_match_the_router(celery_loop: dict[str, Any]) -> None:
+    """Each post-change day scored by a backfill run of mlops_score with the promoted champion, into the
+    S3 lake; for a sample of each day's rows the router (serving that champion) answers the same."""
+    import httpx
+    import numpy as np
+    from mlops_dev.traffic import day_records, request_headers, router_url
+
+    from mlops_pipeline.scoring.batch import LABEL, PROBABILITY, read_predictions
+    from mlops_pipeline.storage import open_lake
+
+    result = celery_loop["result"]
+    days = [d.isoformat() for d in result.timeline.post_change]
+    assert sorted(result.scored) == days
+    runs = {r["logical_date"][:10]: r for r in celery_loop["observer"].runs("mlops_score", run_type="backfill")}
+    lake = open_lake()
+    url = router_url().rstrip("/") + "/predict"
+    for ds in days:
+        scored = result.scored[ds]
+        assert runs[ds]["state"] == "success" and runs[ds]["dag_run_id"] == scored["dag_run_id"]
+        assert scored["model_version"] == result.retrained_version and scored["rows"] == 2000, scored
+        manifest = lake.read_manifest("predictions", ds)
+        assert manifest["dag_run_id"] == scored["dag_run_id"] and manifest["row_count"] == scored["rows"]
+        predictions = read_predictions(lake, ds).to_pandas()
+        predictions.index = predictions["customer_id"].astype(str)
+        sample = day_records([ds])[::20]  # 100 rows of the day
+        response = httpx.post(url, json={"records": sample}, headers=request_headers("test", os.environ.get("MLOPS_SERVING_API_KEY")), timeout=30)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert str(body["model_version"]) == result.retrained_version
+        ids = [str(record["customer_id"]) for record in sample]
+        served = np.asarray([p["probability"] for p in body["predictions"]], dtype=np.float64)
+        assert np.abs(predictions.loc[ids, PROBABILITY].to_numpy() - served).max() <= 1e-6
+        assert predictions.loc[ids, LABEL].tolist() == [p["label"] for p in body["predictions"]]
