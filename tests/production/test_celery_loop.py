@@ -296,10 +296,16 @@ def test_tasks_ran_on_both_workers_and_serving_tasks_on_the_serving_worker(celer
             assert t["pool"] == "training", t
 
 
-def test_a_worker_killed_while_training_is_retried_on_the_other_and_one_version_is_registered(celery_loop: dict[str, Any]) -> None:
+def test_a_worker_killed_while_training_is_retried_on_the_other_and_one_version_is_registered(
+    celery_loop: dict[str, Any], reliability: Any
+) -> None:
     from mlops_pipeline.registry.client import mlflow_client
 
     result, fault, observer = celery_loop["result"], celery_loop["faults"].worker, celery_loop["observer"]
+    case = reliability.record(
+        "faults", "Celery worker SIGKILLed with its task while it trains (production shape, on the scheduler)",
+        "the try fails on its missing heartbeat, the retry runs on the other worker, one model version; the loop finishes",
+    )
     assert fault.get("run") == result.runs["first_train"]["dag_run_id"], f"no worker was killed during the first train: {fault}"
     assert fault["pids"] >= 3, fault  # the worker, its pool process(es), the task's supervisor and process
     tries = observer.get(f"/api/v2/dags/mlops_train/dagRuns/{fault['run']}/taskInstances/train/tries")["task_instances"]
@@ -315,15 +321,26 @@ def test_a_worker_killed_while_training_is_retried_on_the_other_and_one_version_
     for version in versions:
         by_run.setdefault(version.tags.get("dag_run_id") or version.run_id, []).append(str(version.version))
     assert sorted(str(v.version) for v in versions) == ["1", "2"], by_run
+    runs = [r for dag_id in ("mlops_ingest", "mlops_train", "mlops_deploy", "mlops_monitor", "mlops_score")
+            for r in observer.runs(dag_id)]
+    lost = [r["dag_run_id"] for r in runs if r["state"] not in ("success", "failed")]  # none left unfinished
+    assert not lost, lost
+    case.figures.update({"retry_started_after_s": fault["retried_in"], "worker_back_after_s": fault["restarted_in"],
+                         "runs_lost": len(lost), "duplicated_versions": len(versions) - 2})
 
 
-def test_a_scheduler_killed_mid_bake_resumes_the_same_deploy_and_no_request_fails(celery_loop: dict[str, Any]) -> None:
+def test_a_scheduler_killed_mid_bake_resumes_the_same_deploy_and_no_request_fails(celery_loop: dict[str, Any], reliability: Any) -> None:
     result, fault = celery_loop["result"], celery_loop["faults"].scheduler
+    case = reliability.record(
+        "faults", "scheduler SIGKILLed while the canary bakes (production shape), started again",
+        "the same deploy run resumes and promotes; no client request fails",
+    )
     assert fault.get("run") == result.runs["canary"]["dag_run_id"], "the scheduler was not killed during the canary bake"
     replayed, steady = result.client["replayed"], result.client["steady"]
     print(json.dumps({"scheduler_restarted_in_s": fault["restarted_in"], "steady_requests": steady["sent"]}))
     assert replayed["failed"] == 0 and replayed["rows"] == 3 * 2000
     assert steady["sent"] > 0 and steady["failed"] == 0, steady["failures"]
+    case.figures.update({"steady_requests": steady["sent"], "failed_requests": steady["failed"] + replayed["failed"]})
 
 
 def test_the_harness_only_started_things(celery_loop: dict[str, Any]) -> None:

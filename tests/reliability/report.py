@@ -28,6 +28,9 @@ SUITE_PREFIXES = (
     "tests/reliability/",
     "tests/ingest/test_bad_batch_catalogue.py::test_bad_batch_is_quarantined",
     "tests/serving/test_http_errors.py::test_bad_request_is_4xx",
+    "tests/data/test_s3_outage.py::",
+    "tests/production/test_celery_loop.py::test_a_worker_killed",
+    "tests/production/test_celery_loop.py::test_a_scheduler_killed",
 )
 
 
