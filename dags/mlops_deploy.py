@@ -59,7 +59,6 @@ import pendulum
 from airflow.sdk import Asset, Param, PokeReturnValue, TaskGroup, TriggerRule, dag, task
 
 from mlops_pipeline.orchestration import deploy
-from mlops_pipeline.orchestration.context import serving_host_args
 
 CHALLENGER = Asset(name=deploy.CHALLENGER_ASSET_NAME)
 SHAPE = deploy.dag_shape()  # steps, poke interval and retries shape the DAG; thresholds are read at run time
@@ -76,7 +75,7 @@ SHAPE = deploy.dag_shape()  # steps, poke interval and retries shape the DAG; th
         "on_execute_callback": deploy.MLFLOW_IDENTITY,  # Airflow connection mlflow_deploy, if any
         "retry_delay": SHAPE.retry_delay,
         "execution_timeout": timedelta(minutes=30),
-        **serving_host_args(),  # MLOPS_SERVING_QUEUE: the worker that holds the Docker socket and the router
+        **deploy.serving_host_args(),  # MLOPS_SERVING_QUEUE: the worker that holds the Docker socket and the router
     },
     params={
         "action": Param(

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 
 from mlops_pipeline.orchestration.context import MlflowIdentity, actor_of, fails_at_once
+from mlops_pipeline.orchestration.context import serving_host_args as serving_host_args  # for the DAG file
 from mlops_pipeline.registry.aliases import CHALLENGER_ASSET_NAME as CHALLENGER_ASSET_NAME
 
 if TYPE_CHECKING:
