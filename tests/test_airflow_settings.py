@@ -18,7 +18,7 @@ from tests.conftest import REPO, AirflowStack
 SETTINGS_FILE = REPO / "airflow_settings.yaml"
 CONNECTIONS = {
     "aws_default", "mlflow_default", "docker_default", "smtp_default", "mlops_alert_webhook",
-    "mlflow_train", "mlflow_deploy", "mlflow_monitor", "mlflow_score",
+    "mlflow_train", "mlflow_deploy", "mlflow_monitor", "mlflow_score", "mlflow_reader",
 }
 
 

@@ -222,3 +222,40 @@ def test_every_dag_that_talks_to_mlflow_names_its_identity() -> None:
             if isinstance(key, ast.Constant) and key.value == "on_execute_callback"
         ]
         assert callbacks in (["MLFLOW_IDENTITY"], [f"{dag_id}.MLFLOW_IDENTITY"]), (dag_id, callbacks)
+
+
+def test_the_model_ops_view_reads_as_the_reader_identity_and_can_move_nothing(
+    auth_server: AuthServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The view's client (in the api-server) takes its credentials from the Airflow connection
+    ``mlflow_reader``: it reads the model's aliases, and a write with it is refused."""
+    import json
+
+    from mlflow.exceptions import MlflowException
+
+    from mlops_pipeline.config import get_settings
+    from mlops_pipeline.ui.versions import alias_versions, registry_client
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MLFLOW_READER",
+        json.dumps({"conn_type": "http", "login": "reader", "password": auth_server.passwords["reader"]}),
+    )
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "deploy")  # the api-server's own: not what the view uses
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", auth_server.passwords["deploy"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", auth_server.url)
+    for key, value in quiet_mlflow_environment().items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    try:
+        before = auth_server.aliases()
+        client = registry_client(get_settings())
+        assert os.environ["MLFLOW_TRACKING_USERNAME"] == "reader"
+        seen = alias_versions(client, MODEL, ("champion", "challenger"))
+        assert {alias: (v.version if v else None) for alias, v in seen.items()} == {
+            "champion": before.get("champion"), "challenger": before.get("challenger"),
+        }
+        with pytest.raises(MlflowException, match="403"):
+            client.set_registered_model_alias(MODEL, "challenger", before["challenger"])
+        assert auth_server.aliases() == before
+    finally:
+        get_settings.cache_clear()

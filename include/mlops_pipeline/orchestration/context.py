@@ -122,9 +122,7 @@ def use_mlflow_identity(identity: str) -> str | None:
     Returns the user name taken from the connection, if one was."""
     conn_id = f"{MLFLOW_IDENTITY_CONN_PREFIX}{identity}"
     try:
-        from airflow.sdk import BaseHook
-
-        connection = BaseHook.get_connection(conn_id)
+        connection = _get_connection(conn_id)
     except Exception as exc:  # not found, or no connection access: the environment decides
         log.info("no Airflow connection %s (%s): MLflow credentials, if any, come from the environment", conn_id, exc)
         return None
@@ -136,6 +134,22 @@ def use_mlflow_identity(identity: str) -> str | None:
     os.environ["MLFLOW_TRACKING_PASSWORD"] = connection.password or ""
     log.info("MLflow requests of this task go as %r (connection %s)", connection.login, conn_id)
     return connection.login
+
+
+def _get_connection(conn_id: str) -> Any:
+    """A connection as a task reads it (the Task SDK: through the supervisor), else as a server process
+    reads it (the api-server, where the Model ops view runs: the secrets backends and the metastore)."""
+    try:
+        from airflow.sdk import BaseHook
+
+        return BaseHook.get_connection(conn_id)
+    except Exception as task_side:
+        try:
+            from airflow.models.connection import Connection
+
+            return Connection.get_connection_from_secrets(conn_id)
+        except Exception:
+            raise task_side from None
 
 
 class MlflowIdentity:

@@ -55,10 +55,19 @@ class VersionSummary:
         return self.metrics.get("holdout_roc_auc")
 
 
+READER_IDENTITY = "reader"  # Airflow connection mlflow_reader: a READ-only MLflow user
+
+
 def registry_client(settings: Settings) -> MlflowClient:
-    """A client that gives up fast: one health check, few retries, a short per-request timeout."""
+    """A client that gives up fast: one health check, few retries, a short per-request timeout. It reads
+    as the user of Airflow connection ``mlflow_reader`` when there is one (an MLflow server with
+    authentication: a READ-only identity, so the view can move nothing), else with the api-server's own
+    MLflow credentials, if any."""
     from mlops_pipeline.config import RegistrySettings
+    from mlops_pipeline.orchestration.context import use_mlflow_identity
     from mlops_pipeline.registry.client import mlflow_client
+
+    use_mlflow_identity(READER_IDENTITY)
 
     return mlflow_client(
         settings,
