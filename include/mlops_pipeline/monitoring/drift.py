@@ -283,12 +283,12 @@ class CategoricalDrift:
 
         self.rows += len(column)
         self.missing += column.null_count
-        present = pc.drop_null(column)
-        if not len(present):
+        if column.null_count == len(column):
             return
-        counted = pc.value_counts(present)
+        counted = pc.value_counts(column)  # missing values come as one None entry: left out
         for value, count in zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True):
-            self._add(str(value), int(count))
+            if value is not None:
+                self._add(str(value), int(count))
 
     def update(self, values: Sequence[Any] | pd.Series) -> None:
         import pandas as pd

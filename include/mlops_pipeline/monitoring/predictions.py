@@ -576,4 +576,7 @@ def in_range(table: pa.Table, start: datetime, end: datetime) -> pa.Table:
         pc.greater_equal(times, pa.scalar(start.astimezone(UTC), type=kind)),
         pc.less(times, pa.scalar(end.astimezone(UTC), type=kind)),
     )
-    return table.filter(pc.fill_null(mask, False))
+    mask = pc.fill_null(mask, False)
+    if pc.all(mask).as_py():  # the usual block: all of it in the window, and filtering would copy it all
+        return table
+    return table.filter(mask)
