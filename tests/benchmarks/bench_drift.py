@@ -1,6 +1,6 @@
 """Drift benchmark (not a test): the monitor's path vs Evidently on every row, on a 1M-row window.
 
-    python tests/benchmarks/bench_drift.py [--rows 1000000] [--reference-rows 5000] [--repeats 2] [--work-dir DIR]
+    python tests/benchmarks/bench_drift.py [--rows 1000000] [--reference-rows 5000] [--repeats 3] [--work-dir DIR]
 
 The window is a prediction log in the serving app's format (JSON lines, 4 files), 20 features
 (15 numeric, 5 categorical) with drift planted in 7 of them, some missing values, and a
@@ -10,17 +10,26 @@ in one invocation, each in a fresh child process whose peak RSS (``VmHWM``) is m
 * ``evidently_full``, what a user would otherwise do: read the log into one DataFrame (with the
   fastest reader at hand, Arrow's JSON parser, the same one the monitor uses), then Evidently
   0.7's ``DataDriftPreset`` with its defaults on all rows, and its HTML;
-* ``monitor``: :func:`mlops_pipeline.monitoring.pipeline.collect_window` (one streaming pass:
-  verdicts from exact or error-bounded statistics on every row, a uniform sample) and
-  :func:`~mlops_pipeline.monitoring.pipeline.drift_report` (Evidently on the sample, HTML).
+* ``monitor``: the steps of :func:`mlops_pipeline.monitoring.pipeline.run_monitor`, in its order:
+  Evidently's import started in a background thread
+  (:func:`~mlops_pipeline.monitoring.evidently_report.import_in_background`),
+  :func:`~mlops_pipeline.monitoring.pipeline.collect_window` (one streaming pass: verdicts from
+  exact or error-bounded statistics on every row, a uniform sample) while it runs, the import
+  joined, then :func:`~mlops_pipeline.monitoring.pipeline.drift_report` (Evidently on the sample,
+  HTML).
 
-Times include importing each contender's libraries. The pair runs ``--repeats`` times in
-alternating order (the machine is shared, so noise should hit both alike); the reported time of
-each is its best run, every run is listed, and peak memory is the highest seen.
+Times include importing each contender's libraries: the monitor's clock starts before its first
+import and its Evidently import is inside its total, overlapped with the stream rather than
+left out (``evidently_import_wait_s`` is the part of it the stream did not hide). Both read the
+log with the same reader. The pair runs ``--repeats`` times in alternating order (the machine
+is shared, so noise should hit both alike); each contender's ``total_s`` is its best run and
+``median_total_s`` its median, every run is listed with the load average before it, and peak
+memory is the highest seen (one process each: the monitor's background import is a thread, so
+its memory is in the monitor's peak).
 
-Goals (goals.py): the monitor in at most 0.2x Evidently-on-everything's time on 1M rows, peak
-memory at most 500 MB, and the same per-feature verdicts. Writes tests/benchmarks/results/drift.json
-with the machine, date, commit and each goal met or missed.
+Goals (goals.py): the monitor in at most 0.2x Evidently-on-everything's time on 1M rows (judged
+on the medians), peak memory at most 500 MB, and the same per-feature verdicts. Writes
+tests/benchmarks/results/drift.json with the machine, date, commit and each goal met or missed.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -206,24 +216,29 @@ def run_monitor(work: Path) -> dict:
 
     from mlops_pipeline.config import MonitorSettings
     from mlops_pipeline.ingest import Window
+    from mlops_pipeline.monitoring.evidently_report import import_in_background
     from mlops_pipeline.monitoring.pipeline import collect_window, drift_report
 
     monitor = MonitorSettings()
     reference = pd.read_parquet(work / "reference.parquet")
     start = datetime.fromisoformat(f"{WINDOW_DAY}T00:00:00+00:00")
     window = Window(start, start + timedelta(days=1))
+    evidently_import = import_in_background()  # as run_monitor does, just before the stream
     data = collect_window(
         _files(work), _layout(), window, reference_frame=reference, reference_predictions=None,
         prediction_version=None, labelled_range=None, monitor=monitor,
     )
     collected = time.perf_counter()
+    evidently_import.join()
+    imported = time.perf_counter()
     html, _ = drift_report(data, _layout(), reference, None, prediction_version=None, monitor=monitor)
     finished = time.perf_counter()
     features = data.drift["features"]
     return {
         "rows": data.drift["rows"],
         "stream_and_statistics_s": round(collected - started, 2),
-        "sample_report_s": round(finished - collected, 2),
+        "evidently_import_wait_s": round(imported - collected, 2),
+        "sample_report_s": round(finished - imported, 2),
         "total_s": round(finished - started, 2),
         "peak_rss_mb": _peak_mb(),
         "report_sample_rows": data.sample.num_rows,
@@ -247,11 +262,13 @@ def _child(kind: str, work: Path) -> dict:
 
 
 def _best(samples: list[dict]) -> dict:
-    """The fastest run, with every run's time and the highest peak memory of all."""
+    """The fastest run, with the median and every run's time and load, and the highest peak memory of all."""
     if any(s["verdicts"] != samples[0]["verdicts"] for s in samples):
         raise SystemExit(f"verdicts differ between repeats: {[s['verdicts'] for s in samples]}")
     best = dict(min(samples, key=lambda s: s["total_s"]))
+    best["median_total_s"] = round(statistics.median(s["total_s"] for s in samples), 2)
     best["all_total_s"] = [s["total_s"] for s in samples]
+    best["all_load_average_1m"] = [s["load_average_1m"] for s in samples]
     best["peak_rss_mb"] = max(s["peak_rss_mb"] for s in samples)
     return best
 
@@ -260,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--reference-rows", type=int, default=5000)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--work-dir", type=Path, default=None, help="keep inputs here (default: a temp dir, removed)")
     parser.add_argument("--child", choices=["evidently_full", "monitor"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -278,8 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         for repeat in range(args.repeats):
             order = ["monitor", "evidently_full"] if repeat % 2 == 0 else ["evidently_full", "monitor"]
             for kind in order:
-                print(f"[bench-drift] {kind} ({repeat + 1}/{args.repeats}) ...", flush=True)
-                runs[kind].append(_child(kind, work))
+                load = round(os.getloadavg()[0], 2)
+                print(f"[bench-drift] {kind} ({repeat + 1}/{args.repeats}), load average {load} ...", flush=True)
+                runs[kind].append({**_child(kind, work), "load_average_1m": load})
                 print(f"[bench-drift]   {runs[kind][-1]['total_s']} s, peak {runs[kind][-1]['peak_rss_mb']} MB", flush=True)
         ours, full = _best(runs["monitor"]), _best(runs["evidently_full"])
     finally:
@@ -298,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         "monitor": ours,
         "comparison": {
             "time_ratio": round(ours["total_s"] / full["total_s"], 3),
+            "time_ratio_of_medians": round(ours["median_total_s"] / full["median_total_s"], 3),
             "time_ratio_vs_evidently_compute_only": round(ours["total_s"] / full["evidently_s"], 3),
             "peak_rss_ratio": round(ours["peak_rss_mb"] / full["peak_rss_mb"], 3),
             "same_verdicts": not mismatches,

@@ -183,6 +183,14 @@ def on_million_rows(measure: Callable[[Result], Value]) -> Callable[[Result], Va
     return on_1m
 
 
+def drift_time_ratio(result: Result) -> float:
+    """Monitor / Evidently on the medians of the rounds; on the best runs where a file predates medians."""
+    try:
+        return number(dig(result, "comparison", "time_ratio_of_medians"), "comparison.time_ratio_of_medians")
+    except NotMeasured:
+        return number(dig(result, "comparison", "time_ratio"), "comparison.time_ratio")
+
+
 def drift_verdicts_identical(result: Result) -> bool:
     """Same per-feature verdicts as Evidently, and exactly the planted features found drifting."""
     same = dig(result, "comparison", "same_verdicts")
@@ -247,7 +255,7 @@ def all_goals() -> list[Goal]:
             for name in dag_files()
         ),
         Goal("drift", "drift.time_vs_evidently_1m", "monitor / Evidently on every row, wall time, 1M rows", "<=", 0.2, "x",
-             on_million_rows(lambda r: number(dig(r, "comparison", "time_ratio"), "comparison.time_ratio"))),
+             on_million_rows(drift_time_ratio)),
         Goal("drift", "drift.peak_rss_1m", "monitor's peak memory (RSS), 1M rows", "<=", 500, "MB",
              on_million_rows(lambda r: number(dig(r, "monitor", "peak_rss_mb"), "monitor.peak_rss_mb"))),
         Goal("drift", "drift.same_verdicts", "monitor's per-feature verdicts identical to Evidently's, planted drift found",

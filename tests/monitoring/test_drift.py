@@ -13,6 +13,7 @@ from mlops_pipeline.monitoring.drift import (
     JENSEN_SHANNON,
     WASSERSTEIN,
     CategoricalDrift,
+    GridBins,
     NumericDrift,
     StreamSample,
     WindowDrift,
@@ -45,6 +46,25 @@ def test_streamed_wasserstein_matches_the_exact_value_within_its_bound(make):
     assert result.method == WASSERSTEIN
     assert abs(result.value - exact) <= result.error_bound + 1e-9
     assert result.error_bound < 1e-3
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda rng: (rng.normal(1000, 300, 5000).round(1), rng.normal(1000, 300, 100_000).round(1)),
+        lambda rng: (rng.lognormal(1, 3, 5000), rng.lognormal(1.5, 3, 100_000)),  # edges crowded in a few cells
+        lambda rng: (rng.uniform(0, 1, 500), np.concatenate([rng.uniform(-5, 6, 50_000), [-1e308, 1e308]])),
+        lambda rng: (np.array([-1e300, 0.0, 1e300]), rng.normal(0, 1e300, 10_000)),
+        lambda rng: (np.array([0.1, 0.2, 0.3]), np.array([0.1 + 0.2, 0.30000000000000004, 0.29999999999999993])),
+    ],
+    ids=["dense", "heavy-tail", "beyond-both-ends", "huge-range", "rounding"],
+)
+def test_grid_bins_are_exactly_searchsorted(make):
+    reference, current = make(np.random.default_rng(3))
+    edges = NumericDrift("x", reference).edges
+    # The edges themselves and their neighbours are where index arithmetic could round wrongly.
+    probes = np.concatenate([current, edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf)])
+    np.testing.assert_array_equal(GridBins(edges).of(probes), np.searchsorted(edges, probes, side="right"))
 
 
 def test_planted_numeric_drift_is_found_and_sampling_noise_is_not():

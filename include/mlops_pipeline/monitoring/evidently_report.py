@@ -12,6 +12,8 @@ sample are shown for reading and may differ from them by sampling error.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +21,34 @@ if TYPE_CHECKING:
     import pandas as pd
     from evidently.core.report import Snapshot
 
+log = logging.getLogger(__name__)
+
 PREDICTION = "prediction"
 TARGET = "target"
+
+
+def import_in_background() -> threading.Thread:
+    """Start importing Evidently in a daemon thread; join it before the report is built.
+
+    Importing Evidently 0.7 is seconds of module loading (thousands of pydantic classes, scipy,
+    plotly), and the report cannot start before the stream has produced its sample. Started
+    just before the stream, the import runs while the streaming statistics spend most of their
+    time in Arrow's JSON parser and numpy, which release the GIL. Joining is for clarity: an
+    ``import evidently`` still under way elsewhere would wait on Python's module lock anyway.
+    Start it after the caller's own heavy imports (the model's libraries) and join it before
+    any more, so that two threads never import one package tree at once. A failure is only
+    logged here: the report's own import raises it where it is handled.
+    """
+
+    def run() -> None:
+        try:
+            import evidently  # noqa: F401  (the package imports its metrics, presets and report)
+        except Exception:
+            log.debug("importing Evidently in the background failed; the report's import will raise", exc_info=True)
+
+    thread = threading.Thread(target=run, name="evidently-import", daemon=True)
+    thread.start()
+    return thread
 
 
 def drift_snapshot(

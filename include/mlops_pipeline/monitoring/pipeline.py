@@ -95,6 +95,7 @@ def run_monitor(
     from mlops_pipeline.config import get_settings
     from mlops_pipeline.datasets import load_dataset_spec
     from mlops_pipeline.monitoring import data_watch
+    from mlops_pipeline.monitoring.evidently_report import import_in_background
     from mlops_pipeline.monitoring.predictions import LogLayout
     from mlops_pipeline.monitoring.reference import champion_version
     from mlops_pipeline.registry.client import mlflow_client
@@ -127,7 +128,11 @@ def run_monitor(
 
     reference, reference_predictions = _reference(client, model_name, version)
     summary["reference"] = reference.describe()
-    collected = read_window(window, spec, monitor, reference, reference_predictions, log_dir=settings.prediction_log_dir)
+    evidently_import = import_in_background()  # seconds of imports, overlapped with the stream
+    try:
+        collected = read_window(window, spec, monitor, reference, reference_predictions, log_dir=settings.prediction_log_dir)
+    finally:
+        evidently_import.join()
     summary.update(status="ok", drift=collected.drift, read=collected.read)
     summary["estimate"] = _estimate_block(collected.estimate, window, monitor, reference)
     summary["quality"], quality_rows = _quality(lake, spec, window, monitor, reference, collected.labelled)

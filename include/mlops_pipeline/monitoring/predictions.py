@@ -228,8 +228,8 @@ def iter_log_tables(
     for path in files:
         report.files.append(str(path))
         parse = _parse_request_block if is_request_log(path) else _parse_block
-        for first_line, block in _line_blocks(Path(path), block_bytes, report):
-            table = parse(block, layout, path, first_line, report)
+        for block in _line_blocks(Path(path), block_bytes, report):
+            table = parse(block, layout, report)
             if table.num_rows:
                 report.rows += table.num_rows
                 yield table
@@ -248,8 +248,8 @@ def iter_log_rows(
     for path in files:
         report.files.append(str(path))
         lines = _request_rows if is_request_log(path) else _row_lines
-        for first_line, block in _line_blocks(Path(path), block_bytes, report):
-            for _, row in lines(block, layout, path, first_line, report):
+        for block in _line_blocks(Path(path), block_bytes, report, count_lines=True):
+            for _, row in lines(block, layout, report):
                 report.rows += 1
                 yield row
 
@@ -289,52 +289,104 @@ def _member(obj: dict[str, Any], outer: str, inner: str) -> Any:
     return value.get(inner) if isinstance(value, dict) else None
 
 
-def _line_blocks(path: Path, block_bytes: int, report: ReadReport) -> Iterator[tuple[int, bytes]]:
-    """Blocks of whole lines and the 1-based number of each block's first line."""
-    line = 1
-    carry = b""
+class _Block:
+    """Whole lines of ``path`` starting at byte ``offset``.
+
+    The number of the block's first line is counted only when asked for (by the messages about
+    bad lines), from the file itself: counting every block's line ends up front would be another
+    pass over every byte for a number the fast path never uses."""
+
+    __slots__ = ("_first_line", "data", "offset", "path")
+
+    def __init__(self, path: Path, offset: int, data: bytearray, first_line: int | None = None):
+        self.path, self.offset, self.data, self._first_line = path, offset, data, first_line
+
+    @property
+    def first_line(self) -> int:
+        if self._first_line is None:
+            self._first_line = 1 + _line_ends_before(self.path, self.offset)
+        return self._first_line
+
+
+def _line_ends_before(path: Path, offset: int, chunk_bytes: int = 16 << 20) -> int:
+    count = 0
     with open(path, "rb") as handle:
-        while True:
-            chunk = handle.read(block_bytes)
+        while offset > 0:
+            chunk = handle.read(min(chunk_bytes, offset))
             if not chunk:
                 break
-            data = carry + chunk
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                carry = data
+            count += chunk.count(b"\n")
+            offset -= len(chunk)
+    return count
+
+
+def _line_blocks(path: Path, block_bytes: int, report: ReadReport, *, count_lines: bool = False) -> Iterator[_Block]:
+    """Blocks of whole lines; with ``count_lines``, each block's first line number is counted as it
+    is read (for readers that need it for every line, not only for a bad one).
+
+    Each block is read straight into its own buffer, with the previous block's unfinished line in
+    front and its own unfinished line cut off the end in place: no copy of the block is made."""
+    offset = 0  # of the first byte of ``carry``
+    line = 1
+    carry = b""
+    with open(path, "rb", buffering=0) as handle:
+        while True:
+            buffer = bytearray(len(carry) + block_bytes)
+            buffer[: len(carry)] = carry
+            with memoryview(buffer) as view:
+                size = len(carry) + _read_into(handle, view[len(carry) :])
+            if size == len(carry):
+                break
+            cut = buffer.rfind(b"\n", 0, size)
+            if cut < 0:  # a line longer than a block so far
+                carry = bytes(buffer[:size])
                 continue
-            block, carry = data[: cut + 1], data[cut + 1 :]
-            yield line, block
-            line += block.count(b"\n")
+            carry = bytes(buffer[cut + 1 : size])
+            del buffer[cut + 1 :]
+            yield _Block(path, offset, buffer, line if count_lines else None)
+            offset += cut + 1
+            if count_lines:
+                line += buffer.count(b"\n")
     if carry.strip():
+        line = line if count_lines else 1 + _line_ends_before(path, offset)
         report.incomplete_tails.append(f"{path}:{line}")
         log.info("%s:%d has no line end yet (a writer may be in the middle of it): left for the next run", path, line)
+
+
+def _read_into(handle: Any, view: memoryview) -> int:
+    """Fill ``view`` from ``handle`` as far as the file goes; the number of bytes read."""
+    filled = 0
+    while filled < len(view):
+        read = handle.readinto(view[filled:])
+        if not read:
+            break
+        filled += read
+    return filled
 
 
 class _Inconsistent(ValueError):
     """A block whose lines Arrow parsed but that do not pair every record with a prediction."""
 
 
-def _read_json(block: bytes, schema: pa.Schema) -> pa.Table:
-    import io
-
+def _read_json(block: bytearray, schema: pa.Schema) -> pa.Table:
+    import pyarrow as pa
     import pyarrow.json as pj
 
     return pj.read_json(
-        io.BytesIO(block),
+        pa.BufferReader(pa.py_buffer(block)),  # zero-copy, and read without the GIL
         read_options=pj.ReadOptions(block_size=PARSE_CHUNK_BYTES),  # chunks parse in parallel
         parse_options=pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore"),
     )
 
 
-def _parse_request_block(block: bytes, layout: LogLayout, path: Path, first_line: int, report: ReadReport) -> pa.Table:
+def _parse_request_block(block: _Block, layout: LogLayout, report: ReadReport) -> pa.Table:
     import pyarrow as pa
 
     try:
-        return _flatten_requests(_read_json(block, layout.request_json_schema()), layout)
+        return _flatten_requests(_read_json(block.data, layout.request_json_schema()), layout)
     except (pa.ArrowInvalid, pa.ArrowTypeError, _Inconsistent) as exc:
-        log.warning("%s (lines from %d): %s; reading this block line by line", path, first_line, str(exc).splitlines()[0])
-        return _rows_table(_request_rows(block, layout, path, first_line, report), layout, report)
+        log.warning("%s (lines from %d): %s; reading this block line by line", block.path, block.first_line, str(exc).splitlines()[0])
+        return _rows_table(_request_rows(block, layout, report), layout, report)
 
 
 def _flatten_requests(parsed: pa.Table, layout: LogLayout) -> pa.Table:
@@ -372,15 +424,15 @@ def _flatten_requests(parsed: pa.Table, layout: LogLayout) -> pa.Table:
     return pa.table(columns, schema=layout.table_schema())
 
 
-def _parse_block(block: bytes, layout: LogLayout, path: Path, first_line: int, report: ReadReport) -> pa.Table:
+def _parse_block(block: _Block, layout: LogLayout, report: ReadReport) -> pa.Table:
     """A block of the older one-line-per-row format."""
     import pyarrow as pa
 
     try:
-        parsed = _read_json(block, layout.json_schema())
+        parsed = _read_json(block.data, layout.json_schema())
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        log.warning("%s (lines from %d): %s; reading this block line by line", path, first_line, str(exc).splitlines()[0])
-        return _rows_table(_row_lines(block, layout, path, first_line, report), layout, report)
+        log.warning("%s (lines from %d): %s; reading this block line by line", block.path, block.first_line, str(exc).splitlines()[0])
+        return _rows_table(_row_lines(block, layout, report), layout, report)
     return _flatten(parsed, layout)
 
 
@@ -406,14 +458,14 @@ def _flatten(parsed: pa.Table, layout: LogLayout) -> pa.Table:
 # --- the slow, forgiving path: one line at a time ---------------------------------------------------
 
 
-def _lines(block: bytes, path: Path, first_line: int, report: ReadReport) -> Iterator[tuple[str, Any]]:
+def _lines(block: _Block, report: ReadReport) -> Iterator[tuple[str, Any]]:
     """``(path:line, parsed JSON)`` of every non-empty line; lines that are not JSON are reported."""
     import orjson
 
-    for offset, raw in enumerate(block.split(b"\n")):
+    for offset, raw in enumerate(block.data.split(b"\n")):
         if not raw.strip():
             continue
-        where = f"{path}:{first_line + offset}"
+        where = f"{block.path}:{block.first_line + offset}"
         try:
             yield where, orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -421,10 +473,10 @@ def _lines(block: bytes, path: Path, first_line: int, report: ReadReport) -> Ite
 
 
 def _row_lines(
-    block: bytes, layout: LogLayout, path: Path, first_line: int, report: ReadReport
+    block: _Block, layout: LogLayout, report: ReadReport
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """The rows of a block of the older format: each line is one."""
-    for where, record in _lines(block, path, first_line, report):
+    for where, record in _lines(block, report):
         if isinstance(record, dict):
             yield where, record
         else:
@@ -432,10 +484,10 @@ def _row_lines(
 
 
 def _request_rows(
-    block: bytes, layout: LogLayout, path: Path, first_line: int, report: ReadReport
+    block: _Block, layout: LogLayout, report: ReadReport
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """The rows of a block of request lines; a line that is not a whole request is reported."""
-    for where, request in _lines(block, path, first_line, report):
+    for where, request in _lines(block, report):
         if isinstance(request, dict) and request.get("traffic_source") in NOT_TRAFFIC:
             continue
         try:
@@ -524,4 +576,7 @@ def in_range(table: pa.Table, start: datetime, end: datetime) -> pa.Table:
         pc.greater_equal(times, pa.scalar(start.astimezone(UTC), type=kind)),
         pc.less(times, pa.scalar(end.astimezone(UTC), type=kind)),
     )
-    return table.filter(pc.fill_null(mask, False))
+    mask = pc.fill_null(mask, False)
+    if pc.all(mask).as_py():  # the usual block: all of it in the window, and filtering would copy it all
+        return table
+    return table.filter(mask)
