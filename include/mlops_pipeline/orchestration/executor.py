@@ -49,6 +49,7 @@ PRELOAD_MODULES: tuple[str, ...] = (
     "mlops_pipeline.validation.parsing",
     "mlops_pipeline.validation.suites",
     "mlops_pipeline.validation.gx_runner",
+    "mlops_pipeline.validation.docs_view",
     "mlops_pipeline.orchestration.ingest",
 )
 PRELOAD_VARIABLE = "MLOPS_EXECUTOR_PRELOAD"
