@@ -152,6 +152,14 @@ def committed_results(tmp_path: Path) -> Path:
 
 def test_goals_main_exits_0_with_missed_goals_and_1_for_a_missing_or_malformed_file(tmp_path, capsys):
     results_dir = committed_results(tmp_path)
+    # Whatever the committed figures are: one goal missed, one not measured, one file without a commit.
+    drift = json.loads((results_dir / "drift.json").read_text())
+    drift["comparison"]["time_ratio"] = drift["comparison"]["time_ratio_of_medians"] = 0.9
+    drift.pop("commit", None)
+    (results_dir / "drift.json").write_text(json.dumps(drift))
+    ingest = json.loads((results_dir / "ingest.json").read_text())
+    ingest.pop("backfill", None)
+    (results_dir / "ingest.json").write_text(json.dumps(ingest))
     assert goals.main(results_dir) == 0
     printed = capsys.readouterr().out
     assert "MISSED" in printed and "NOT MEASURED" in printed and "commit not recorded" in printed
@@ -185,7 +193,10 @@ def test_report_renders_results_written_by_the_current_scripts(tmp_path):
     memory = copy.deepcopy(memory) | {"commit": "abcdef0123456789+dirty"}
     memory["goals"] = goals.evaluate("memory", memory)
     (results_dir / "memory.json").write_text(json.dumps(memory))
+    drift = json.loads((results_dir / "drift.json").read_text())
+    drift = {k: v for k, v in drift.items() if k not in ("commit", "git_commit")} | {"measured_at": "2026-12-02T17:22:02Z"}
+    (results_dir / "drift.json").write_text(json.dumps(drift))
     results = {bench: goals.load(bench, results_dir) for bench in goals.BENCHES}
     rendered = report.render(report.README.read_text(), results)
     assert "at commit `abcdef0123` with uncommitted changes" in rendered
-    assert "ingest.json`, measured 2026-11-22T01:39:13Z, on 2 CPUs, Python 3.11.7. The file does not record its commit." in rendered
+    assert "drift.json`, measured 2026-12-02T17:22:02Z," in rendered and "The file does not record its commit." in rendered
