@@ -114,7 +114,7 @@ def test_make_setup_applies_the_file_visibly_and_idempotently(airflow_stack, air
         "MLOPS_SMTP_HOST": "smtp.example.com",
         "MLOPS_SMTP_PASSWORD": "test-smtp-password",
         "MLOPS_ALERT_WEBHOOK_URL": "https://hooks.example.com/services/T0/B0/test",
-        **{f"MLOPS_MLFLOW_{who}_PASSWORD": f"test-{who.lower()}-password" for who in ("TRAIN", "DEPLOY", "MONITOR", "SCORE")},
+        **{f"MLOPS_MLFLOW_{who}_PASSWORD": f"test-{who.lower()}-password" for who in ("TRAIN", "DEPLOY", "MONITOR", "SCORE", "READER")},
     }
     env = {k: v for k, v in airflow_stack.env.items() if not k.startswith("MLOPS_MONITOR_")}
     # Its own home and database (a copy of the migrated template): its connections stay its own.

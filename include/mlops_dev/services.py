@@ -24,8 +24,8 @@ nobody connects to it. Set ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`` to use anothe
 embedded server is then neither used nor started (unless named: ``start postgres``).
 
 ``mlflow`` is a real ``mlflow server`` (SQLite backend, artifacts under ``<project>/mlruns``,
-served over HTTP) on ``MLOPS_MLFLOW_PORT`` (default 5000). Airflow runs with the LocalExecutor (the
-subclass that imports the tasks' libraries once in the scheduler, before its workers fork:
+served over HTTP) on ``MLOPS_MLFLOW_PORT`` (default 5000). Airflow runs with the LocalExecutor (or,
+opt-in, the subclass that imports the tasks' libraries once in the scheduler before its workers fork:
 ``mlops_pipeline.orchestration.executor``) under
 ``AIRFLOW_HOME`` (default ``<project>/.airflow``), reading DAGs from ``<project>/dags``. Values already
 in the environment win over these defaults, so a user can point the same commands at another database
@@ -474,9 +474,11 @@ def airflow_environment() -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(project / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(project / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        # LocalExecutor, with GX, pandas and pyarrow imported once before its workers fork instead of
-        # once per task (a few seconds of CPU per window of a backfill).
-        "AIRFLOW__CORE__EXECUTOR": "mlops_pipeline.orchestration.executor.PreloadingLocalExecutor",
+        # Airflow's LocalExecutor. mlops_pipeline.orchestration.executor.PreloadingLocalExecutor (GX,
+        # pandas and pyarrow imported once before its workers fork) is opt-in, set through this
+        # variable: its quicker task turnaround made Airflow's reschedule race (a sensor's late
+        # "finished" event read as a task changed externally) fail an A/B collect sensor with 1 s pokes.
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{settings.airflow_port}/execution/",

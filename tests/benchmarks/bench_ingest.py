@@ -191,6 +191,11 @@ def main() -> int:
             "MLOPS_LAKE_URI": str(scratch / "lake"),
             "MLOPS_AIRFLOW_PORT": os.environ.get("MLOPS_BENCH_AIRFLOW_PORT", "28080"),
             "MLOPS_POSTGRES_PORT": os.environ.get("MLOPS_BENCH_POSTGRES_PORT", "25433"),
+            # The opt-in executor that imports GX, pandas and pyarrow once before its workers fork
+            # (the embedded default is Airflow's LocalExecutor; see mlops_dev.services)
+            "AIRFLOW__CORE__EXECUTOR": os.environ.get(
+                "AIRFLOW__CORE__EXECUTOR", "mlops_pipeline.orchestration.executor.PreloadingLocalExecutor"
+            ),
         }
     )
     from mlops_dev.services import airflow_environment

@@ -15,7 +15,7 @@ cost moves to the scheduler's start and memory, where the forked workers and tas
 page until they write to it.
 
 Use it with ``AIRFLOW__CORE__EXECUTOR=mlops_pipeline.orchestration.executor.PreloadingLocalExecutor``
-(the embedded stack's default, see ``mlops_dev.services``). ``MLOPS_EXECUTOR_PRELOAD`` replaces the
+(opt-in: the embedded stack keeps Airflow's LocalExecutor, see ``mlops_dev.services``). ``MLOPS_EXECUTOR_PRELOAD`` replaces the
 list (comma-separated module names; empty: preload nothing). With the spawn start method (macOS)
 workers do not inherit the scheduler's modules and the preload is skipped.
 """
