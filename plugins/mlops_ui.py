@@ -53,28 +53,43 @@ def create_app() -> Any:
             return RedirectResponse(get_auth_manager().get_url_login(next_url=str(request.url)), status_code=303)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
-    @app.get("/", response_class=HTMLResponse, dependencies=authorized)
-    def overview_page() -> HTMLResponse:
+    def chosen(dataset: str | None) -> Any:
+        """The picker's dataset (``?dataset=<name>``; none: the primary one), or a 404 naming the parameter."""
+        from mlops_pipeline.ui.overview import UnknownDataset, choose
+
+        try:
+            return choose(dataset)
+        except UnknownDataset as exc:
+            raise HTTPException(status_code=404, detail=str(exc)) from None
+
+    def overview_of(dataset: str | None) -> Any:
         from mlops_pipeline.ui.overview import gather
+
+        settings, name, choices = chosen(dataset)
+        overview = gather(settings)
+        overview.dataset, overview.choices = name, choices
+        return overview
+
+    @app.get("/", response_class=HTMLResponse, dependencies=authorized)
+    def overview_page(dataset: str | None = None) -> HTMLResponse:
         from mlops_pipeline.ui.render import render_page
 
-        return HTMLResponse(render_page(gather()), headers={"Cache-Control": "no-store"})
+        return HTMLResponse(render_page(overview_of(dataset)), headers={"Cache-Control": "no-store"})
 
     @app.get("/api/overview", dependencies=authorized)
-    def overview_json() -> JSONResponse:
-        from mlops_pipeline.ui.overview import gather
+    def overview_json(dataset: str | None = None) -> JSONResponse:
         from mlops_pipeline.ui.render import overview_json
 
-        return JSONResponse(overview_json(gather()), headers={"Cache-Control": "no-store"})
+        return JSONResponse(overview_json(overview_of(dataset)), headers={"Cache-Control": "no-store"})
 
     @app.get("/reports/{relative:path}", dependencies=authorized)
-    def report_file(relative: str) -> Response:
-        from mlops_pipeline.config import get_settings
+    def report_file(relative: str, dataset: str | None = None) -> Response:
         from mlops_pipeline.storage import open_lake
         from mlops_pipeline.ui.reports import ReportNotFound, ReportPathError, read_report_file
 
+        settings = chosen(dataset)[0]
         try:
-            content, media_type = read_report_file(open_lake(get_settings()), get_settings().monitor.reports_prefix, relative)
+            content, media_type = read_report_file(open_lake(settings), settings.monitor.reports_prefix, relative)
         except ReportPathError as exc:
             raise HTTPException(status_code=404, detail=str(exc)) from None
         except ReportNotFound as exc:

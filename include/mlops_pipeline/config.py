@@ -484,7 +484,16 @@ class Settings(BaseSettings):
 
     # --- data -------------------------------------------------------------------------
     lake_uri: str = Field(default_factory=lambda: (project_home() / "lake").as_uri(), description="Lake root: file://... or s3://bucket/prefix")
-    dataset: str = Field(default="churn", description="Dataset name under include/datasets/ or a path to a YAML file")
+    dataset: str = Field(
+        default="churn",
+        description="The primary dataset: a name under include/datasets/ or a path to a YAML file. Its DAGs, model "
+        "and lake keep the plain names; every other dataset file found gets its own (see datasets_dir)",
+    )
+    datasets_dir: Path | None = Field(
+        default=None,
+        description="A folder of more dataset files (MLOPS_DATASETS_DIR): each one, like each file in "
+        "include/datasets/, gets its own DAGs (mlops_ingest__<name> ...), model, lake folder, namespace and router",
+    )
     start_date: date = Field(
         default=DEFAULT_START_DATE,
         description="The first day the pipeline processes (the dataset file's start_date, else 2000-01-01): a run "
@@ -606,13 +615,72 @@ class SettingsError(ValueError):
     pass
 
 
-def load_settings(env_file: Path | None = None) -> Settings:
-    """Read the settings now: environment, then ``env_file``, then the dataset's policy, then defaults."""
+# Set in a task's process (by the DAG's on_execute_callback, see orchestration/datasets.py) to the file of
+# the dataset the task works for, when that is not the primary one; child processes inherit it.
+SCOPE_ENV = "MLOPS_DATASET_SCOPE"
+
+
+def load_settings(env_file: Path | None = None, scope: str | Path | None = None) -> Settings:
+    """Read the settings now: environment, then ``env_file``, then the dataset's policy, then defaults.
+
+    ``scope`` (default: ``$MLOPS_DATASET_SCOPE``) is the file of a dataset other than the primary one:
+    the settings are then that dataset's (:func:`_with_dataset_scope`)."""
     options: dict[str, Any] = {"_env_file": env_file}
     groups = {"train": TrainSettings, "registry": RegistrySettings, "deploy": DeploySettings, "monitor": MonitorSettings}
     built = {name: cls(**options) for name, cls in groups.items()}
     settings = Settings(**options, **built)
-    return _with_dataset_policy(settings)
+    scope = scope or os.environ.get(SCOPE_ENV) or None
+    if scope is None:
+        return _with_dataset_policy(settings)
+    primary = settings.dataset
+    settings = settings.model_copy(update={"dataset": str(scope)})
+    return _with_dataset_scope(_with_dataset_policy(settings), primary)
+
+
+def _with_dataset_scope(settings: Settings, primary: str) -> Settings:
+    """A second dataset's own names beside the primary one's: its registered model (its name), its lake
+    folder (``<lake>/datasets/<name>``), its serving namespace (``<namespace>-<name>``), router port (the
+    file's ``router_port``, else derived from the name) and prediction logs; its own MLflow experiment."""
+    import zlib
+
+    from mlops_pipeline.datasets import DatasetSpecError, load_dataset_spec
+
+    spec = load_dataset_spec(settings.dataset)
+    name = spec.name
+    try:
+        if name == load_dataset_spec(primary).name:
+            return settings  # the primary dataset's own file
+    except DatasetSpecError:
+        pass  # a broken primary file is its own DAGs' error, not this dataset's
+    slug = re.sub(r"[^a-z0-9_.-]", "-", name.lower())
+    namespace = f"{settings.deploy.namespace}-{slug}"[:41]
+    port = spec.router_port
+    if port is None:  # 8001..8999 by default, away from the other services' ports
+        taken = {settings.router_port, settings.airflow_port, settings.mlflow_port, settings.postgres_port}
+        port = settings.router_port + 1 + zlib.crc32(name.encode()) % 999
+        while port in taken:
+            port += 1
+    return settings.model_copy(update={
+        "model_name": name,
+        "lake_uri": f"{settings.lake_uri}/datasets/{name}",
+        "router_port": port,
+        "prediction_log_dir": settings.prediction_log_dir / "datasets" / name,
+        "deploy": settings.deploy.model_copy(update={"namespace": namespace}),
+        "train": settings.train.model_copy(update={"experiment_name": None}),
+        "monitor": settings.monitor.model_copy(update={"experiment_name": None}),
+    })
+
+
+def dataset_entries(settings: Settings | None = None) -> list[Any]:
+    """Every dataset of this installation (:func:`mlops_pipeline.datasets.discover_datasets`): the primary
+    one (``MLOPS_DATASET``), then the files of ``include/datasets/`` and of ``MLOPS_DATASETS_DIR``."""
+    from mlops_pipeline.datasets import DATASETS_DIR, discover_datasets
+
+    if settings is None:  # the environment only: a broken dataset file must not hide the others
+        env_file = project_home() / ".env"
+        settings = Settings(_env_file=env_file if env_file.is_file() else None)  # type: ignore[call-arg]
+    folders = [DATASETS_DIR] + ([settings.datasets_dir] if settings.datasets_dir else [])
+    return discover_datasets(settings.dataset, folders)
 
 
 def _with_dataset_policy(settings: Settings) -> Settings:

@@ -116,6 +116,13 @@ class DatasetSpec(BaseModel):
         default_factory=dict,
         description="Settings for this dataset by group (train, gate, monitor, deploy); the environment still wins",
     )
+    router_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Port of this dataset's router when it is not the primary dataset (default: MLOPS_ROUTER_PORT "
+        "plus a number derived from the name); the primary dataset's router is MLOPS_ROUTER_PORT",
+    )
     spec_path: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
@@ -213,3 +220,82 @@ def load_dataset_spec(dataset: str) -> DatasetSpec:
     """The spec for ``dataset``: a name under ``include/datasets/`` or a path to a YAML file."""
     path = resolve_dataset_path(dataset)
     return _load(path, path.stat().st_mtime_ns)
+
+
+# --- many datasets in one installation -------------------------------------------------------------
+#
+# Every dataset file found gets its own set of DAGs, registered model, lake folder, serving namespace,
+# router port and monitoring (``mlops_pipeline.orchestration.datasets`` builds the DAGs). The primary
+# dataset (``MLOPS_DATASET``) keeps the plain names (``mlops_ingest``, its model, the lake's root), so
+# an installation that adds a second dataset keeps the first one's history; every other dataset's
+# names carry its own (``mlops_ingest__<name>``, ``<lake>/datasets/<name>``, ``<namespace>-<name>``).
+
+SCOPE_SEPARATOR = "__"
+
+
+class DatasetEntry(BaseModel):
+    """One dataset file found by :func:`discover_datasets`: its name, where it is, whether it is the
+    primary one, and why it cannot be used (``error``) when its file is broken."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    path: Path
+    primary: bool = False
+    error: str | None = None
+
+    @property
+    def suffix(self) -> str:
+        """What this dataset adds to the names it owns: nothing for the primary one."""
+        return "" if self.primary else f"{SCOPE_SEPARATOR}{self.name}"
+
+    def dag_id(self, base: str) -> str:
+        return f"{base}{self.suffix}"
+
+
+def _slug(stem: str) -> str:
+    return "".join(c if c.isalnum() or c in "_.-" else "_" for c in stem) or "dataset"
+
+
+def discover_datasets(primary: str, folders: list[Path]) -> list[DatasetEntry]:
+    """The primary dataset (a name or a path: ``MLOPS_DATASET``), then every ``*.yaml``/``*.yml`` file
+    of ``folders`` in name order, one entry per dataset name (the first file with a name wins; a
+    second file that claims a name already taken is an error entry naming both files).
+
+    A file that does not load is an entry with ``error`` set (its name is the file's stem), so that
+    one broken file shows as its own DAGs' import error and never hides the others."""
+    entries: list[DatasetEntry] = []
+    seen: dict[str, Path] = {}
+    seen_paths: set[Path] = set()
+
+    def add(path: Path, is_primary: bool) -> None:
+        path = path.resolve()
+        if path in seen_paths:
+            return
+        seen_paths.add(path)
+        try:
+            spec = _load(path, path.stat().st_mtime_ns)
+        except (DatasetSpecError, OSError) as exc:
+            entries.append(DatasetEntry(name=_slug(path.stem), path=path, primary=is_primary, error=str(exc)))
+            return
+        if spec.name in seen:
+            if path.parent == DATASETS_DIR.resolve() and seen[spec.name] == entries[0].path:
+                return  # a built-in dataset the primary replaces (MLOPS_DATASET=/my/churn.yaml): the primary wins
+            entries.append(DatasetEntry(
+                name=_slug(path.stem), path=path, error=f"dataset file {path}: name {spec.name!r} is already the "
+                f"name of {seen[spec.name]}; every dataset needs a name of its own",
+            ))
+            return
+        seen[spec.name] = path
+        entries.append(DatasetEntry(name=spec.name, path=path, primary=is_primary))
+
+    try:
+        add(resolve_dataset_path(primary), True)
+    except DatasetSpecError as exc:
+        entries.append(DatasetEntry(name=_slug(Path(primary).stem), path=Path(primary), primary=True, error=str(exc)))
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+            add(path, False)
+    return entries

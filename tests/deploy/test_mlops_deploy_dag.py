@@ -31,7 +31,8 @@ from tests.deploy.canary_scenario import model_dirs  # noqa: F401 (fixture)
 REPO = Path(__file__).resolve().parents[2]
 DAG_FILE = REPO / "dags" / "mlops_deploy.py"
 HEAVY = ("pandas", "mlflow", "xgboost", "sklearn", "numpy", "docker", "pyarrow")
-DAG_IMPORTS = {"__future__", "datetime", "pendulum", "airflow.sdk", "mlops_pipeline.orchestration"}
+DAG_IMPORTS = {"__future__", "datetime", "pendulum", "airflow.sdk", "mlops_pipeline.orchestration",
+               "mlops_pipeline.orchestration.datasets"}  # one DAG per dataset
 
 
 # -- the DAG file -----------------------------------------------------------------------------------

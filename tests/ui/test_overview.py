@@ -131,9 +131,39 @@ def test_gather_reads_the_monitored_windows_and_the_configured_threshold(local_s
     monkeypatch.setenv("MLOPS_MONITOR_DRIFT_SHARE_THRESHOLD", "0.45")
     get_settings.cache_clear()
     write_windows(lake, "reports/drift", [WindowNumbers("2026-01-04", drifted=3), WindowNumbers("2026-01-05", drifted=6)])
+    # the view shows the given dataset's settings (each dataset of the installation has its own)
+    settings = local_settings.model_copy(update={"monitor": get_settings().monitor})
 
-    overview = gather(local_settings, timeout=20)
+    overview = gather(settings, timeout=20)
 
     assert overview.drift_share_threshold == 0.45
     assert overview[HISTORY].ok and [(w.ds, w.drift_share) for w in overview[HISTORY].value] == [("2026-01-04", 0.3), ("2026-01-05", 0.6)]
     assert 'class="threshold" data-value="0.45"' in render_page(overview)
+
+
+def test_the_picker_lists_every_dataset_and_keeps_the_choice_in_every_link() -> None:
+    """With several datasets: one entry per model, the shown one marked, a broken file named as such,
+    and the refresh, JSON and report links keep ``?dataset=``; with one dataset there is no picker."""
+    sections = {name: Section(name, value=[] if name in (REPORTS, HISTORY, AUDIT) else None)
+                for name in (VERSIONS, ROUTER, AUDIT, REPORTS, HISTORY)}
+    sections[REPORTS] = Section(REPORTS, value=[DriftReport(ds="2026-03-08", files=["report.html"])])
+    choices = [
+        {"dataset": "churn", "primary": True, "error": None, "path": "/x/churn.yaml"},
+        {"dataset": "leads", "primary": False, "error": None, "path": "/x/leads.yaml"},
+        {"dataset": "bad", "primary": False, "error": "dataset file /x/bad.yaml is invalid", "path": "/x/bad.yaml"},
+    ]
+    overview = Overview(model_name="leads", tracking_uri="http://m", lake_uri="file:///l/datasets/leads",
+                        reports_prefix="reports/drift", generated_at="now", sections=sections,
+                        dataset="leads", choices=choices)
+    page = render_page(overview)
+    picker = re.search(r'<nav class="meta" data-testid="model-picker">(.*?)</nav>', page).group(1)
+    assert 'data-testid="model-choice-current">leads</b>' in picker
+    assert '<a href="./" data-testid="model-choice">churn</a>' in picker  # the primary one: no parameter
+    assert "bad (broken file)" in picker and "/x/bad.yaml is invalid" in picker
+    assert 'href="./?dataset=leads">refresh' in page and 'href="api/overview?dataset=leads">JSON' in page
+    assert "reports/ds=2026-03-08/report.html?dataset=leads" in page
+    assert overview_json(overview)["dataset"] == "leads"
+
+    alone = Overview(model_name="churn", tracking_uri="http://m", lake_uri="file:///l", reports_prefix="reports/drift",
+                     generated_at="now", sections=sections, choices=choices[:1])
+    assert "model-picker" not in render_page(alone)

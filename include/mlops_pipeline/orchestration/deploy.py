@@ -43,6 +43,7 @@ from mlops_pipeline.registry.aliases import CHALLENGER_ASSET_NAME as CHALLENGER_
 if TYPE_CHECKING:
     from airflow.sdk import PokeReturnValue
 
+    from mlops_pipeline.config import Settings
     from mlops_pipeline.deploy.rollout import Deployer
 
 log = logging.getLogger(__name__)
@@ -90,10 +91,11 @@ class DagShape:
     ab_timeout: timedelta
 
 
-def dag_shape() -> DagShape:
+def dag_shape(settings: Settings | None = None) -> DagShape:
+    """What shapes the DAG of a dataset (its settings, read at parse time; default: this process's)."""
     from mlops_pipeline.config import get_settings
 
-    deploy = get_settings().deploy
+    deploy = (settings or get_settings()).deploy
     return DagShape(
         steps=tuple(deploy.steps),
         poke_interval=timedelta(seconds=deploy.poke_seconds),

@@ -41,9 +41,37 @@ class Overview:
     generated_at: str
     sections: dict[str, Section] = field(default_factory=dict)
     drift_share_threshold: float | None = None  # the configured one, drawn on the drift share chart
+    dataset: str | None = None  # the dataset shown, when the installation has several (the picker's choice)
+    choices: list[dict[str, Any]] = field(default_factory=list)  # every dataset: name, model, primary, error
 
     def __getitem__(self, name: str) -> Section:
         return self.sections[name]
+
+
+class UnknownDataset(LookupError):
+    """The picker named a dataset this installation does not have (or whose file is broken)."""
+
+
+def choose(dataset: str | None) -> tuple[Settings, str | None, list[dict[str, Any]]]:
+    """The settings of the dataset the view shows (``dataset``: a name; None: the primary one), its name,
+    and every dataset of the installation for the picker."""
+    from mlops_pipeline.config import dataset_entries, get_settings, load_settings
+
+    entries = dataset_entries()
+    choices = [
+        {"dataset": e.name, "primary": e.primary, "error": e.error, "path": str(e.path)} for e in entries
+    ]
+    if not dataset:
+        return get_settings(), None, choices
+    known = {e.name: e for e in entries}
+    entry = known.get(dataset)
+    if entry is None:
+        raise UnknownDataset(f"query parameter dataset: unknown dataset {dataset!r}; this installation has {sorted(known)}")
+    if entry.error:
+        raise UnknownDataset(f"query parameter dataset: dataset {dataset!r} cannot be shown: {entry.error}")
+    if entry.primary:
+        return get_settings(), dataset, choices
+    return load_settings(scope=entry.path), dataset, choices
 
 
 def _model_name(settings: Settings) -> str:
@@ -112,7 +140,7 @@ def gather(
     from mlops_pipeline.config import get_settings
 
     settings = settings or get_settings()
-    monitor = get_settings().monitor
+    monitor = settings.monitor
     reports_prefix = monitor.reports_prefix
     model_name = _model_name(settings)
     overview = Overview(

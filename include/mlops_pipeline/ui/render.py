@@ -72,8 +72,30 @@ def _prefix(base: str) -> str:
     return base.rstrip("/") + "/" if base else ""
 
 
-def report_href(base: str, relative: str) -> str:
-    return f"{_prefix(base)}reports/{quote(relative, safe='/=')}"
+def _query(dataset: str | None) -> str:
+    return f"?dataset={quote(dataset, safe='')}" if dataset else ""
+
+
+def report_href(base: str, relative: str, dataset: str | None = None) -> str:
+    return f"{_prefix(base)}reports/{quote(relative, safe='/=')}{_query(dataset)}"
+
+
+def _picker(overview: Overview, base: str) -> str:
+    """One link per dataset of the installation (its model), the shown one marked; nothing with one dataset."""
+    if len(overview.choices) < 2:
+        return ""
+    shown = overview.dataset or next((c["dataset"] for c in overview.choices if c["primary"]), None)
+    links = []
+    for choice in overview.choices:
+        name = choice["dataset"]
+        if choice.get("error"):
+            links.append(f'<span class="fail" title="{escape(choice["error"])}">{escape(name)} (broken file)</span>')
+        elif name == shown:
+            links.append(f'<b aria-current="page" data-testid="model-choice-current">{escape(name)}</b>')
+        else:
+            query = "" if choice["primary"] else _query(name)
+            links.append(f'<a href="{escape((_prefix(base) or "./") + query)}" data-testid="model-choice">{escape(name)}</a>')
+    return f'<nav class="meta" data-testid="model-picker">Models: {" · ".join(links)}</nav>'
 
 
 # --- sections -------------------------------------------------------------------------------------
@@ -193,7 +215,7 @@ def _history(section: Section | None, threshold: float | None) -> str:
     return f'<div class="charts">{drift_share_chart(windows, threshold)}{quality_chart(windows)}</div>'
 
 
-def _reports(section: Section, base: str) -> str:
+def _reports(section: Section, base: str, dataset: str | None = None) -> str:
     if not section.ok:
         return _error(section)
     reports = section.value or []
@@ -203,7 +225,7 @@ def _reports(section: Section, base: str) -> str:
     for report in reports:
         links = " · ".join(
             # No target: the Airflow UI's iframe allows no pop-ups, so the report opens in the view's frame.
-            f'<a href="{escape(report_href(base, report.relative_path(name)))}" data-testid="report-link">{escape(name)}</a>'
+            f'<a href="{escape(report_href(base, report.relative_path(name), dataset))}" data-testid="report-link">{escape(name)}</a>'
             for name in report.files
         )
         numbers = report.numbers
@@ -262,12 +284,13 @@ def render_page(overview: Overview, base: str = "") -> str:
 <title>Model operations · {_e(overview.model_name)}</title><style>{STYLE}</style></head>
 <body>
 <h1>Model operations · <span data-testid="model-name">{_e(overview.model_name)}</span></h1>
+{_picker(overview, base)}
 <p class="meta">generated {_e(overview.generated_at)} · MLflow {_e(overview.tracking_uri)} · lake {_e(overview.lake_uri)}
- · <a href="{escape(_prefix(base) or './')}">refresh</a> · <a href="{escape(_prefix(base) + 'api/overview')}">JSON</a></p>
+ · <a href="{escape((_prefix(base) or './') + _query(overview.dataset))}">refresh</a> · <a href="{escape(_prefix(base) + 'api/overview' + _query(overview.dataset))}">JSON</a></p>
 <section id="registry"><h2>Registry: @champion and @challenger</h2>{_versions(sections[VERSIONS], overview)}</section>
 <section id="canary"><h2>Live traffic and canary</h2>{_router(sections[ROUTER])}{_canary_checks(sections[AUDIT])}{_canary_charts(sections[AUDIT])}</section>
 <section id="trends"><h2>Drift and quality per monitored window</h2>{_history(sections.get(HISTORY), overview.drift_share_threshold)}</section>
-<section id="drift"><h2>Latest drift reports</h2><p class="meta">{_e(overview.lake_uri)}/{_e(overview.reports_prefix)}</p>{_reports(sections[REPORTS], base)}</section>
+<section id="drift"><h2>Latest drift reports</h2><p class="meta">{_e(overview.lake_uri)}/{_e(overview.reports_prefix)}</p>{_reports(sections[REPORTS], base, overview.dataset)}</section>
 <section id="audit"><h2>Deployment audit log (newest first)</h2>{_audit(sections[AUDIT])}</section>
 <p class="meta">{escape(took)}</p>
 </body></html>
@@ -287,7 +310,7 @@ def overview_json(overview: Overview) -> dict[str, Any]:
             return [plain(v) for v in value]
         return value
 
-    fields = ("model_name", "tracking_uri", "lake_uri", "reports_prefix", "generated_at")
+    fields = ("model_name", "tracking_uri", "lake_uri", "reports_prefix", "generated_at", "dataset", "choices")
     data: dict[str, Any] = {name: getattr(overview, name) for name in fields}
     data["sections"] = {
         name: {"value": plain(section.value), "error": section.error, "seconds": section.seconds}
