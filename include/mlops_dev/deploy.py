@@ -6,6 +6,9 @@
     python -m mlops_dev.deploy rollback [--version N]   back to N (default: the champion's previous champion)
     python -m mlops_dev.deploy status | audit | teardown   what ``python -m mlops_pipeline.deploy`` does (local)
 
+Every command takes ``--dataset NAME``: that dataset's model and its DAG ``mlops_deploy__<name>``
+(default: the primary dataset, ``mlops_deploy``).
+
 The run is triggered through Airflow's REST API (the local api-server ``make demo`` starts; another
 one with ``--url``) and followed until it ends: every task's state change is printed, then the
 outcome. Exit code 0 when the run succeeded, 1 when it failed or rolled back, 2 when no run could be
@@ -15,6 +18,7 @@ started or followed (Airflow unreachable, the DAG paused or not there).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -39,8 +43,47 @@ class RunLost(RuntimeError):
     """The run could not be followed (Airflow stopped answering for too long)."""
 
 
+def dataset_dag_id(name: str | None) -> str:
+    """The deploy DAG of dataset ``name`` (None: the primary one); for a dataset other than the primary
+    one, this process's settings become that dataset's (the local commands read them). An unknown or
+    broken dataset is a :class:`CannotStart` naming it and the known ones."""
+    from mlops_pipeline.config import SCOPE_ENV, dataset_entries, get_settings
+
+    if name is None:
+        return DAG_ID
+    entries = {entry.name: entry for entry in dataset_entries()}
+    entry = entries.get(name)
+    if entry is None or entry.error:
+        why = entry.error if entry is not None else f"no such dataset; this installation has {sorted(entries)}"
+        raise CannotStart(f"--dataset {name}: {why}")
+    if not entry.primary:
+        os.environ[SCOPE_ENV] = str(entry.path)
+        get_settings.cache_clear()
+    return entry.dag_id(DAG_ID)
+
+
+def _take_dataset(given: list[str]) -> tuple[str | None, list[str]]:
+    """``--dataset NAME`` (or ``--dataset=NAME``) out of ``given``, for the local commands too."""
+    rest: list[str] = []
+    name: str | None = None
+    items = iter(given)
+    for item in items:
+        if item == "--dataset":
+            name = next(items, None)
+        elif item.startswith("--dataset="):
+            name = item.split("=", 1)[1]
+        else:
+            rest.append(item)
+    return name, rest
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    given = list(sys.argv[1:] if argv is None else argv)
+    dataset, given = _take_dataset(list(sys.argv[1:] if argv is None else argv))
+    try:
+        dag_id = dataset_dag_id(dataset)
+    except CannotStart as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     if given[:1] and given[0] in LOCAL_COMMANDS:
         from mlops_pipeline.deploy.__main__ import main as local
 
@@ -56,18 +99,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--unpause", action="store_true", help="unpause mlops_deploy first if it is paused")
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="stop following after this many seconds")
     parser.add_argument("--poll", type=float, default=2.0, help="seconds between looks at the run")
+    parser.add_argument("--dataset", default=None, help="the dataset whose model to deploy (default: the primary one, "
+                        "MLOPS_DATASET); its DAG is mlops_deploy__<name>")
     args = parser.parse_args(given)
 
     api = AirflowAPI.local()
     if args.url:
         api.base_url = args.url.rstrip("/")
     try:
-        run_id = start(api, args.action, args.version, unpause=args.unpause, strategy=args.strategy, approval=args.approval)
+        run_id = start(api, args.action, args.version, unpause=args.unpause, strategy=args.strategy, approval=args.approval,
+                       dag_id=dag_id)
     except (AirflowAPIError, CannotStart) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     try:
-        run = follow(api, run_id, poll=args.poll, timeout=args.timeout)
+        run = follow(api, run_id, poll=args.poll, timeout=args.timeout, dag_id=dag_id)
     except RunLost as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
@@ -84,31 +130,32 @@ def start(
     approval: str | None = None,
     parse_timeout: float = 180.0,
     say: Callable[[str], None] = print,
+    dag_id: str = DAG_ID,
 ) -> str:
-    """Trigger ``mlops_deploy`` with ``{action, version}`` (and ``strategy``, ``approval`` when given); its run id."""
+    """Trigger ``mlops_deploy`` (or ``dag_id``: a dataset's own) with ``{action, version}`` (and ``strategy``, ``approval`` when given); its run id."""
     try:
-        dag = api.dag(DAG_ID)
+        dag = api.dag(dag_id)
     except AirflowAPIError as exc:
         if "HTTP 404" not in str(exc):
             raise
-        say(f"waiting for Airflow to parse {DAG_ID} (a dag-processor must be running)")
+        say(f"waiting for Airflow to parse {dag_id} (a dag-processor must be running)")
         try:
-            dag = api.wait_for_dag(DAG_ID, timeout=parse_timeout)
+            dag = api.wait_for_dag(dag_id, timeout=parse_timeout)
         except AirflowAPIError as missing:
-            raise CannotStart(f"Airflow at {api.base_url} has no DAG {DAG_ID}: {missing}") from missing
+            raise CannotStart(f"Airflow at {api.base_url} has no DAG {dag_id}: {missing}") from missing
     if dag.get("is_paused"):
         if not unpause:
-            raise CannotStart(f"{DAG_ID} is paused, so a run would wait forever: unpause it in the UI, or pass --unpause")
-        api.set_paused(DAG_ID, False)
-        say(f"unpaused {DAG_ID}")
+            raise CannotStart(f"{dag_id} is paused, so a run would wait forever: unpause it in the UI, or pass --unpause")
+        api.set_paused(dag_id, False)
+        say(f"unpaused {dag_id}")
     conf: dict[str, Any] = {"action": action, "version": version}
     if strategy:
         conf["strategy"] = strategy
     if approval:
         conf["approval"] = approval
-    run = api.trigger(DAG_ID, conf=conf)
-    say(f"triggered {DAG_ID} run {run['dag_run_id']} with {conf}")
-    say(f"  {api.base_url}/dags/{DAG_ID}/runs/{run['dag_run_id']}")
+    run = api.trigger(dag_id, conf=conf)
+    say(f"triggered {dag_id} run {run['dag_run_id']} with {conf}")
+    say(f"  {api.base_url}/dags/{dag_id}/runs/{run['dag_run_id']}")
     return str(run["dag_run_id"])
 
 
@@ -122,6 +169,7 @@ def follow(
     say: Callable[[str], None] = print,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    dag_id: str = DAG_ID,
 ) -> dict[str, Any]:
     """Print every task's state change until the run ends; the finished run.
 
@@ -131,8 +179,8 @@ def follow(
     last_answer = started
     while True:
         try:
-            run = api.dag_run(DAG_ID, run_id)
-            tasks = api.task_instances(DAG_ID, run_id)
+            run = api.dag_run(dag_id, run_id)
+            tasks = api.task_instances(dag_id, run_id)
             last_answer = clock()
         except AirflowAPIError as exc:
             if clock() - last_answer > patience:
@@ -155,10 +203,9 @@ def follow(
 
 def report(api: AirflowAPI, run: dict[str, Any], say: Callable[[str], None] = print) -> int:
     """The run's outcome in one line; the exit code."""
-    run_id = run["dag_run_id"]
     outcome: dict[str, Any] = {}
     for task_id in OUTCOME_TASKS:
-        value = _xcom(api, run_id, task_id)
+        value = _xcom(api, run, task_id)
         if isinstance(value, dict) and value.get("outcome"):
             outcome = value
             break
@@ -167,7 +214,7 @@ def report(api: AirflowAPI, run: dict[str, Any], say: Callable[[str], None] = pr
         detail = outcome.get("reason") or (f"previous v{outcome['previous']}" if outcome.get("previous") else "")
         say(f"{run['state']}: {outcome['outcome']} v{outcome.get('version')}" + (f" ({detail})" if detail else ""))
     elif run["state"] == "success":
-        plan = _xcom(api, run_id, "reconcile") or {}
+        plan = _xcom(api, run, "reconcile") or {}
         say(f"success: nothing deployed ({plan.get('reason', 'no task reported an outcome')})")
     if failed:
         say(f"failed tasks: {', '.join(failed)} (their logs are in the Airflow UI)")
@@ -176,9 +223,9 @@ def report(api: AirflowAPI, run: dict[str, Any], say: Callable[[str], None] = pr
     return EXIT_OK
 
 
-def _xcom(api: AirflowAPI, run_id: str, task_id: str) -> Any:
+def _xcom(api: AirflowAPI, run: dict[str, Any], task_id: str) -> Any:
     try:
-        return api.xcom(DAG_ID, run_id, task_id)
+        return api.xcom(run.get("dag_id") or DAG_ID, run["dag_run_id"], task_id)
     except AirflowAPIError:
         return None
 

@@ -156,3 +156,32 @@ def test_make_deploy_refuses_a_paused_dag_unless_told_to_unpause() -> None:
     assert api.paused is False and api.triggered == [{"action": "promote", "version": None}]
     make_deploy.start(api, "deploy", "5", strategy="blue_green", say=lambda line: None)  # type: ignore[arg-type]
     assert api.triggered[-1] == {"action": "deploy", "version": "5", "strategy": "blue_green"}
+
+
+def test_dataset_option_names_the_datasets_deploy_dag_and_refuses_an_unknown_one(tmp_path, monkeypatch) -> None:
+    """``--dataset NAME``: the primary dataset's DAG is mlops_deploy, another's mlops_deploy__<name>,
+    whose settings the process then reads (for status, audit, teardown); an unknown name is refused
+    naming the known ones."""
+    import yaml
+
+    from mlops_pipeline.config import SCOPE_ENV, get_settings
+    from mlops_pipeline.datasets import DATASETS_DIR
+
+    spec = yaml.safe_load((DATASETS_DIR / "churn.yaml").read_text())
+    spec.update(name="leads", suite=str((DATASETS_DIR / spec["suite"]).resolve()))
+    (tmp_path / "leads.yaml").write_text(yaml.safe_dump(spec))
+    monkeypatch.setenv("MLOPS_DATASETS_DIR", str(tmp_path))
+    monkeypatch.delenv("MLOPS_DATASET", raising=False)
+    monkeypatch.delenv(SCOPE_ENV, raising=False)
+    get_settings.cache_clear()
+    try:
+        assert make_deploy._take_dataset(["deploy", "--dataset", "leads", "--version", "3"]) == ("leads", ["deploy", "--version", "3"])
+        assert make_deploy.dataset_dag_id(None) == "mlops_deploy"
+        assert make_deploy.dataset_dag_id("churn") == "mlops_deploy"
+        assert make_deploy.dataset_dag_id("leads") == "mlops_deploy__leads"
+        assert get_settings().registered_model_name == "leads"
+        with pytest.raises(make_deploy.CannotStart, match=r"--dataset nope: no such dataset; this installation has \['churn', 'leads'\]"):
+            make_deploy.dataset_dag_id("nope")
+    finally:
+        monkeypatch.delenv(SCOPE_ENV, raising=False)
+        get_settings.cache_clear()
