@@ -35,6 +35,7 @@ import pytest
 from mlops_dev.airflow_api import AirflowAPIError
 
 from tests.conftest import AirflowStack, free_port
+from tests.integration.test_history_2013 import why_failed
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 
@@ -92,18 +93,6 @@ def post_json(url: str, body: dict) -> dict:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as answer:
         return json.loads(answer.read())
-
-
-def why_failed(api, dag_id: str, runs: list[dict]) -> str:
-    lines = [f"{dag_id} {r['dag_run_id']}: {r['state']}" for r in runs]
-    for run in runs:
-        failed = [ti for ti in api.task_instances(dag_id, run["dag_run_id"]) if ti["state"] in ("failed", "upstream_failed")]
-        if failed:
-            ti = failed[0]
-            log = api.task_log(dag_id, run["dag_run_id"], ti["task_id"], max(ti.get("try_number") or 1, 1))
-            lines.append(f"--- {run['dag_run_id']} {ti['task_id']}:\n{log[-4000:]}")
-            break
-    return "\n".join(lines)
 
 
 @pytest.fixture
