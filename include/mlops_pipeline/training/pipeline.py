@@ -180,6 +180,7 @@ def train_and_register(
         if previous is not None:
             log.info("run %s already trained version %s for these inputs; reusing it", previous["run_id"], previous["version"])
             return previous
+        recorder.end_abandoned(client, experiment_id, request.dag_run_id, digest)
 
     outcomes = train_candidates(prepared, config, training, metric=metric, run=request.label)
     with _step(request.label, "select"):

@@ -105,6 +105,9 @@ class TrainingOutcome:
         return self.outcomes[self.winner]
 
 
+ABANDONED_TAG = "mlops.abandoned"
+
+
 def find_finished(client: MlflowClient, experiment_id: str, dag_run_id: str, digest: str) -> dict[str, Any] | None:
     """The result of a finished run of the same Airflow run and inputs (a task retry), if any."""
     runs = client.search_runs(
@@ -124,6 +127,33 @@ def find_finished(client: MlflowClient, experiment_id: str, dag_run_id: str, dig
             except Exception as exc:  # a run that died before writing its result is no result
                 log.warning("run %s has no readable %s (%s); training again", run.info.run_id, RESULT_ARTIFACT, exc)
     return None
+
+
+def end_abandoned(client: MlflowClient, experiment_id: str, dag_run_id: str, digest: str) -> list[str]:
+    """Runs of the same Airflow run and inputs still RUNNING, with their nested runs: a try whose process
+    died (a SIGKILLed worker) before it could end them. Airflow runs one try of a task at a time, so a
+    new try finds them abandoned: each is tagged as such and ended KILLED, so the experiment shows no
+    run as running for ever. Their ids."""
+    quoted = dag_run_id.replace(chr(39), "")
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.{DAG_RUN_ID} = '{quoted}' and tags.request_digest = '{digest}' and attributes.status = 'RUNNING'",
+        max_results=50,
+    )
+    ended: list[str] = []
+    for run in runs:
+        nested = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}' and attributes.status = 'RUNNING'",
+            max_results=1000,
+        )
+        for abandoned in [*nested, run]:
+            client.set_tag(abandoned.info.run_id, ABANDONED_TAG, f"a later try of Airflow run {quoted} started; this try's process died")
+            client.set_terminated(abandoned.info.run_id, status="KILLED")
+            ended.append(abandoned.info.run_id)
+    if ended:
+        log.warning("ended %d abandoned MLflow run(s) of an earlier try of %s as KILLED: %s", len(ended), quoted, ended)
+    return ended
 
 
 # --- what goes on the run -----------------------------------------------------------------------------
