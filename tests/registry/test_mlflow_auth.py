@@ -206,7 +206,8 @@ def test_each_dag_talks_to_mlflow_as_the_identity_of_its_airflow_connection(
 
 
 def test_every_dag_that_talks_to_mlflow_names_its_identity() -> None:
-    """Each DAG file sets its adapter's ``MLFLOW_IDENTITY`` as the ``on_execute_callback`` of its tasks."""
+    """Each DAG file sets its adapter's ``MLFLOW_IDENTITY`` as the ``on_execute_callback`` of its tasks,
+    after the callback that points the task at its dataset (``ds.callbacks(...)`` puts that first)."""
     import ast
     import importlib
 
@@ -221,7 +222,7 @@ def test_every_dag_that_talks_to_mlflow_names_its_identity() -> None:
             for key, value in zip(node.keys, node.values, strict=True)
             if isinstance(key, ast.Constant) and key.value == "on_execute_callback"
         ]
-        assert callbacks in (["MLFLOW_IDENTITY"], [f"{dag_id}.MLFLOW_IDENTITY"]), (dag_id, callbacks)
+        assert callbacks in (["ds.callbacks(MLFLOW_IDENTITY)"], [f"ds.callbacks({dag_id}.MLFLOW_IDENTITY)"]), (dag_id, callbacks)
 
 
 def test_the_model_ops_view_reads_as_the_reader_identity_and_can_move_nothing(
@@ -257,5 +258,53 @@ def test_the_model_ops_view_reads_as_the_reader_identity_and_can_move_nothing(
         with pytest.raises(MlflowException, match="403"):
             client.set_registered_model_alias(MODEL, "challenger", before["challenger"])
         assert auth_server.aliases() == before
+    finally:
+        get_settings.cache_clear()
+
+
+def test_the_training_identity_gives_the_deploy_identity_its_own_model(
+    auth_server: AuthServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model the training identity registers is its own (MLflow gives its creator MANAGE) and no one
+    else's beyond the server's default. What mlops_train does after registering: grant the user of
+    connection ``mlflow_deploy`` EDIT, so that it can move ``@champion``. Again: nothing changes; a
+    user without MANAGE cannot grant; the reader still moves nothing."""
+    import json
+    import uuid
+
+    from mlops_pipeline.config import get_settings
+    from mlops_pipeline.orchestration.context import grant_model_permission, use_mlflow_identity
+
+    model = f"own-{uuid.uuid4().hex[:8]}"
+    for identity in ("train", "deploy", "reader"):
+        monkeypatch.setenv(
+            f"AIRFLOW_CONN_MLFLOW_{identity.upper()}",
+            json.dumps({"conn_type": "http", "login": identity, "password": auth_server.passwords[identity]}),
+        )
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", auth_server.url)
+    get_settings.cache_clear()
+    with auth_server.client("train") as train:
+        assert train.post(f"{API}/registered-models/create", json={"name": model}).status_code == 200
+        experiment = train.post(f"{API}/experiments/create", json={"name": f"{model}-training"}).json()["experiment_id"]
+        run_id = train.post(f"{API}/runs/create", json={"experiment_id": experiment}).json()["run"]["info"]["run_id"]
+        version = train.post(f"{API}/model-versions/create",
+                             json={"name": model, "source": f"runs:/{run_id}/model", "run_id": run_id}).json()["model_version"]["version"]
+
+    def set_champion(user: str) -> int:
+        with auth_server.client(user) as http:
+            return http.post(f"{API}/registered-models/alias", json={"name": model, "alias": "champion", "version": version}).status_code
+
+    try:
+        assert set_champion("deploy") == 403  # not its model yet: the server's default permission only
+        use_mlflow_identity("deploy")
+        with pytest.raises(PermissionError, match=rf"'deploy'.*EDIT on model '{model}' to 'reader'.*needs MANAGE"):
+            grant_model_permission("reader", model)  # deploy cannot hand out what it does not manage
+        use_mlflow_identity("train")
+        assert grant_model_permission("deploy", model) == "deploy"
+        assert grant_model_permission("deploy", model) == "deploy"  # a retried task: the grant stays
+        assert set_champion("reader") == 403
+        assert set_champion("deploy") == 200
+        monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
+        assert grant_model_permission("deploy", model) is None  # no identity in use: MLflow without authentication
     finally:
         get_settings.cache_clear()

@@ -152,6 +152,50 @@ def _get_connection(conn_id: str) -> Any:
             raise task_side from None
 
 
+def grant_model_permission(identity: str, model_name: str, permission: str = "EDIT") -> str | None:
+    """Under ``mlops-auth``: give the user of Airflow connection ``mlflow_<identity>`` ``permission`` on
+    registered model ``model_name``, as this task's own identity. The training identity does this for
+    the deploy identity: it created the model, so MLflow gave it MANAGE, and the deploy identity needs
+    EDIT to move ``@champion``. Safe to call again (an existing grant is kept).
+
+    Nothing to do, and None, when this task talks to MLflow as no user (a server without
+    authentication) or the connection is missing; the user name otherwise. A refusal is an error
+    naming both users and the model."""
+    import httpx
+
+    from mlops_pipeline.config import get_settings
+
+    me = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if not me:
+        return None
+    try:
+        login = _get_connection(f"{MLFLOW_IDENTITY_CONN_PREFIX}{identity}").login
+    except Exception as exc:
+        log.info("no Airflow connection %s%s (%s): no MLflow permission to grant", MLFLOW_IDENTITY_CONN_PREFIX, identity, exc)
+        return None
+    if not login or login == me:
+        return login or None
+    answer = httpx.post(
+        f"{get_settings().mlflow_tracking_uri.rstrip('/')}/api/3.0/mlflow/users/permissions/grant",
+        json={"username": login, "resource_type": "registered_model", "resource_id": model_name, "permission": permission},
+        auth=(me, os.environ.get("MLFLOW_TRACKING_PASSWORD", "")),
+        timeout=30,
+    )
+    if answer.status_code == 404:
+        log.info("MLflow has no permissions API (no authentication): nothing to grant %r", login)
+        return None
+    error_code = answer.json().get("error_code") if answer.headers.get("content-type", "").startswith("application/json") else None
+    if answer.status_code == 400 and error_code == "RESOURCE_ALREADY_EXISTS":
+        return login
+    if answer.status_code != 200:
+        raise PermissionError(
+            f"MLflow refused {me!r} granting {permission} on model {model_name!r} to {login!r} "
+            f"(HTTP {answer.status_code}: {answer.text[:300]}); {me!r} needs MANAGE on the model (its creator has it)"
+        )
+    log.info("MLflow user %r may now %s model %r (granted by %r)", login, permission, model_name, me)
+    return login
+
+
 class MlflowIdentity:
     """An ``on_execute_callback`` (it runs in the task's process, before the task): the task talks to
     MLflow as :func:`use_mlflow_identity` ``(identity)``. Set in a DAG's ``default_args``."""

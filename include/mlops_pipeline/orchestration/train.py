@@ -24,6 +24,7 @@ from mlops_pipeline.orchestration.context import (
     TRIGGERED_RUN_TYPES,
     MlflowIdentity,
     bad_input_fails_at_once,
+    grant_model_permission,
     refuse_before_start,
     run_type_of,
 )
@@ -98,6 +99,7 @@ def train(
     logical_date: datetime | None,
 ) -> dict[str, Any]:
     """Assemble the window, fit and evaluate the candidates, log to MLflow, register the best."""
+    from mlops_pipeline.config import get_settings
     from mlops_pipeline.training.pipeline import TrainRequest, train_and_register
 
     params = params or {}
@@ -117,7 +119,11 @@ def train(
     )
     log.info("training as of %s (reason %s, run %s)", as_of.isoformat(), request.reason, request.dag_run_id)
     with bad_input_fails_at_once(f"{DAG_ID} cannot train as of {as_of.date()}"):
-        return train_and_register(request)
+        trained = train_and_register(request)
+    # Under MLflow authentication the deploy identity may then move @champion of the model this identity
+    # created (MLflow gives a model's creator MANAGE, everyone else the server's default, READ).
+    grant_model_permission("deploy", str(trained.get("model_name") or get_settings().registered_model_name), "EDIT")
+    return trained
 
 
 def gate(candidate: Mapping[str, Any]) -> dict[str, Any]:
