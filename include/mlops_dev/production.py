@@ -14,9 +14,13 @@ What runs, each a process with a pidfile and a log under the run dir (``MLOPS_RU
 - **An S3-compatible server**: moto in server mode (``moto_server``). The compose file uses MinIO;
   MinIO's binaries come from its own download site, which a machine with only PyPI and Debian cannot
   reach, and the S3 API the project uses (buckets, objects, conditional puts) is the same.
-- **MLflow** (``mlflow server``): backend store in a database of its own (``mlflow``) on the
-  PostgreSQL of Airflow's metadata, artifacts in ``s3://<bucket>-mlflow/artifacts``, served through
-  the server (``--serve-artifacts``), so clients need no S3 credentials.
+- **MLflow** (``mlflow server --app-name mlops-auth``): backend store in a database of its own
+  (``mlflow``) on the PostgreSQL of Airflow's metadata, artifacts in ``s3://<bucket>-mlflow/artifacts``,
+  served through the server (``--serve-artifacts``), so clients need no S3 credentials. With
+  authentication: users ``train``, ``deploy``, ``monitor``, ``score`` and ``reader`` with generated
+  passwords (the Airflow connections ``mlflow_<name>``), an ``admin`` for operators (its password is in
+  the description only), users and grants in database ``mlflow_auth``. Every user may read; a model's
+  creator (``train``) manages it and grants ``deploy`` EDIT; only ``deploy`` may move ``@champion``.
 - **Airflow** with ``AIRFLOW__CORE__EXECUTOR=CeleryExecutor``: api-server, scheduler, dag-processor and
   triggerer (supervised as :mod:`mlops_dev.services` does), and two ``airflow celery worker``
   processes, ``worker1@<host>`` and ``worker2@<host>``, both on the default queue. ``worker2`` is the
@@ -70,6 +74,10 @@ STOP_ORDER = [name for stage in STOP_STAGES for name in stage]
 RESTARTABLE = [*WORKERS, *AIRFLOW_SERVICES, "redis"]
 DESCRIPTION_FILE = "production.json"
 DEFAULT_BUCKET = "mlops"
+# MLflow's users: one per DAG that talks to it and one for the Model ops view (airflow_settings.yaml
+# builds their Airflow connections, mlflow_<name>, from MLOPS_MLFLOW_<NAME>_USER/_PASSWORD).
+MLFLOW_IDENTITIES = ("train", "deploy", "monitor", "score", "reader")
+MLFLOW_ADMIN = "admin"
 
 
 def worker_hostname() -> str:
@@ -255,6 +263,10 @@ def stack_environment(description: dict[str, Any]) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": description["mlflow_tracking_uri"],
         "MLOPS_SERVING_QUEUE": description["serving_queue"],
         **description["credentials"],
+        # Each DAG's MLflow identity (its Airflow connection, built by airflow_settings.yaml from these).
+        **{f"MLOPS_MLFLOW_{name.upper()}_USER": name for name in description.get("mlflow_auth", {}).get("passwords", {})},
+        **{f"MLOPS_MLFLOW_{name.upper()}_PASSWORD": password
+           for name, password in description.get("mlflow_auth", {}).get("passwords", {}).items()},
     }
     env = services.airflow_environment()
     env.update({key: value for key, value in production.items() if key not in os.environ})
@@ -273,6 +285,38 @@ def _refuse_if_running() -> None:
     running = [name for name in STOP_ORDER if services.running_pid(name)]
     if running:
         raise SystemExit(f"already running in {services.run_dir()}: {', '.join(running)}; stop it first (down)")
+
+
+def mlflow_auth_config(description: dict[str, Any]) -> Path:
+    """``basic-auth``'s config for the stack's MLflow (mode 0600, beside the description): users and
+    grants in a database of their own on the metadata PostgreSQL; every authenticated user may READ
+    what no grant names. A model's creator (the training identity) has MANAGE on it, and mlops_train
+    grants the deploy identity EDIT on it; only the deploy identity may move ``@champion``
+    (``mlops-auth``, :mod:`mlops_pipeline.registry.auth_app`)."""
+    auth = description["mlflow_auth"]
+    path = services.run_dir() / "mlflow-auth.ini"
+    _write_private(path, (
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = {with_database(description['airflow_database_url'], auth['database'])}\n"
+        f"admin_username = {auth['admin_user']}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    ))
+    return path
+
+
+def create_mlflow_users(description: dict[str, Any], timeout: float = 60.0) -> None:
+    """The stack's MLflow users, as its administrator; one that exists already keeps its password."""
+    import httpx
+
+    auth = description["mlflow_auth"]
+    with httpx.Client(base_url=description["mlflow_tracking_uri"], auth=(auth["admin_user"], auth["admin_password"]),
+                      timeout=timeout) as admin:
+        for name, password in auth["passwords"].items():
+            answer = admin.post("/api/2.0/mlflow/users/create", json={"username": name, "password": password})
+            if answer.status_code != 200 and "RESOURCE_ALREADY_EXISTS" not in answer.text:
+                raise RuntimeError(f"MLflow at {description['mlflow_tracking_uri']} refused creating user {name!r}: "
+                                   f"HTTP {answer.status_code} {answer.text[:300]}")
 
 
 def up(mlflow_database: str = "mlflow", wait: float = 300.0) -> dict[str, Any]:
@@ -306,6 +350,13 @@ def up(mlflow_database: str = "mlflow", wait: float = 300.0) -> dict[str, Any]:
         "credentials": credentials,
         "workers": {name: f"{name}@{socket.getfqdn()}" for name in WORKERS},
         "serving_queue": os.environ.get("MLOPS_SERVING_QUEUE") or DEFAULT_SERVING_QUEUE,
+        "mlflow_auth": {
+            "admin_user": MLFLOW_ADMIN,
+            "admin_password": secrets.token_urlsafe(24),
+            "passwords": {name: secrets.token_urlsafe(18) for name in MLFLOW_IDENTITIES},
+            "database": f"{mlflow_database}_auth",
+            "secret_key": secrets.token_hex(24),
+        },
     }
     default_queue = os.environ.get("AIRFLOW__OPERATORS__DEFAULT_QUEUE", "default")
     description["queues"] = {
@@ -318,12 +369,18 @@ def up(mlflow_database: str = "mlflow", wait: float = 300.0) -> dict[str, Any]:
     start_redis(redis_port, redis_password)
     start_s3(s3_port)
     ensure_database(airflow_url, mlflow_database)
+    auth = description["mlflow_auth"]
+    ensure_database(airflow_url, auth["database"])
     mlflow_env = {**dict(os.environ), **credentials, "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
-                  "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+                  "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                  "MLFLOW_AUTH_CONFIG_PATH": str(mlflow_auth_config(description)),
+                  "MLFLOW_AUTH_ADMIN_PASSWORD": auth["admin_password"],
+                  "MLFLOW_FLASK_SERVER_SECRET_KEY": auth["secret_key"],
+                  "MLOPS_MLFLOW_CHAMPION_IDENTITIES": "deploy"}
     _wait("s3", lambda: services._http_ok(f"{s3_endpoint}/moto-api/"), deadline)
     create_buckets(s3_endpoint, credentials, [bucket, f"{bucket}-mlflow"])
     _launch("mlflow", [
-        str(Path(sys.executable).parent / "mlflow"), "server",
+        str(Path(sys.executable).parent / "mlflow"), "server", "--app-name", "mlops-auth",
         "--host", "127.0.0.1", "--port", str(settings.mlflow_port),
         "--backend-store-uri", with_database(airflow_url, mlflow_database),
         "--artifacts-destination", f"s3://{bucket}-mlflow/artifacts",
@@ -341,6 +398,7 @@ def up(mlflow_database: str = "mlflow", wait: float = 300.0) -> dict[str, Any]:
 
     _wait("redis", _redis_ready(redis_port, redis_password), deadline)
     _wait("mlflow", lambda: services._http_ok(f"{description['mlflow_tracking_uri']}/health"), deadline)
+    create_mlflow_users(description)
     table = services.services()
     for name in AIRFLOW_SERVICES:
         services._wait_ready(table[name], deadline, wait)
@@ -416,6 +474,8 @@ def down(drop_mlflow_database: bool = False) -> None:
     if drop_mlflow_database and description:
         with contextlib.suppress(Exception):  # the server may be gone already: nothing left to drop
             drop_database(description["airflow_database_url"], description["mlflow_database"])
+            if "mlflow_auth" in description:
+                drop_database(description["airflow_database_url"], description["mlflow_auth"]["database"])
 
 
 def _use_described_ports(description: dict[str, Any]) -> None:
