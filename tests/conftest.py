@@ -22,6 +22,22 @@ pytest_plugins = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def no_dataset_scope_leaks() -> Iterator[None]:
+    """A test that leaves ``MLOPS_DATASET_SCOPE`` set (what a task's first callback sets in its own
+    process) would point every later test of the session at another dataset's settings: it errors,
+    naming itself, and the variable is removed."""
+    before = os.environ.get("MLOPS_DATASET_SCOPE")
+    yield
+    after = os.environ.get("MLOPS_DATASET_SCOPE")
+    if after is not None and after != before:
+        os.environ.pop("MLOPS_DATASET_SCOPE", None)
+        from mlops_pipeline.config import get_settings
+
+        get_settings.cache_clear()
+        pytest.fail(f"the test left MLOPS_DATASET_SCOPE={after} in the environment of the session")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

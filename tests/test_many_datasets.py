@@ -5,6 +5,7 @@ parses the files)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,7 @@ def datasets_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("MLOPS_DATASET_SCOPE", raising=False)
     get_settings.cache_clear()
     yield folder
+    os.environ.pop("MLOPS_DATASET_SCOPE", None)  # what a task's callback sets, whatever a test left
     get_settings.cache_clear()
 
 
@@ -123,8 +125,6 @@ def _dagbag(env: dict[str, str]) -> dict:
 
 
 def test_a_broken_file_gets_dags_that_name_it_and_hides_no_other(datasets_dir: Path, tmp_path: Path) -> None:
-    import os
-
     write_dataset(datasets_dir, "fraud", policy={"deploy": {"steps": [50, 100]}})
     (datasets_dir / "leads.yaml").write_text("name: leads\nsource: {kind: ftp}\n")
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"), "PYTHONPATH": str(REPO / "include")}
