@@ -20,7 +20,8 @@ What runs, each a process with a pidfile and a log under the run dir (``MLOPS_RU
   authentication: users ``train``, ``deploy``, ``monitor``, ``score`` and ``reader`` with generated
   passwords (the Airflow connections ``mlflow_<name>``), an ``admin`` for operators (its password is in
   the description only), users and grants in database ``mlflow_auth``. Every user may read; a model's
-  creator (``train``) manages it and grants ``deploy`` EDIT; only ``deploy`` may move ``@champion``.
+  creator (``train``) manages it and grants ``deploy`` MANAGE (a promotion deletes ``@challenger``);
+  only ``deploy`` may move ``@champion``.
 - **Airflow** with ``AIRFLOW__CORE__EXECUTOR=CeleryExecutor``: api-server, scheduler, dag-processor and
   triggerer (supervised as :mod:`mlops_dev.services` does), and two ``airflow celery worker``
   processes, ``worker1@<host>`` and ``worker2@<host>``, both on the default queue. ``worker2`` is the
@@ -291,7 +292,7 @@ def mlflow_auth_config(description: dict[str, Any]) -> Path:
     """``basic-auth``'s config for the stack's MLflow (mode 0600, beside the description): users and
     grants in a database of their own on the metadata PostgreSQL; every authenticated user may READ
     what no grant names. A model's creator (the training identity) has MANAGE on it, and mlops_train
-    grants the deploy identity EDIT on it; only the deploy identity may move ``@champion``
+    grants the deploy identity MANAGE on it; only the deploy identity may move ``@champion``
     (``mlops-auth``, :mod:`mlops_pipeline.registry.auth_app`)."""
     auth = description["mlflow_auth"]
     path = services.run_dir() / "mlflow-auth.ini"

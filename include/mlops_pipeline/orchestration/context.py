@@ -156,7 +156,8 @@ def grant_model_permission(identity: str, model_name: str, permission: str = "ED
     """Under ``mlops-auth``: give the user of Airflow connection ``mlflow_<identity>`` ``permission`` on
     registered model ``model_name``, as this task's own identity. The training identity does this for
     the deploy identity: it created the model, so MLflow gave it MANAGE, and the deploy identity needs
-    EDIT to move ``@champion``. Safe to call again (an existing grant is kept).
+    EDIT to move ``@champion`` and MANAGE to clear ``@challenger`` (basic-auth counts deleting an alias
+    as a deletion). Safe to call again (an existing grant is kept).
 
     Nothing to do, and None, when this task talks to MLflow as no user (a server without
     authentication) or the connection is missing; the user name otherwise. A refusal is an error

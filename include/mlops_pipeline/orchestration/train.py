@@ -120,9 +120,11 @@ def train(
     log.info("training as of %s (reason %s, run %s)", as_of.isoformat(), request.reason, request.dag_run_id)
     with bad_input_fails_at_once(f"{DAG_ID} cannot train as of {as_of.date()}"):
         trained = train_and_register(request)
-    # Under MLflow authentication the deploy identity may then move @champion of the model this identity
-    # created (MLflow gives a model's creator MANAGE, everyone else the server's default, READ).
-    grant_model_permission("deploy", str(trained.get("model_name") or get_settings().registered_model_name), "EDIT")
+    # Under MLflow authentication the deploy identity may then release the model this identity created
+    # (MLflow gives a model's creator MANAGE, everyone else the server's default, READ): move @champion
+    # (which mlops-auth allows it alone) and clear @challenger on promotion, which basic-auth counts as a
+    # deletion, allowed with MANAGE only.
+    grant_model_permission("deploy", str(trained.get("model_name") or get_settings().registered_model_name), "MANAGE")
     return trained
 
 
