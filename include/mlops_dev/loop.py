@@ -103,7 +103,8 @@ class Observer:
     progress: Progress | None = None
     ui_base: str = ""
     poll_seconds: float = 2.0
-    on_poll: Callable[[str, dict[str, Any], list[dict[str, Any]]], None] | None = None  # (dag_id, run, tasks)
+    # (dag_id, run, tasks): after each poll of a run, and of a backfill's oldest unfinished run
+    on_poll: Callable[[str, dict[str, Any], list[dict[str, Any]]], None] | None = None
 
     def get(self, path: str) -> Any:
         return self.api._request("GET", path)
@@ -192,7 +193,10 @@ class Observer:
             now = ""
             if active:
                 current = sorted(active, key=lambda r: r["logical_date"])[0]
-                now = "; " + self.now_running(dag_id, current, self.task_instances(dag_id, current["dag_run_id"]))
+                tasks = self.task_instances(dag_id, current["dag_run_id"])
+                if self.on_poll is not None:
+                    self.on_poll(dag_id, current, tasks)
+                now = "; " + self.now_running(dag_id, current, tasks)
             self._say(f"{dag_id} backfill {min(days)}..{max(days)}: {len(finished)}/{len(days)} runs finished{now} "
                       f"({time.monotonic() - started:.0f}s)")
             if time.monotonic() > deadline:

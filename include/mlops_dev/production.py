@@ -10,7 +10,8 @@
 What runs, each a process with a pidfile and a log under the run dir (``MLOPS_RUN_DIR``):
 
 - **Redis** from Debian's ``redis-server`` (installed with ``serving/docker/apt-install.sh`` when
-  missing), on a free port on 127.0.0.1 with a generated password: the Celery broker.
+  missing), on a free port on 127.0.0.1 with a generated password: the Celery broker. Its queue is
+  kept in an append-only file under ``<run dir>/redis``, so a restart of the broker loses no task.
 - **An S3-compatible server**: moto in server mode (``moto_server``). The compose file uses MinIO;
   MinIO's binaries come from its own download site, which a machine with only PyPI and Debian cannot
   reach, and the S3 API the project uses (buckets, objects, conditional puts) is the same.
@@ -151,11 +152,14 @@ def start_redis(port: int, password: str) -> None:
     folder = services.run_dir() / "redis"
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "redis.conf"
-    # A config file, not arguments: the password stays out of `ps`. No persistence: a broker's queue is
-    # rebuilt by the scheduler (queued tasks are re-sent after task_queued_timeout).
+    # A config file, not arguments: the password stays out of `ps`. The append-only file keeps the
+    # queue across a restart of the broker: without it the task messages sent and not yet taken by a
+    # worker are gone, and the scheduler re-sends them only after task_queued_timeout (600 s by
+    # default). `everysec`: a crash of the machine may lose the last second of sends, a restart none
+    # (Redis writes the file out on SIGTERM). No RDB snapshots: the AOF is the one copy.
     _write_private(config, "\n".join([
         "bind 127.0.0.1", f"port {port}", "protected-mode yes", f"requirepass {password}",
-        f"dir {folder}", 'save ""', "appendonly no", "daemonize no", "",
+        f"dir {folder}", 'save ""', "appendonly yes", "appendfsync everysec", "daemonize no", "",
     ]))
     _launch("redis", [redis_server_binary(), str(config)], dict(os.environ))
 

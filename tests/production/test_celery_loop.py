@@ -19,7 +19,16 @@ What the production shape adds, and this test checks:
   one version from that training, not two. The killed worker is then started again, as a process
   supervisor would;
 * **the scheduler dies while the canary bakes:** SIGKILLed and started again; the same deploy run
-  resumes and finishes, and the client sees no failed request.
+  resumes and finishes, and the client sees no failed request;
+* **the broker restarts while ingest tasks are queued:** Redis is stopped (SIGTERM) and started
+  again (``python -m mlops_dev.production restart redis``) during the ingest backfill; its append-only
+  file keeps the queue, so every task instance queued at the restart starts long before the
+  scheduler's ``task_queued_timeout`` would re-send it, and no run is lost;
+* **the metadata database restarts mid-run:** the PostgreSQL of Airflow, of MLflow and of Celery's
+  results is stopped (fast shutdown) and started again while the monitor backfill runs; nothing of
+  the stack is restarted by hand: the api-server answers again, each Airflow service heartbeats
+  again (the scheduler, which exits when its database goes, restarted by its supervisor), and the
+  loop finishes.
 
 It also checks what the production shape stores where: each worker's task logs read back from S3,
 the lake's partitions on S3 byte for byte as their manifests say, and the registry in MLflow's
@@ -45,13 +54,13 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, AirflowDatabases, free_port
+from tests.conftest import PROJECT_ENVIRON, REPO, AirflowDatabases, free_port
 from tests.e2e.conftest import TEST_LABELS, docker_client  # noqa: F401
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration]
@@ -77,6 +86,17 @@ def _production(env: dict[str, str], *argv: str, timeout: float) -> subprocess.C
                           text=True, timeout=timeout, check=False)
 
 
+def _embedded_postgres(*argv: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """The project's PostgreSQL, where the session's databases live (:class:`AirflowDatabases`)."""
+    return subprocess.run([sys.executable, "-m", "mlops_dev.services", *argv],
+                          env={**PROJECT_ENVIRON, "MLOPS_HOME": str(REPO)}, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def _utc(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
 def worker_processes(run_dir: Path, name: str) -> list[int]:
     """Every process of Celery worker ``name``: the worker (its pidfile), its pool, the task supervisors
     and the tasks, which run in process groups of their own, so a ``killpg`` of the worker's misses them."""
@@ -98,21 +118,135 @@ def worker_processes(run_dir: Path, name: str) -> list[int]:
 
 
 class Faults:
-    """Called on every poll of the observer: kills a worker during the first ``train`` and the
-    scheduler during a canary bake, each once, and starts them again."""
+    """Called on every poll of the observer: restarts Redis during the ingest backfill, kills a worker
+    during the first ``train``, restarts PostgreSQL during the monitor backfill and kills the scheduler
+    during a canary bake, each once; what was killed is started again."""
 
-    def __init__(self, env: dict[str, str], hostnames: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], hostnames: dict[str, str], api: Any) -> None:
         self.env = env
+        self.api = api
         self.worker_of_host = {host: name for name, host in hostnames.items()}
         self.worker: dict[str, Any] = {}
         self.scheduler: dict[str, Any] = {}
+        self.broker: dict[str, Any] = {}
+        self.database: dict[str, Any] = {}
+        self._busy_polls = 0
 
     def __call__(self, dag_id: str, run: dict[str, Any], tasks: list[dict[str, Any]]) -> None:
         by_id = {t["task_id"]: t for t in tasks}
-        if dag_id == "mlops_train":
+        if dag_id == "mlops_ingest":
+            self._broker_fault()
+        elif dag_id == "mlops_train":
             self._worker_fault(run, by_id.get("train"))
+        elif dag_id == "mlops_monitor":
+            self._database_fault(run, tasks)
         elif dag_id == "mlops_deploy":
             self._scheduler_fault(run, by_id)
+
+    def _broker_fault(self) -> None:
+        """Redis stopped and started again while ingest task instances are queued (sent to the broker,
+        not yet started by a worker): at the first poll that finds one queued, or else at the third
+        that finds tasks running."""
+        if self.broker:
+            return
+        in_flight = self.api._request("GET", "/api/v2/dags/mlops_ingest/dagRuns/~/taskInstances?limit=1000")["task_instances"]
+        queued = [t for t in in_flight if t["state"] == "queued"]
+        running = [t for t in in_flight if t["state"] == "running"]
+        self._busy_polls += bool(running)
+        if not queued and (not running or self._busy_polls < 3):
+            return
+        from mlops_dev.services import _alive
+
+        run_dir = Path(self.env["MLOPS_RUN_DIR"])
+        messages_before = self._broker_messages()
+        pid = int((run_dir / "redis.pid").read_text())
+        stopped_at, stopped_wall = time.monotonic(), datetime.now(UTC)
+        os.kill(pid, signal.SIGTERM)  # as `systemctl restart` does: TERM, then a new server
+        while _alive(pid):
+            assert time.monotonic() - stopped_at < 60, "Redis did not stop on SIGTERM"
+            time.sleep(0.05)
+        restarted = _production(self.env, "restart", "redis", timeout=120)
+        assert restarted.returncode == 0, restarted.stderr[-3000:]
+        self.broker = {"stopped_at": stopped_wall, "back_at": datetime.now(UTC),
+                       "back_in": round(time.monotonic() - stopped_at, 1), "running": len(running),
+                       "queued": [(t["dag_run_id"], t["task_id"], t["map_index"], t["try_number"]) for t in queued],
+                       "messages_before": messages_before, "messages_after": self._broker_messages()}
+
+    def _broker_messages(self) -> dict[str, int]:
+        """Task messages in Redis: waiting in the queues, and taken by a worker but not yet acknowledged
+        (Celery acknowledges an Airflow task once it has run)."""
+        import redis
+
+        description = json.loads((Path(self.env["MLOPS_RUN_DIR"]) / "production.json").read_text())
+        queues = sorted({queue for names in description["queues"].values() for queue in names})
+        broker = redis.Redis.from_url(description["broker_url"], socket_timeout=5)
+        try:
+            return {"waiting": sum(int(broker.llen(queue)) for queue in queues), "unacked": int(broker.hlen("unacked"))}
+        finally:
+            broker.close()
+
+    def _stack_pids(self) -> dict[str, int | None]:
+        from mlops_dev.production import STOP_ORDER
+
+        run_dir = Path(self.env["MLOPS_RUN_DIR"])
+        pids: dict[str, int | None] = {}
+        for name in STOP_ORDER:
+            try:
+                pid = int((run_dir / f"{name}.pid").read_text())
+            except (FileNotFoundError, ValueError):
+                pids[name] = None
+                continue
+            pids[name] = pid if Path(f"/proc/{pid}").exists() else None
+        return pids
+
+    def _supervisor_restarts(self) -> dict[str, int]:
+        from mlops_dev.production import AIRFLOW_SERVICES
+
+        logs = Path(self.env["MLOPS_RUN_DIR"]) / "logs"
+        return {name: (logs / f"{name}.log").read_text(errors="replace").count(f"[supervise] {name} exited")
+                for name in AIRFLOW_SERVICES}
+
+    def _database_fault(self, run: dict[str, Any], tasks: list[dict[str, Any]]) -> None:
+        """The project's PostgreSQL stopped (fast shutdown: sessions cut) and started again while a
+        monitor task runs; then, with no restart of anything by hand, wait for the api-server to answer
+        and for every Airflow service to heartbeat again."""
+        from mlops_dev.airflow_api import AirflowAPIError
+
+        if self.database or not any(t["state"] == "running" for t in tasks):
+            return
+        pids, restarts = self._stack_pids(), self._supervisor_restarts()
+        stopped_at, stopped_wall = time.monotonic(), datetime.now(UTC)
+        for verb in ("stop", "start"):
+            done = _embedded_postgres(verb, "postgres", timeout=180)
+            assert done.returncode == 0, f"postgres {verb}: {done.stdout[-2000:]}{done.stderr[-3000:]}"
+        back_wall = datetime.now(UTC)
+        self.database = {"run": run["dag_run_id"], "stopped_at": stopped_wall, "back_at": back_wall,
+                         "back_in": round(time.monotonic() - stopped_at, 1),
+                         "running": [t["task_id"] for t in tasks if t["state"] == "running"]}
+        deadline = stopped_at + 300
+        while True:  # a read of the metadata DB through the REST API
+            try:
+                self.api.dag_run("mlops_monitor", run["dag_run_id"])
+                break
+            except AirflowAPIError as exc:
+                assert time.monotonic() < deadline, f"the api-server does not answer after the database restart: {exc}"
+                time.sleep(0.5)
+        self.database["api_answers_in"] = round(time.monotonic() - stopped_at, 1)
+        components = ("scheduler", "triggerer", "dag_processor")
+        while True:
+            try:
+                health = self.api.health()
+            except AirflowAPIError:
+                health = {}
+            beats = {c: _utc((health.get(c) or {}).get(f"latest_{c}_heartbeat")) for c in components}
+            if all(beat is not None and beat > back_wall for beat in beats.values()):
+                break
+            assert time.monotonic() < deadline, f"no heartbeat since the database restart: {beats}"
+            time.sleep(1)
+        self.database["heartbeats_in"] = round(time.monotonic() - stopped_at, 1)
+        after = self._supervisor_restarts()
+        self.database["restarted_by_supervisor"] = sorted(name for name in after if after[name] > restarts[name])
+        self.database["pids_before"], self.database["pids_after"] = pids, self._stack_pids()
 
     def _worker_fault(self, run: dict[str, Any], train: dict[str, Any] | None) -> None:
         if train is None or self.worker.get("restarted_in") is not None:
@@ -205,12 +339,15 @@ def celery_loop(tmp_path_factory: pytest.TempPathFactory, airflow_databases: Air
         import socket
 
         hostnames = {name: f"{name}-{socket.getfqdn()}" for name in description["workers"]}
-        faults = Faults(env, hostnames)
+        faults = Faults(env, hostnames, api)
         observer = Observer(api, progress=lines.append, poll_seconds=2.0, on_poll=faults)
         client = ClientProcess(timeline.post_change, base / "client.json", env=env, before_days=timeline.good_history)
         with pytest.MonkeyPatch.context() as patch:
             for key, value in env.items():
                 patch.setenv(key, value)
+            # The test reads the registry as the view does: MLflow runs with authentication.
+            patch.setenv("MLFLOW_TRACKING_USERNAME", "reader")
+            patch.setenv("MLFLOW_TRACKING_PASSWORD", description["mlflow_auth"]["passwords"]["reader"])
             get_settings.cache_clear()
             try:
                 began = time.monotonic()
@@ -227,6 +364,12 @@ def celery_loop(tmp_path_factory: pytest.TempPathFactory, airflow_databases: Air
         print("\n".join(lines[-60:]))
         stopped = _production(env, "down", "--drop-mlflow-database", timeout=300)
         assert stopped.returncode == 0, stopped.stderr[-3000:]
+
+
+def _quote(run_id: str) -> str:
+    import urllib.parse
+
+    return urllib.parse.quote(run_id, safe="")
 
 
 def _all_task_tries(observer: Any) -> list[dict[str, Any]]:
@@ -345,6 +488,96 @@ def test_a_scheduler_killed_mid_bake_resumes_the_same_deploy_and_no_request_fail
     case.figures.update({"steady_requests": steady["sent"], "failed_requests": steady["failed"] + replayed["failed"]})
 
 
+def _loop_runs(celery_loop: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The loop's runs (the real date's own scheduled runs of the unpaused DAGs are not part of it) left
+    unfinished, and those failed other than the quarantined day's ingest."""
+    from mlops_dev.loop import DAGS
+
+    observer, bad_day = celery_loop["observer"], celery_loop["result"].timeline.bad_batch_day.isoformat()
+    runs = [{**r, "dag_id": dag_id} for dag_id in DAGS for r in observer.runs(dag_id) if r["run_type"] != "scheduled"]
+    lost = [f"{r['dag_id']} {r['dag_run_id']}" for r in runs if r["state"] not in ("success", "failed")]
+    failed = [f"{r['dag_id']} {r['dag_run_id']}" for r in runs if r["state"] == "failed"
+              and not (r["dag_id"] == "mlops_ingest" and (r.get("logical_date") or "")[:10] == bad_day)]
+    return lost, failed
+
+
+def _duplicated_versions(celery_loop: dict[str, Any]) -> int:
+    """Model versions beyond the loop's two trainings'."""
+    from mlops_pipeline.registry.client import mlflow_client
+
+    return len(mlflow_client().search_model_versions(f"name = '{celery_loop['env']['MLOPS_MODEL_NAME']}'")) - 2
+
+
+def _first_start_after(celery_loop: dict[str, Any], moment: datetime) -> datetime | None:
+    starts = [start for t in _all_task_tries(celery_loop["observer"]) if (start := _utc(t.get("start_date"))) and start >= moment]
+    return min(starts, default=None)
+
+
+def test_a_redis_restart_with_ingest_tasks_in_flight_loses_no_task(celery_loop: dict[str, Any], reliability: Any) -> None:
+    fault, observer = celery_loop["faults"].broker, celery_loop["observer"]
+    case = reliability.record(
+        "faults", "Redis (the Celery broker) stopped and started again while ingest tasks are queued and running "
+        "(production shape, on the scheduler; same module)",
+        "the queue survives the restart (append-only file): every queued task instance starts, none waits for "
+        "task_queued_timeout; no run lost or failed; the loop finishes",
+    )
+    assert fault, "Redis was not restarted during the ingest backfill"
+    # Each task instance queued at the restart (seen queued by the poll just before it): the try that
+    # was queued then started, and soon, not after the scheduler's task_queued_timeout (600 s) gave up
+    # on its message. It may have started in the moment between the poll and the stop.
+    waits = []
+    for run_id, task_id, map_index, try_number in fault["queued"]:
+        suffix = f"/{map_index}" if map_index >= 0 else ""
+        tries = observer.get(f"/api/v2/dags/mlops_ingest/dagRuns/{_quote(run_id)}/taskInstances/{task_id}{suffix}/tries")["task_instances"]
+        start = _utc(next((t.get("start_date") for t in tries if t["try_number"] == try_number), None))
+        assert start is not None, f"{run_id} {task_id}: try {try_number}, queued at the restart of Redis, never started: {tries}"
+        waits.append(max(0.0, (start - fault["stopped_at"]).total_seconds()))
+    assert max(waits, default=0) < 120, waits
+    lost, failed = _loop_runs(celery_loop)
+    assert not lost and not failed, (lost, failed)
+    duplicated = _duplicated_versions(celery_loop)
+    assert duplicated == 0
+    first = _first_start_after(celery_loop, fault["back_at"])
+    assert first is not None, "no task instance started after Redis was back"
+    figures = {"queued_at_restart": len(fault["queued"]), "running_at_restart": fault["running"],
+               "redis_back_after_s": fault["back_in"],
+               "next_task_started_after_s": round((first - fault["stopped_at"]).total_seconds(), 1),
+               "queued_tasks_started_after_s": round(max(waits), 1) if waits else None,
+               "broker_messages_before": fault["messages_before"], "broker_messages_after": fault["messages_after"],
+               "runs_lost": len(lost), "runs_failed": len(failed), "duplicated_versions": duplicated}
+    print(json.dumps(figures))
+    case.figures.update(figures)
+
+
+def test_a_postgres_restart_mid_run_is_recovered_with_no_manual_step(celery_loop: dict[str, Any], reliability: Any) -> None:
+    fault, result = celery_loop["faults"].database, celery_loop["result"]
+    case = reliability.record(
+        "faults", "PostgreSQL (Airflow's metadata, MLflow's registry, Celery's results) restarted with a fast "
+        "shutdown while a monitor task runs (production shape, on the scheduler; same module)",
+        "no step by hand: the api-server answers, the scheduler, triggerer and DAG processor heartbeat again, "
+        "workers and MLflow carry on; no run lost or failed; the loop finishes",
+    )
+    assert fault, "PostgreSQL was not restarted during the monitor backfill"
+    monitor_runs = [d["dag_run_id"] for d in result.decisions]
+    assert fault["run"] in monitor_runs, (fault["run"], monitor_runs)
+    # Nothing started by hand: the same processes (the services' supervisors, the workers, MLflow) run
+    # before and after the restart.
+    assert fault["pids_after"] == fault["pids_before"] and all(fault["pids_after"].values()), fault
+    lost, failed = _loop_runs(celery_loop)
+    assert not lost and not failed, (lost, failed)
+    duplicated = _duplicated_versions(celery_loop)
+    assert duplicated == 0
+    first = _first_start_after(celery_loop, fault["back_at"])
+    assert first is not None, "no task instance started after PostgreSQL was back"
+    figures = {"postgres_back_after_s": fault["back_in"], "rest_answers_after_s": fault["api_answers_in"],
+               "heartbeats_after_s": fault["heartbeats_in"],
+               "next_task_started_after_s": round((first - fault["stopped_at"]).total_seconds(), 1),
+               "restarted_by_supervisor": ",".join(fault["restarted_by_supervisor"]) or "none",
+               "runs_lost": len(lost), "runs_failed": len(failed), "duplicated_versions": duplicated}
+    print(json.dumps(figures))
+    case.figures.update(figures)
+
+
 def test_the_harness_only_started_things(celery_loop: dict[str, Any]) -> None:
     from mlops_dev.loop import DAGS
 
@@ -412,7 +645,7 @@ def test_the_registry_is_mlflow_on_postgres_with_the_model_files_in_s3(celery_lo
     description, name = celery_loop["description"], celery_loop["env"]["MLOPS_MODEL_NAME"]
     # Both URIs named: an earlier test of the session may have set MLflow's process-wide registry URI.
     uri = description["mlflow_tracking_uri"]
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # as reader (the fixture's environment)
     versions = {str(v.version): v for v in client.search_model_versions(f"name = '{name}'")}
     database_url = urllib.parse.urlsplit(description["airflow_database_url"])
     connection = psycopg2.connect(
@@ -494,3 +727,34 @@ def test_the_scheduler_backfills_batch_scores_that_match_the_router(celery_loop:
         served = np.asarray([p["probability"] for p in body["predictions"]], dtype=np.float64)
         assert np.abs(predictions.loc[ids, PROBABILITY].to_numpy() - served).max() <= 1e-6
         assert predictions.loc[ids, LABEL].tolist() == [p["label"] for p in body["predictions"]]
+
+
+def test_mlflow_runs_with_authentication_and_only_the_deploy_identity_moved_champion(celery_loop: dict[str, Any]) -> None:
+    """The production shape's MLflow: an anonymous or wrong-password request is a 401; the training
+    identity, which created the model, is refused @champion (403) and nothing moves; the champion the
+    loop promoted was set by the deploy identity, which mlops_train granted MANAGE on the model."""
+    import httpx
+
+    description, model = celery_loop["description"], celery_loop["env"]["MLOPS_MODEL_NAME"]
+    uri, passwords = description["mlflow_tracking_uri"], description["mlflow_auth"]["passwords"]
+    api = f"{uri}/api/2.0/mlflow"
+
+    def aliases() -> dict[str, str]:
+        answer = httpx.get(f"{api}/registered-models/get", params={"name": model}, auth=("reader", passwords["reader"]), timeout=30)
+        answer.raise_for_status()
+        return {a["alias"]: a["version"] for a in answer.json()["registered_model"].get("aliases", [])}
+
+    assert httpx.get(f"{api}/registered-models/get", params={"name": model}, timeout=30).status_code == 401
+    assert httpx.get(f"{api}/registered-models/get", params={"name": model}, auth=("deploy", "wrong"), timeout=30).status_code == 401
+    before = aliases()
+    assert "champion" in before
+    other = str(int(before["champion"]) - 1 or 1)  # an earlier version (the guard refuses any move of @champion)
+    for user in ("train", "reader", "monitor"):
+        refused = httpx.post(f"{api}/registered-models/alias", json={"name": model, "alias": "champion", "version": other},
+                             auth=(user, passwords[user]), timeout=30)
+        assert refused.status_code == 403, (user, refused.text)
+        assert aliases() == before
+    granted = httpx.get(f"{uri}/api/3.0/mlflow/users/permissions/get",
+                        params={"username": "deploy", "resource_type": "registered_model", "resource_id": model},
+                        auth=(description["mlflow_auth"]["admin_user"], description["mlflow_auth"]["admin_password"]), timeout=30)
+    assert granted.status_code == 200 and "MANAGE" in granted.text, granted.text

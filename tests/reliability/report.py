@@ -31,6 +31,8 @@ SUITE_PREFIXES = (
     "tests/data/test_s3_outage.py::",
     "tests/production/test_celery_loop.py::test_a_worker_killed",
     "tests/production/test_celery_loop.py::test_a_scheduler_killed",
+    "tests/production/test_celery_loop.py::test_a_redis_restart",
+    "tests/production/test_celery_loop.py::test_a_postgres_restart",
 )
 
 
