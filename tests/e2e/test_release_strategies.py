@@ -168,6 +168,11 @@ def releases(docker_client, airflow_stack, airflow_databases, mlflow_server, mod
         "MLOPS_DEPLOY_AB_SECONDS": "40",
         "MLOPS_DEPLOY_EXTRA_LABELS": '{"org.mlops.e2e": "strategies"}',
         "MLOPS_DEPLOY_STRATEGY": None,  # the production default (shadow, then canary), not the canary scenario's
+        # The scenario's 1 s suits `airflow dags test` (sensors poke inline); on the scheduler a sensor
+        # rescheduled every second can be queued again before the executor's event for its last poke
+        # arrives, and Airflow then fails that try ("finished with state success, but the task
+        # instance's state attribute is queued"). 5 s, as the demo and the production loop use.
+        "MLOPS_DEPLOY_POKE_SECONDS": "5",
     }
     with deployment_env("docker", base, mlflow_server.uri, **scenario) as env:
         assert "MLOPS_DEPLOY_INSUFFICIENT_TRAFFIC" not in env and "MLOPS_DEPLOY_STRATEGY" not in env  # production defaults
