@@ -677,8 +677,7 @@ def dataset_entries(settings: Settings | None = None) -> list[Any]:
     from mlops_pipeline.datasets import DATASETS_DIR, discover_datasets
 
     if settings is None:  # the environment only: a broken dataset file must not hide the others
-        env_file = project_home() / ".env"
-        settings = Settings(_env_file=env_file if env_file.is_file() else None)  # type: ignore[call-arg]
+        settings = Settings(_env_file=_env_file())  # type: ignore[call-arg]
     folders = [DATASETS_DIR] + ([settings.datasets_dir] if settings.datasets_dir else [])
     return discover_datasets(settings.dataset, folders)
 
@@ -718,9 +717,19 @@ def _with_dataset_policy(settings: Settings) -> Settings:
     return settings.model_copy(update=updates) if updates else settings
 
 
+def _env_file() -> Path | None:
+    env_file = project_home() / ".env"
+    return env_file if env_file.is_file() else None
+
+
+def settings_for(scope: str | Path | None) -> Settings:
+    """One dataset's settings, read now as :func:`get_settings` reads them (``scope``: the file of a
+    dataset other than the primary one; None: the primary one's)."""
+    return load_settings(_env_file(), scope=scope)
+
+
 @functools.cache
 def get_settings() -> Settings:
     """The settings of this process (cached; see the module's docstring for where values come from)."""
-    env_file = project_home() / ".env"
-    return load_settings(env_file if env_file.is_file() else None)
+    return load_settings(_env_file())
 

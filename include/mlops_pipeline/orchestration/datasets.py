@@ -86,10 +86,9 @@ class DatasetDags:
     @cached_property
     def settings(self) -> Settings:
         """This dataset's settings, read at parse time (what shapes its DAGs)."""
-        from mlops_pipeline.config import load_settings, project_home
+        from mlops_pipeline.config import settings_for
 
-        env_file = project_home() / ".env"
-        return load_settings(env_file if env_file.is_file() else None, scope=None if self.primary else self.entry.path)
+        return settings_for(None if self.primary else self.entry.path)
 
     def callbacks(self, *others: Any) -> list[Any]:
         """This dataset's :class:`UseDataset` first, then ``others`` (for ``on_execute_callback`` and

@@ -55,7 +55,7 @@ class UnknownDataset(LookupError):
 def choose(dataset: str | None) -> tuple[Settings, str | None, list[dict[str, Any]]]:
     """The settings of the dataset the view shows (``dataset``: a name; None: the primary one), its name,
     and every dataset of the installation for the picker."""
-    from mlops_pipeline.config import dataset_entries, get_settings, load_settings
+    from mlops_pipeline.config import dataset_entries, get_settings, settings_for
 
     entries = dataset_entries()
     choices = [
@@ -71,7 +71,7 @@ def choose(dataset: str | None) -> tuple[Settings, str | None, list[dict[str, An
         raise UnknownDataset(f"query parameter dataset: dataset {dataset!r} cannot be shown: {entry.error}")
     if entry.primary:
         return get_settings(), dataset, choices
-    return load_settings(scope=entry.path), dataset, choices
+    return settings_for(entry.path), dataset, choices
 
 
 def _model_name(settings: Settings) -> str:
