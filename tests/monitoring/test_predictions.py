@@ -3,6 +3,7 @@ format, window membership."""
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -156,6 +157,33 @@ def test_blocks_keep_lines_whole_and_count_every_row(tmp_path):
     assert table.num_rows == 2100 == report.rows
     assert table.column("a").to_pylist() == [float(i) for i in range(2100)]
     assert table.column(PROBABILITY).to_pylist() == [0.1, 0.2, 0.3] * 700
+
+
+def test_reading_ahead_gives_the_same_tables_and_report_and_raises_the_readers_error(tmp_path, monkeypatch):
+    data = b"".join(_request(*[_record(cid=f"c-{i}-{j}", a=float(i * 3 + j)) for j in range(3)]) for i in range(700))
+    data += b'{"request_id": "torn", "ts": "2026-01-05T12:\n' + _request(_record(cid="last"))
+    path = _write(tmp_path / "ds=2026-01-05" / REQUESTS, data)
+    plain, plain_report = _read([path], block_bytes=4096)
+    ahead_report = ReadReport()
+    ahead = list(iter_log_tables([path], LAYOUT, ahead_report, block_bytes=4096, read_ahead=2))
+    assert len(ahead) > 10
+    assert pa.concat_tables(ahead).equals(plain)
+    assert ahead_report.to_dict() == plain_report.to_dict() and ahead_report.bad_lines == 1
+    # a consumer that stops early stops the reader's thread
+    threads = threading.active_count()
+    tables = iter_log_tables([path], LAYOUT, block_bytes=4096, read_ahead=1)
+    next(tables)
+    tables.close()
+    assert threading.active_count() == threads
+    # an error while reading reaches the consumer as it is
+    import mlops_pipeline.monitoring.predictions as predictions
+
+    def broken(*args, **kwargs):
+        raise OSError(f"{path}: input/output error")
+
+    monkeypatch.setattr(predictions, "_parse_request_block", broken)
+    with pytest.raises(OSError, match="input/output error"):
+        list(iter_log_tables([path], LAYOUT, read_ahead=1))
 
 
 def test_bad_lines_are_skipped_and_reported_with_where_they_are(tmp_path):

@@ -123,7 +123,13 @@ class NumericDrift:
         if not len(finite):
             return
         if self._distinct is not None:
-            seen, counts = np.unique(finite, return_counts=True)
+            # At most LOW_CARDINALITY values are known: a comparison each, and a sort of the rest only.
+            known = np.fromiter(self._distinct, dtype="float64", count=len(self._distinct))
+            matches = finite[:, None] == known[None, :]
+            for value, count in zip(known.tolist(), matches.sum(axis=0).tolist(), strict=True):
+                self._distinct[value] += count
+            others = finite[~matches.any(axis=1)] if len(known) else finite
+            seen, counts = np.unique(others, return_counts=True)
             for value, count in zip(seen.tolist(), counts.tolist(), strict=True):
                 self._distinct[value] = self._distinct.get(value, 0) + count
             if len(self._distinct) > LOW_CARDINALITY:

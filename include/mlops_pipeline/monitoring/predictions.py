@@ -222,9 +222,20 @@ def iter_log_tables(
     layout: LogLayout,
     report: ReadReport | None = None,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
+    read_ahead: int = 0,
 ) -> Iterator[pa.Table]:
-    """Flattened tables (see :meth:`LogLayout.table_schema`) of every complete line of ``files``."""
-    report = report if report is not None else ReadReport()
+    """Flattened tables (see :meth:`LogLayout.table_schema`) of every complete line of ``files``.
+
+    With ``read_ahead`` > 0, up to that many blocks are read and parsed in a thread of their own
+    while the caller works on the current one (Arrow and NumPy release the GIL, so the parse of the
+    next block and the statistics of this one share the cores); ``report`` is complete once the
+    iteration is. Memory grows by ``read_ahead`` parsed blocks."""
+    if read_ahead > 0:
+        return _read_ahead(iter_log_tables(files, layout, report, block_bytes), read_ahead)
+    return _iter_log_tables(files, layout, report if report is not None else ReadReport(), block_bytes)
+
+
+def _iter_log_tables(files: Iterable[Path], layout: LogLayout, report: ReadReport, block_bytes: int) -> Iterator[pa.Table]:
     for path in files:
         report.files.append(str(path))
         parse = _parse_request_block if is_request_log(path) else _parse_block
@@ -233,6 +244,49 @@ def iter_log_tables(
             if table.num_rows:
                 report.rows += table.num_rows
                 yield table
+
+
+def _read_ahead(tables: Iterator[pa.Table], depth: int) -> Iterator[pa.Table]:
+    """``tables``, produced by a thread up to ``depth`` items ahead of the consumer. An error in the
+    producer is raised to the consumer; a consumer that stops early stops the producer."""
+    import queue
+    import threading
+
+    handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for table in tables:
+                if not put(("table", table)):
+                    return
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put(("error", exc))
+            return
+        put(("end", None))
+
+    producer = threading.Thread(target=produce, name="prediction-log-reader", daemon=True)
+    producer.start()
+    try:
+        while True:
+            kind, item = handoff.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        producer.join()
 
 
 def iter_log_rows(
