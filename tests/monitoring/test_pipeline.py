@@ -124,3 +124,17 @@ def test_retrains_are_found_in_the_training_experiment(champion):
     assert mlflow_retrains(client, experiment, ["drift"], exclude_ds="2026-01-08") == []
     assert mlflow_retrains(client, "no-such-experiment", ["drift"]) == []
     assert found[0].window_end + timedelta(days=1) == datetime(2026, 1, 10, tzinfo=UTC)
+
+
+def test_the_background_import_of_evidently_shortens_the_switch_interval_only_while_it_runs():
+    import sys
+
+    from mlops_pipeline.monitoring.evidently_report import IMPORT_SWITCH_SECONDS, import_in_background
+
+    before = sys.getswitchinterval()
+    thread = import_in_background()
+    during = sys.getswitchinterval()
+    thread.join()
+    assert "evidently" in sys.modules
+    assert sys.getswitchinterval() == before
+    assert during in (IMPORT_SWITCH_SECONDS, before)  # ``before`` if the import had already finished

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 PREDICTION = "prediction"
 TARGET = "target"
+IMPORT_SWITCH_SECONDS = 0.0002  # see import_in_background
 
 
 def import_in_background() -> threading.Thread:
@@ -38,16 +39,31 @@ def import_in_background() -> threading.Thread:
     Start it after the caller's own heavy imports (the model's libraries) and join it before
     any more, so that two threads never import one package tree at once. A failure is only
     logged here: the report's own import raises it where it is handled.
+
+    While the import runs, the interpreter's switch interval is :data:`IMPORT_SWITCH_SECONDS`
+    instead of its 5 ms: the import holds the GIL in long stretches of bytecode, and the stream,
+    whose every numpy or Arrow call gives the GIL up and must take it back, would otherwise wait up
+    to a whole interval each time. The interval is restored when the import ends.
     """
+    import sys
+
+    previous = sys.getswitchinterval()
 
     def run() -> None:
         try:
             import evidently  # noqa: F401  (the package imports its metrics, presets and report)
         except Exception:
             log.debug("importing Evidently in the background failed; the report's import will raise", exc_info=True)
+        finally:
+            sys.setswitchinterval(previous)
 
+    sys.setswitchinterval(min(previous, IMPORT_SWITCH_SECONDS))
     thread = threading.Thread(target=run, name="evidently-import", daemon=True)
-    thread.start()
+    try:
+        thread.start()
+    except BaseException:
+        sys.setswitchinterval(previous)
+        raise
     return thread
 
 
