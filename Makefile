@@ -89,7 +89,7 @@ bench-report: install  ## every goal met, missed or not measured from the result
 	@$(PY) tests/benchmarks/goals.py
 	@$(PY) tests/benchmarks/report.py
 
-reprocess: install  ## after fixing a suite or the source: backfill mlops_ingest's failed (quarantined) days of a range and report each day: make reprocess ARGS="--from 2026-01-01 --to 2026-01-31"
+reprocess: install  ## after fixing a suite or the source: backfill mlops_ingest's failed (quarantined) days of a range and report each day: make reprocess ARGS="--from 2026-01-01 --to 2026-01-31 [--dataset NAME]"
 	@$(PY) -m mlops_dev.reprocess $(ARGS)
 
 bench-ingest: setup  ## DAG parse times vs `import airflow.sdk`, and a 90-day backfill on the real scheduler

@@ -18,7 +18,6 @@ started or followed (Airflow unreachable, the DAG paused or not there).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mlops_dev.airflow_api import AirflowAPI, AirflowAPIError
+from mlops_dev.dataset_scope import take_dataset
 
 DAG_ID = "mlops_deploy"
 ACTIONS = ("deploy", "promote", "rollback")
@@ -44,41 +44,19 @@ class RunLost(RuntimeError):
 
 
 def dataset_dag_id(name: str | None) -> str:
-    """The deploy DAG of dataset ``name`` (None: the primary one); for a dataset other than the primary
-    one, this process's settings become that dataset's (the local commands read them). An unknown or
-    broken dataset is a :class:`CannotStart` naming it and the known ones."""
-    from mlops_pipeline.config import SCOPE_ENV, dataset_entries, get_settings
+    """The deploy DAG of dataset ``name`` (None: the primary one), with that dataset's settings in
+    this process (see :func:`mlops_dev.dataset_scope.scope_to_dataset`); an unknown or broken
+    dataset is a :class:`CannotStart` naming it and the known ones."""
+    from mlops_dev.dataset_scope import UnknownDataset, scope_to_dataset
 
-    if name is None:
-        return DAG_ID
-    entries = {entry.name: entry for entry in dataset_entries()}
-    entry = entries.get(name)
-    if entry is None or entry.error:
-        why = entry.error if entry is not None else f"no such dataset; this installation has {sorted(entries)}"
-        raise CannotStart(f"--dataset {name}: {why}")
-    if not entry.primary:
-        os.environ[SCOPE_ENV] = str(entry.path)
-        get_settings.cache_clear()
-    return entry.dag_id(DAG_ID)
-
-
-def _take_dataset(given: list[str]) -> tuple[str | None, list[str]]:
-    """``--dataset NAME`` (or ``--dataset=NAME``) out of ``given``, for the local commands too."""
-    rest: list[str] = []
-    name: str | None = None
-    items = iter(given)
-    for item in items:
-        if item == "--dataset":
-            name = next(items, None)
-        elif item.startswith("--dataset="):
-            name = item.split("=", 1)[1]
-        else:
-            rest.append(item)
-    return name, rest
+    try:
+        return scope_to_dataset(name, DAG_ID)
+    except UnknownDataset as exc:
+        raise CannotStart(str(exc)) from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    dataset, given = _take_dataset(list(sys.argv[1:] if argv is None else argv))
+    dataset, given = take_dataset(list(sys.argv[1:] if argv is None else argv))
     try:
         dag_id = dataset_dag_id(dataset)
     except CannotStart as exc:

@@ -1,6 +1,6 @@
 """Reprocess the quarantined days of a range, after the suite or the source was fixed.
 
-    python -m mlops_dev.reprocess --from 2026-01-01 --to 2026-01-31     (make reprocess ARGS="...")
+    python -m mlops_dev.reprocess --from 2026-01-01 --to 2026-01-31 [--dataset NAME]     (make reprocess ARGS="...")
 
 Lists the days of the range whose latest batch sits in the lake's quarantine zone (those are the ones
 expected to be reprocessed), then creates a backfill of ``mlops_ingest`` over the range through the
@@ -11,7 +11,8 @@ alone. It follows the backfill to completion and reports each day: validated, qu
 every reprocessed day validated.
 
 The scheduler does the work: this only creates the backfill and watches (the DAG is unpaused when it
-is paused, since backfill runs only start on an unpaused DAG).
+is paused, since backfill runs only start on an unpaused DAG). With ``--dataset NAME``, the days are
+that dataset's: its ingest DAG (``mlops_ingest__<name>``) and its lake.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ def follow(
     timeout: float,
     poll_seconds: float = 3.0,
     say: Callable[[str], None] = print,
+    dag_id: str = DAG_ID,
 ) -> dict[str, dict[str, Any]]:
     """Wait until the backfill is complete and its runs are finished; its newest run per day."""
     since = str(backfill.get("created_at") or "")
@@ -111,8 +113,8 @@ def follow(
     first, last = midnight(min(days)), midnight(max(days))
     last_line = ""
     while True:
-        state = next((b for b in api.backfills(DAG_ID) if b["id"] == backfill["id"]), {})
-        runs = _newest_runs(api.dag_runs(DAG_ID, logical_date_gte=first, logical_date_lte=last), since)
+        state = next((b for b in api.backfills(dag_id) if b["id"] == backfill["id"]), {})
+        runs = _newest_runs(api.dag_runs(dag_id, logical_date_gte=first, logical_date_lte=last), since)
         finished = [run for run in runs.values() if run["state"] in FINISHED]
         if state.get("completed_at") and len(finished) == len(runs):
             return runs
@@ -121,7 +123,7 @@ def follow(
             say(line)
             last_line = line
         if time.monotonic() > deadline:
-            raise AirflowAPIError(f"backfill {backfill['id']} of {DAG_ID} not complete after {timeout:.0f}s: "
+            raise AirflowAPIError(f"backfill {backfill['id']} of {dag_id} not complete after {timeout:.0f}s: "
                                   f"{ {ds: run['state'] for ds, run in runs.items()} }")  # fmt: skip
         time.sleep(poll_seconds)
 
@@ -141,7 +143,7 @@ def outcome_of(lake: Lake, ds: str, run: dict[str, Any] | None) -> DayOutcome:
 
 
 def wait_for_open_backfill(
-    api: AirflowAPI, *, timeout: float, poll_seconds: float = 3.0, say: Callable[[str], None] = print
+    api: AirflowAPI, *, timeout: float, poll_seconds: float = 3.0, say: Callable[[str], None] = print, dag_id: str = DAG_ID
 ) -> None:
     """Airflow allows one open backfill per DAG. One whose runs have all finished is closed by the
     scheduler's next pass (and one left by a stopped scheduler when it starts again): wait for that,
@@ -149,19 +151,19 @@ def wait_for_open_backfill(
     deadline = time.monotonic() + timeout
     announced = False
     while True:
-        open_ = [b for b in api.backfills(DAG_ID) if b.get("completed_at") is None]
+        open_ = [b for b in api.backfills(dag_id) if b.get("completed_at") is None]
         if not open_:
             return
         backfill = open_[0]
         if time.monotonic() > deadline:
             raise AirflowAPIError(
-                f"backfill {backfill['id']} of {DAG_ID} ({str(backfill.get('from_date'))[:10]}.."
+                f"backfill {backfill['id']} of {dag_id} ({str(backfill.get('from_date'))[:10]}.."
                 f"{str(backfill.get('to_date'))[:10]}) is still running, and Airflow allows one open backfill "
                 f"per DAG: wait for it, or cancel it (PUT /api/v2/backfills/{backfill['id']}/cancel, or the "
                 "Backfills tab of the DAG in the UI) and run this again"
             )
         if not announced:
-            say(f"backfill {backfill['id']} of {DAG_ID} is still open: waiting up to {timeout:.0f}s for it to complete")
+            say(f"backfill {backfill['id']} of {dag_id} is still open: waiting up to {timeout:.0f}s for it to complete")
             announced = True
         time.sleep(poll_seconds)
 
@@ -177,6 +179,7 @@ def reprocess(
     open_backfill_timeout: float = 180.0,
     poll_seconds: float = 3.0,
     say: Callable[[str], None] = print,
+    dag_id: str = DAG_ID,
 ) -> Report:
     days = days_between(first, last)
     expected = quarantined_days(lake, days)
@@ -187,15 +190,15 @@ def reprocess(
     else:
         say(f"no quarantined day between {first} and {last} in {lake.uri}: only days whose last run failed "
             "or that have no run will be processed")  # fmt: skip
-    if api.dag(DAG_ID).get("is_paused"):
-        say(f"{DAG_ID} is paused: unpausing it (backfill runs start only on an unpaused DAG)")
-        api.set_paused(DAG_ID, False)
-    wait_for_open_backfill(api, timeout=open_backfill_timeout, poll_seconds=poll_seconds, say=say)
+    if api.dag(dag_id).get("is_paused"):
+        say(f"{dag_id} is paused: unpausing it (backfill runs start only on an unpaused DAG)")
+        api.set_paused(dag_id, False)
+    wait_for_open_backfill(api, timeout=open_backfill_timeout, poll_seconds=poll_seconds, say=say, dag_id=dag_id)
     # The DAG's default Params ({}): a scenario forced on the failed run is not carried over.
-    backfill = api.create_backfill(DAG_ID, midnight(first), midnight(last), reprocess=REPROCESS_BEHAVIOR,
+    backfill = api.create_backfill(dag_id, midnight(first), midnight(last), reprocess=REPROCESS_BEHAVIOR,
                                    max_active_runs=max_active_runs, conf={})  # fmt: skip
-    say(f"backfill {backfill['id']} of {DAG_ID} {first}..{last} (reprocess_behavior={REPROCESS_BEHAVIOR})")
-    runs = follow(api, backfill, days, timeout=timeout, poll_seconds=poll_seconds, say=say)
+    say(f"backfill {backfill['id']} of {dag_id} {first}..{last} (reprocess_behavior={REPROCESS_BEHAVIOR})")
+    runs = follow(api, backfill, days, timeout=timeout, poll_seconds=poll_seconds, say=say, dag_id=dag_id)
     report = Report(backfill.get("id"), expected)
     for day in days:
         report.days.append(outcome_of(lake, day.isoformat(), runs.get(day.isoformat())))
@@ -213,14 +216,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--to", dest="last", type=date.fromisoformat, required=True, help="last day, included")
     parser.add_argument("--max-active-runs", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the backfill")
+    parser.add_argument("--dataset", default=None, help="the dataset whose days to reprocess (default: the primary one, "
+                        "MLOPS_DATASET); its DAG is mlops_ingest__<name>")
     args = parser.parse_args(argv)
+
+    from mlops_dev.dataset_scope import UnknownDataset, scope_to_dataset
 
     from mlops_pipeline.storage import open_lake
 
     try:
+        dag_id = scope_to_dataset(args.dataset, DAG_ID)  # the lake opened below is then that dataset's
         report = reprocess(AirflowAPI.local(), open_lake(), args.first, args.last,
-                           max_active_runs=args.max_active_runs, timeout=args.timeout)  # fmt: skip
-    except (AirflowAPIError, ValueError) as exc:
+                           max_active_runs=args.max_active_runs, timeout=args.timeout, dag_id=dag_id)  # fmt: skip
+    except (AirflowAPIError, UnknownDataset, ValueError) as exc:
         print(f"reprocess failed: {exc}", file=sys.stderr)
         return 2
     if not report.reprocessed:

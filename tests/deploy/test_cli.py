@@ -176,7 +176,7 @@ def test_dataset_option_names_the_datasets_deploy_dag_and_refuses_an_unknown_one
     monkeypatch.delenv(SCOPE_ENV, raising=False)
     get_settings.cache_clear()
     try:
-        assert make_deploy._take_dataset(["deploy", "--dataset", "leads", "--version", "3"]) == ("leads", ["deploy", "--version", "3"])
+        assert make_deploy.take_dataset(["deploy", "--dataset", "leads", "--version", "3"]) == ("leads", ["deploy", "--version", "3"])
         assert make_deploy.dataset_dag_id(None) == "mlops_deploy"
         assert make_deploy.dataset_dag_id("churn") == "mlops_deploy"
         assert make_deploy.dataset_dag_id("leads") == "mlops_deploy__leads"

@@ -30,9 +30,10 @@ class FakeAirflow(AirflowAPI):
     """Answers the routes reprocess uses; on the backfill's creation it plays the scheduler: day 2 now
     validates, day 3 is quarantined again; day 1's last run succeeded, so the backfill skips it."""
 
-    def __init__(self, lake: Lake) -> None:
+    def __init__(self, lake: Lake, dag_id: str = "mlops_ingest") -> None:
         super().__init__("http://airflow.invalid", password="unused")
         self.lake = lake
+        self.dag_id = dag_id
         self.calls: list[tuple[str, str, Any]] = []
         self.paused = True
         self.runs: list[dict[str, Any]] = [
@@ -47,9 +48,9 @@ class FakeAirflow(AirflowAPI):
     def _request(self, method: str, path: str, body: Any = None, auth: bool = True) -> Any:
         self.calls.append((method, path, body))
         route = urllib.parse.urlparse(path)
-        if method == "GET" and route.path == "/api/v2/dags/mlops_ingest":
-            return {"dag_id": "mlops_ingest", "is_paused": self.paused}
-        if method == "PATCH" and route.path == "/api/v2/dags/mlops_ingest":
+        if method == "GET" and route.path == f"/api/v2/dags/{self.dag_id}":
+            return {"dag_id": self.dag_id, "is_paused": self.paused}
+        if method == "PATCH" and route.path == f"/api/v2/dags/{self.dag_id}":
             self.paused = body["is_paused"]
             return {}
         if method == "POST" and route.path == "/api/v2/backfills":
@@ -59,7 +60,7 @@ class FakeAirflow(AirflowAPI):
                 self.runs.append({"dag_run_id": f"backfill__{ds}", "logical_date": f"{ds}T00:00:00+00:00", "state": "running",
                                   "run_type": "backfill", "queued_at": "2026-12-01T10:00:02+00:00",
                                   "start_date": "2026-12-01T10:00:03+00:00", "final": state})  # fmt: skip
-            return {"id": 7, "dag_id": "mlops_ingest", "created_at": CREATED_AT, "completed_at": None}
+            return {"id": 7, "dag_id": self.dag_id, "created_at": CREATED_AT, "completed_at": None}
         if method == "GET" and route.path == "/api/v2/backfills" and not self.created:
             for backfill in self.earlier:
                 if backfill["completed_at"] is None and self.earlier_closes_after:
@@ -76,7 +77,7 @@ class FakeAirflow(AirflowAPI):
                 validated(self.lake, "2026-01-02", rows=42)
                 quarantined(self.lake, "2026-01-03", "expect_column_values_to_be_in_set(plan)")
             return {"backfills": [{"id": 7, "completed_at": "2026-12-01T10:05:00+00:00" if self.polls >= 2 else None}]}
-        if method == "GET" and route.path == "/api/v2/dags/mlops_ingest/dagRuns":
+        if method == "GET" and route.path == f"/api/v2/dags/{self.dag_id}/dagRuns":
             query = urllib.parse.parse_qs(route.query)
             first, last = query["logical_date_gte"][0], query["logical_date_lte"][0]
             return {"dag_runs": [r for r in self.runs if first <= r["logical_date"] <= last]}
@@ -154,3 +155,24 @@ def test_reprocess_names_a_backfill_still_running_and_creates_nothing(tmp_path):
 
     assert "PUT /api/v2/backfills/6/cancel" in str(raised.value)
     assert not [call for call in api.calls if call[0] == "POST"]
+
+
+def test_another_datasets_days_are_reprocessed_on_its_own_ingest_dag(tmp_path):
+    lake = Lake(tmp_path.as_uri())
+    quarantined(lake, "2026-01-03", "expect_column_values_to_be_in_set(plan)")
+    api = FakeAirflow(lake, dag_id="mlops_ingest__leads")
+    lines: list[str] = []
+
+    report = reprocess(api, lake, date(2026, 1, 1), date(2026, 1, 3), poll_seconds=0, say=lines.append, dag_id="mlops_ingest__leads")
+
+    assert [body["dag_id"] for method, _, body in api.calls if method == "POST"] == ["mlops_ingest__leads"]
+    assert report.backfill_id == 7 and not api.paused
+    assert any(line.startswith("backfill 7 of mlops_ingest__leads 2026-01-01..2026-01-03") for line in lines), lines
+
+
+def test_an_unknown_dataset_is_refused_naming_it_before_anything_is_asked_of_airflow(capsys):
+    from mlops_dev.reprocess import main
+
+    assert main(["--from", "2026-01-01", "--to", "2026-01-03", "--dataset", "nope"]) == 2
+    error = capsys.readouterr().err
+    assert "reprocess failed: --dataset nope: no such dataset; this installation has" in error and "'churn'" in error
