@@ -107,6 +107,27 @@ def test_a_task_process_follows_its_dataset(datasets_dir: Path) -> None:
     assert config.get_settings().registered_model_name == "churn"
 
 
+def test_a_tasks_messages_name_its_own_datasets_dag(datasets_dir: Path) -> None:
+    """A run before the start date of another dataset's ingest fails naming mlops_ingest__<name>, not
+    the primary dataset's DAG."""
+    from datetime import UTC, datetime
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from mlops_pipeline.datasets import DatasetEntry
+    from mlops_pipeline.orchestration.context import scoped
+    from mlops_pipeline.orchestration.datasets import UseDataset
+    from mlops_pipeline.orchestration.ingest import extract
+
+    assert scoped("mlops_ingest") == "mlops_ingest"
+    path = write_dataset(datasets_dir, "fraud", start_date="2026-01-01")
+    UseDataset(DatasetEntry(name="fraud", path=path))()
+    assert scoped("mlops_ingest") == "mlops_ingest__fraud"
+    day = datetime(2025, 6, 1, tzinfo=UTC)
+    with pytest.raises(AirflowFailException, match=r"^mlops_ingest__fraud for 2025-06-01 is before the configured start date"):
+        extract(day, datetime(2025, 6, 2, tzinfo=UTC), params={}, run_id="manual__x")
+
+
 def _dagbag(env: dict[str, str]) -> dict:
     code = (
         "import json; from airflow.dag_processing.dagbag import DagBag\n"

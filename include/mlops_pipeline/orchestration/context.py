@@ -46,6 +46,20 @@ def actor_of(dag_run: Any) -> str:
     return f"airflow:{dag_run.dag_id}/{dag_run.run_id}" + (f" by {user}" if user else "")
 
 
+def scoped(dag_id: str) -> str:
+    """``dag_id`` as the running task's dataset names it, for messages: the plain id for the primary
+    dataset, ``<dag_id>__<name>`` in a task of another dataset's DAG (whose first callback pointed
+    this process at that dataset, see :mod:`mlops_pipeline.orchestration.datasets`)."""
+    from mlops_pipeline.config import SCOPE_ENV
+
+    scope = os.environ.get(SCOPE_ENV)
+    if not scope:
+        return dag_id
+    from mlops_pipeline.datasets import SCOPE_SEPARATOR, load_dataset_spec
+
+    return f"{dag_id}{SCOPE_SEPARATOR}{load_dataset_spec(scope).name}"
+
+
 def check_start(dag_id: str, day: datetime, settings: Settings | None = None) -> None:
     """Fail a run whose date is before the configured start date, naming both and where to change it.
 

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 
-from mlops_pipeline.orchestration.context import MlflowIdentity, actor_of, fails_at_once
+from mlops_pipeline.orchestration.context import MlflowIdentity, actor_of, fails_at_once, scoped
 from mlops_pipeline.orchestration.context import serving_host_args as serving_host_args  # for the DAG file
 from mlops_pipeline.registry.aliases import CHALLENGER_ASSET_NAME as CHALLENGER_ASSET_NAME
 
@@ -151,7 +151,7 @@ def _state_errors() -> tuple[type[Exception], ...]:
 
 
 def _what(plan: Mapping[str, Any]) -> str:
-    return f"{DAG_ID} deployment {plan['deployment_id']}"
+    return f"{scoped(DAG_ID)} deployment {plan['deployment_id']}"
 
 
 # -- the tasks ------------------------------------------------------------------------------------
@@ -161,7 +161,7 @@ def reconcile(params: Mapping[str, Any], dag_run: Any) -> dict[str, Any]:
     version = params.get("version")
     version = None if version in (None, "") else version
     deployer = _deployer(actor_of(dag_run))
-    what = f"{DAG_ID} cannot plan {action!r}" + (f" of version {version}" if version is not None else "")
+    what = f"{scoped(DAG_ID)} cannot plan {action!r}" + (f" of version {version}" if version is not None else "")
     with fails_at_once(what, ValueError):
         healed = deployer.reconcile()
         if healed["actions"]:

@@ -24,7 +24,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from mlops_pipeline.orchestration.context import bad_input_fails_at_once, refuse_before_start, window_of
+from mlops_pipeline.orchestration.context import (
+    bad_input_fails_at_once,
+    refuse_before_start,
+    scoped,
+    window_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +57,16 @@ def extract(
     from mlops_pipeline.storage import open_lake
 
     settings = get_settings()
-    refuse_before_start(DAG_ID, data_interval_start, settings)
+    refuse_before_start(scoped(DAG_ID), data_interval_start, settings)
     window = window_of(data_interval_start, data_interval_end)
     spec = load_dataset_spec(settings.dataset)
     lake = open_lake(settings)
-    with bad_input_fails_at_once(f"{DAG_ID} cannot extract ds={window.ds}"):
+    with bad_input_fails_at_once(f"{scoped(DAG_ID)} cannot extract ds={window.ds}"):
         try:
             manifest = extract_window(lake, spec, window, settings, scenario=scenario_of(params), dag_run_id=run_id)
         except SourceMissing as exc:
             # A day without a source file is a gap in the data, not a hiccup: name the file now.
-            raise AirflowFailException(f"{DAG_ID} ds={window.ds}: {exc}") from exc
+            raise AirflowFailException(f"{scoped(DAG_ID)} ds={window.ds}: {exc}") from exc
     uri = lake.partition_uri("raw", window.ds)
     log.info("raw ds=%s: %d file(s) from %s -> %s", window.ds, len(manifest["files"]), manifest["source"], uri)
     return {

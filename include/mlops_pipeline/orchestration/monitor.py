@@ -27,6 +27,7 @@ from mlops_pipeline.orchestration.context import (
     bad_input_fails_at_once,
     refuse_before_start,
     run_type_of,
+    scoped,
     window_of,
 )
 
@@ -96,9 +97,9 @@ def monitor(data_interval_start: datetime, data_interval_end: datetime, *, run_i
     """Reports for the window [start, end); returns the findings the decision needs (no Evidently payload)."""
     from mlops_pipeline.monitoring.pipeline import headline, run_monitor
 
-    refuse_before_start(DAG_ID, data_interval_start)
+    refuse_before_start(scoped(DAG_ID), data_interval_start)
     window = window_of(data_interval_start, data_interval_end)
-    with bad_input_fails_at_once(f"{DAG_ID} cannot monitor ds={window.ds}"):
+    with bad_input_fails_at_once(f"{scoped(DAG_ID)} cannot monitor ds={window.ds}"):
         # Bad input (a reference sample without a feature, a dataset spec that does not match the
         # log ...) stays bad on a retry.
         summary = run_monitor(window, monitor=effective_settings()[0], dag_run_id=run_id)
@@ -179,5 +180,5 @@ def finalize(ti: Any) -> dict[str, Any]:
     if record.get("data_status") == NOT_ENOUGH_DATA:
         log.warning("ds=%s: %s", ds, record.get("summary"))
     if record.get("data_status") == NO_DATA:
-        raise AlertedFailure(f"{DAG_ID} ds={ds}: {record.get('summary')} (recorded in {record.get('report') or 'decision.json'})")
+        raise AlertedFailure(f"{scoped(DAG_ID)} ds={ds}: {record.get('summary')} (recorded in {record.get('report') or 'decision.json'})")
     return result

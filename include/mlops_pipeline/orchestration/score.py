@@ -27,6 +27,7 @@ from mlops_pipeline.orchestration.context import (
     fails_at_once,
     refuse_before_start,
     run_type_of,
+    scoped,
     window_of,
 )
 
@@ -72,7 +73,7 @@ def validated_partition(data_interval_start: datetime, data_interval_end: dateti
         if run_type_of(dag_run) == "scheduled" and lake.read_manifest(QUARANTINE_ZONE, window.ds) is None:
             log.info("waiting for %s (the window's ingest publishes it)", lake.partition_uri(INPUT_ZONE, window.ds))
             return None
-        raise AirflowFailException(f"{DAG_ID}: {exc}") from exc
+        raise AirflowFailException(f"{scoped(DAG_ID)}: {exc}") from exc
     return {"ds": window.ds, "uri": lake.partition_uri(INPUT_ZONE, window.ds), "rows": manifest.get("row_count")}
 
 
@@ -84,9 +85,9 @@ def resolve_model(data_interval_start: datetime, *, params: Mapping[str, Any] | 
     from mlops_pipeline.scoring.batch import resolve_model as resolve
 
     settings = get_settings()
-    refuse_before_start(DAG_ID, data_interval_start, settings)
+    refuse_before_start(scoped(DAG_ID), data_interval_start, settings)
     ds = data_interval_start.date().isoformat()
-    with fails_at_once(f"{DAG_ID} ds={ds} has no model to score with", ScoringError):
+    with fails_at_once(f"{scoped(DAG_ID)} ds={ds} has no model to score with", ScoringError):
         ref = resolve(mlflow_client(settings), settings.registered_model_name, pinned_version_of(params))
     log.info("ds=%s is scored with %s version %s (%s, sha256 %s)", ds, ref.name, ref.version, ref.source, ref.artifact_sha256)
     return ref.to_dict()
@@ -119,7 +120,7 @@ def score(
     window = window_of(data_interval_start, data_interval_end)
     ref = ModelRef.from_dict(model)
     lake = open_lake(settings)
-    with fails_at_once(f"{DAG_ID} cannot score ds={window.ds}", ScoringError, ArtifactError, ModelFormatError):
+    with fails_at_once(f"{scoped(DAG_ID)} cannot score ds={window.ds}", ScoringError, ArtifactError, ModelFormatError):
         input_partition(lake, window.ds)  # a missing day fails before a model is downloaded
         with tempfile.TemporaryDirectory(prefix="mlops-score-") as workdir:
             loaded = load_verified(mlflow_client(settings), ref, workdir)

@@ -27,6 +27,7 @@ from mlops_pipeline.orchestration.context import (
     grant_model_permission,
     refuse_before_start,
     run_type_of,
+    scoped,
 )
 from mlops_pipeline.registry.aliases import CHALLENGER_ASSET_NAME
 
@@ -106,7 +107,7 @@ def train(
     as_of = as_of_of(
         data_interval_end, logical_date, getattr(dag_run, "run_after", None), run_type_of(dag_run)
     )
-    refuse_before_start(DAG_ID, as_of)
+    refuse_before_start(scoped(DAG_ID), as_of)
     request = TrainRequest(
         as_of=as_of,
         reason=trigger_reason(params, run_type_of(dag_run)),
@@ -118,7 +119,7 @@ def train(
         extra_tags=extra_tags(getattr(dag_run, "conf", None)),
     )
     log.info("training as of %s (reason %s, run %s)", as_of.isoformat(), request.reason, request.dag_run_id)
-    with bad_input_fails_at_once(f"{DAG_ID} cannot train as of {as_of.date()}"):
+    with bad_input_fails_at_once(f"{scoped(DAG_ID)} cannot train as of {as_of.date()}"):
         trained = train_and_register(request)
     # Under MLflow authentication the deploy identity may then release the model this identity created
     # (MLflow gives a model's creator MANAGE, everyone else the server's default, READ): move @champion
