@@ -10,7 +10,8 @@ tests/serving/model_fixture.py), 2 server workers each, load from ``wrk``
 * ``ours``          ``python -m mlops_serving`` (validation, metrics, prediction log on)
 * ``ours_batched``  the same with ``MLOPS_SERVING_BATCHING=1``
 * ``ours_nolog``    ``ours`` with the prediction log off (extra reference point: what the log costs)
-* ``ours_haproxy``  ``ours`` behind HAProxy (minimal config generated here)
+* ``ours_haproxy``  ``ours`` behind HAProxy, with the model router's own config (health checks,
+                    retries, request logs; ``--haproxy-mode http|tcp``: a minimal config instead)
 
 ``mlflow`` cannot score the raw request (its xgboost pyfunc builds a DMatrix from
 the DataFrame and rejects string columns), so it gets a copy of the model
@@ -268,7 +269,7 @@ def run_wrk(url: str, body: Path, concurrency: int, seconds: float, lua: Path) -
 
 
 def start_all(
-    work: Path, model_dir: Path, mlflow_dir: Path, names: list[str], haproxy_mode: str = "http"
+    work: Path, model_dir: Path, mlflow_dir: Path, names: list[str], haproxy_mode: str = "router"
 ) -> dict[str, Variant]:
     variants: dict[str, Variant] = {}
     env = base_env()
@@ -350,15 +351,21 @@ def start_all(
     if "ours_haproxy" in names:
         v = variants["ours_haproxy"] = Variant("ours_haproxy", "/predict", "records", port=free_port())
         cfg = work / "haproxy.cfg"
-        cfg.write_text(
-            HAPROXY_CFG.format(
-                mode=haproxy_mode,
-                host=HOST,
-                port=v.port,
-                backend_port=variants["ours"].port,
-                backend_opts=HAPROXY_HTTP_OPTS if haproxy_mode == "http" else "",
+        if haproxy_mode == "router":  # the router a deploy starts: health checks, retries, request logs
+            from mlops_pipeline.deploy.haproxy import render_config
+
+            servers = [{"name": "stable", "address": HOST, "port": variants["ours"].port, "weight": 100}]
+            cfg.write_text(render_config(f"{HOST}:{v.port}", servers, None, f"{HOST}:{free_port()}") + "\n")
+        else:
+            cfg.write_text(
+                HAPROXY_CFG.format(
+                    mode=haproxy_mode,
+                    host=HOST,
+                    port=v.port,
+                    backend_port=variants["ours"].port,
+                    backend_opts=HAPROXY_HTTP_OPTS if haproxy_mode == "http" else "",
+                )
             )
-        )
         spawn(v, ["haproxy", "-db", "-f", str(cfg)], env, work / "haproxy.log")
     return variants
 
@@ -434,7 +441,9 @@ def main() -> int:
         help="seconds of warm-up per cell and variant, first round (0: none)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="repeat every cell; medians are reported")
-    parser.add_argument("--haproxy-mode", choices=("http", "tcp"), default="http", help="HAProxy proxy mode")
+    parser.add_argument("--haproxy-mode", choices=("router", "http", "tcp"), default="router",
+                        help="router: the model router's own config (mlops_pipeline.deploy.haproxy.render_config); "
+                        "http/tcp: a minimal config in that proxy mode")
     parser.add_argument("--variants", default="mlflow,bare,bare_1t,ours,ours_batched,ours_nolog,ours_haproxy")
     parser.add_argument("--rows", default="1,100")
     parser.add_argument("--concurrency", default="1,8,32")

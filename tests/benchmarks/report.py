@@ -130,13 +130,18 @@ def serving_block(result: Result) -> list[str]:
             f"{settings.get('rounds')} rounds of {settings.get('duration_s'):g} s a cell, medians; "
             f"{settings.get('server_workers')} server workers"
         )
+        if "ours_haproxy" in (settings.get("variants") or []):
+            mode = settings.get("haproxy_mode", "http")
+            conditions.append("HAProxy with the model router's own config" if mode == "router"
+                              else f"HAProxy with a minimal config in {mode} mode, not the router's own")
     if load.get("median_during") is not None:
         conditions.append(
             f"load average during the run: median {load['median_during']}, max {load.get('max_during')} "
             f"on {get(result, 'machine', 'cpus')} cores" + (" (other jobs shared the cores)" if result.get("machine_busy") else "")
         )
     if conditions:
-        lines[0] += " " + "; ".join(conditions).capitalize() + "."
+        joined = "; ".join(conditions)
+        lines[0] += " " + joined[:1].upper() + joined[1:] + "."
     entries = [e for e in result.get("results") or [] if isinstance(e, dict)]
     for rows in sorted({e["rows"] for e in entries}):
         cells = [e for e in entries if e["rows"] == rows and e["concurrency"] == 32]
