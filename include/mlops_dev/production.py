@@ -6,15 +6,23 @@
                                      ``<run dir>/production.json`` (mode 0600: it holds the S3 keys)
     down [--drop-mlflow-database]    stop every process of it (and their children), workers first
     env                              print the stack's environment as shell exports
+    restart NAME                     start a worker, an Airflow service, Redis or the S3 server (``s3``,
+                                     the front; moto behind it keeps its data) again
 
 What runs, each a process with a pidfile and a log under the run dir (``MLOPS_RUN_DIR``):
 
 - **Redis** from Debian's ``redis-server`` (installed with ``serving/docker/apt-install.sh`` when
   missing), on a free port on 127.0.0.1 with a generated password: the Celery broker. Its queue is
   kept in an append-only file under ``<run dir>/redis``, so a restart of the broker loses no task.
-- **An S3-compatible server**: moto in server mode (``moto_server``). The compose file uses MinIO;
+- **An S3-compatible server**: moto in server mode (``moto_server``, process ``moto``) on a port of
+  its own, behind a TCP front (:mod:`mlops_dev.tcp_front`, process ``s3``) on the stack's S3 endpoint
+  (``s3_endpoint_url``: the lake, the task logs, MLflow's artifacts). The compose file uses MinIO;
   MinIO's binaries come from its own download site, which a machine with only PyPI and Debian cannot
-  reach, and the S3 API the project uses (buckets, objects, conditional puts) is the same.
+  reach, and the S3 API the project uses (buckets, objects, conditional puts) is the same. The front
+  exists because moto keeps its buckets in memory: stopping moto would wipe the lake, the task logs
+  and the model files, where stopping a MinIO loses nothing. Stopping the front (``s3``) is, to every
+  client, the S3 server gone (connections cut, new ones refused) while moto keeps the data; ``restart
+  s3`` brings the server back, as a supervisor would start MinIO again.
 - **MLflow** (``mlflow server --app-name mlops-auth``): backend store in a database of its own
   (``mlflow``) on the PostgreSQL of Airflow's metadata, artifacts in ``s3://<bucket>-mlflow/artifacts``,
   served through the server (``--serve-artifacts``), so clients need no S3 credentials. With
@@ -71,9 +79,10 @@ DEFAULT_SERVING_QUEUE = "serving"
 AIRFLOW_SERVICES = services.AIRFLOW_SERVICES
 # Stopped in this order, each stage together: workers first (they finish or give back their tasks
 # while the scheduler and the api-server still answer), the broker and the stores last.
-STOP_STAGES = [list(WORKERS), list(reversed(AIRFLOW_SERVICES)), ["mlflow", "s3", "redis"]]
+STOP_STAGES = [list(WORKERS), list(reversed(AIRFLOW_SERVICES)), ["mlflow", "s3", "redis"], ["moto"]]
 STOP_ORDER = [name for stage in STOP_STAGES for name in stage]
-RESTARTABLE = [*WORKERS, *AIRFLOW_SERVICES, "redis"]
+# Not moto: it keeps the buckets in memory, a restart would empty them ("s3" is the front before it).
+RESTARTABLE = [*WORKERS, *AIRFLOW_SERVICES, "redis", "s3"]
 DESCRIPTION_FILE = "production.json"
 DEFAULT_BUCKET = "mlops"
 # MLflow's users: one per DAG that talks to it and one for the Model ops view (airflow_settings.yaml
@@ -176,12 +185,23 @@ def _redis_ready(port: int, password: str) -> Callable[[], bool]:
     return ready
 
 
-# --- S3 (moto) -----------------------------------------------------------------------------------
+# --- S3 (moto behind a TCP front) ----------------------------------------------------------------
 
 
-def start_s3(port: int) -> None:
+def start_moto(port: int) -> None:
     moto = Path(sys.executable).parent / "moto_server"
-    _launch("s3", [str(moto), "-H", "127.0.0.1", "-p", str(port)], dict(os.environ))
+    _launch("moto", [str(moto), "-H", "127.0.0.1", "-p", str(port)], dict(os.environ))
+
+
+def start_s3_front(endpoint: str, store: str) -> None:
+    """The stack's S3 endpoint: a TCP front forwarding to moto (``store``), its own process ``s3``."""
+    listen, target = urllib.parse.urlsplit(endpoint).netloc, urllib.parse.urlsplit(store).netloc
+    _launch("s3", [sys.executable, "-m", "mlops_dev.tcp_front", "--listen", listen, "--to", target], dict(os.environ))
+
+
+def _s3_ready(endpoint: str) -> Callable[[], bool]:
+    """moto answers through the front."""
+    return lambda: services._http_ok(f"{endpoint}/moto-api/")
 
 
 def create_buckets(endpoint: str, credentials: dict[str, str], buckets: list[str]) -> None:
@@ -330,7 +350,7 @@ def up(mlflow_database: str = "mlflow", wait: float = 300.0) -> dict[str, Any]:
     _refuse_if_running()
     settings = get_settings()
     bucket = os.environ.get("MLOPS_BUCKET", DEFAULT_BUCKET)
-    redis_port, s3_port = _free_port(), _free_port()
+    redis_port, s3_port, moto_port = _free_port(), _free_port(), _free_port()
     redis_password = secrets.token_urlsafe(24)
     s3_endpoint = f"http://127.0.0.1:{s3_port}"
     credentials = {
@@ -347,6 +367,7 @@ def up(mlflow_database: str = "mlflow", wait: float = 300.0) -> dict[str, Any]:
         "airflow_database_url": airflow_url,
         "broker_url": f"redis://:{urllib.parse.quote(redis_password, safe='')}@127.0.0.1:{redis_port}/0",
         "s3_endpoint_url": s3_endpoint,
+        "s3_store_url": f"http://127.0.0.1:{moto_port}",  # moto itself, behind the endpoint's front
         "bucket": bucket,
         "mlflow_bucket": f"{bucket}-mlflow",
         "lake_uri": f"s3://{bucket}/lake",
@@ -372,7 +393,8 @@ def up(mlflow_database: str = "mlflow", wait: float = 300.0) -> dict[str, Any]:
     deadline = time.monotonic() + wait
 
     start_redis(redis_port, redis_password)
-    start_s3(s3_port)
+    start_moto(moto_port)
+    start_s3_front(s3_endpoint, description["s3_store_url"])
     ensure_database(airflow_url, mlflow_database)
     auth = description["mlflow_auth"]
     ensure_database(airflow_url, auth["database"])
@@ -382,7 +404,8 @@ def up(mlflow_database: str = "mlflow", wait: float = 300.0) -> dict[str, Any]:
                   "MLFLOW_AUTH_ADMIN_PASSWORD": auth["admin_password"],
                   "MLFLOW_FLASK_SERVER_SECRET_KEY": auth["secret_key"],
                   "MLOPS_MLFLOW_CHAMPION_IDENTITIES": "deploy"}
-    _wait("s3", lambda: services._http_ok(f"{s3_endpoint}/moto-api/"), deadline)
+    _wait("moto", lambda: services._http_ok(f"{description['s3_store_url']}/moto-api/"), deadline)
+    _wait("s3", _s3_ready(s3_endpoint), deadline)
     create_buckets(s3_endpoint, credentials, [bucket, f"{bucket}-mlflow"])
     _launch("mlflow", [
         str(Path(sys.executable).parent / "mlflow"), "server", "--app-name", "mlops-auth",
@@ -425,8 +448,9 @@ def start_worker(name: str, description: dict[str, Any], env: dict[str, str] | N
 
 
 def restart(name: str, wait: float = 300.0) -> None:
-    """Start a worker, an Airflow service or Redis of the running stack again, after it died or was stopped: as a process
-    supervisor (systemd, a container's restart policy) would. What still runs of it is stopped first."""
+    """Start a worker, an Airflow service, Redis or the S3 server's front of the running stack again, after it died or
+    was stopped: as a process supervisor (systemd, a container's restart policy) would. What still runs of it is
+    stopped first."""
     description = read_description()
     if description is None:
         raise SystemExit(f"no production stack described in {_description_path()}: run `up` first")
@@ -449,6 +473,9 @@ def restart(name: str, wait: float = 300.0) -> None:
         password = urllib.parse.unquote(broker.password or "")
         start_redis(int(broker.port or 6379), password)
         _wait("redis", _redis_ready(int(broker.port or 6379), password), deadline)
+    elif name == "s3":
+        start_s3_front(description["s3_endpoint_url"], description["s3_store_url"])
+        _wait("s3", _s3_ready(description["s3_endpoint_url"]), deadline)
     else:
         raise SystemExit(f"restart: {name!r} is not one of {', '.join(RESTARTABLE)}")
 
@@ -507,7 +534,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = sub.add_parser("down")
     stop.add_argument("--drop-mlflow-database", action="store_true")
     sub.add_parser("env")
-    again = sub.add_parser("restart", help="start a worker, an Airflow service or Redis of the running stack again")
+    again = sub.add_parser("restart", help="start a worker, an Airflow service, Redis or the S3 server (its front) "
+                                           "of the running stack again")
     again.add_argument("name", choices=RESTARTABLE)
     args = parser.parse_args(argv)
     if args.command == "up":

@@ -130,12 +130,16 @@ class Faults:
         self.scheduler: dict[str, Any] = {}
         self.broker: dict[str, Any] = {}
         self.database: dict[str, Any] = {}
+        self.s3: dict[str, Any] = {}
         self._busy_polls = 0
 
     def __call__(self, dag_id: str, run: dict[str, Any], tasks: list[dict[str, Any]]) -> None:
         by_id = {t["task_id"]: t for t in tasks}
         if dag_id == "mlops_ingest":
-            self._broker_fault()
+            if not self.broker:
+                self._broker_fault()
+            else:  # after the broker's restart, never during it
+                self._s3_fault()
         elif dag_id == "mlops_train":
             self._worker_fault(run, by_id.get("train"))
         elif dag_id == "mlops_monitor":
@@ -171,6 +175,47 @@ class Faults:
                        "back_in": round(time.monotonic() - stopped_at, 1), "running": len(running),
                        "queued": [(t["dag_run_id"], t["task_id"], t["map_index"], t["try_number"]) for t in queued],
                        "messages_before": messages_before, "messages_after": self._broker_messages()}
+
+    def _s3_fault(self) -> None:
+        """The S3 server stopped while an ingest task instance runs: its front (the stack's S3 endpoint;
+        moto behind it keeps the data) SIGTERMed, so every client's connection is cut and new ones are
+        refused. It stays down until an ingest try is seen failed with a retry to come (up_for_retry),
+        then ``production restart s3`` starts it again, well within the task's 20 s retry_delay."""
+        from mlops_dev.services import _alive
+
+        if self.s3:
+            return
+        listed = "/api/v2/dags/mlops_ingest/dagRuns/~/taskInstances?limit=1000"
+        running = [t for t in self.api._request("GET", listed)["task_instances"] if t["state"] == "running"]
+        if not running:
+            return
+        run_dir = Path(self.env["MLOPS_RUN_DIR"])
+        pid = int((run_dir / "s3.pid").read_text())
+        stopped_at, stopped_wall = time.monotonic(), datetime.now(UTC)
+        os.kill(pid, signal.SIGTERM)
+        while _alive(pid):
+            assert time.monotonic() - stopped_at < 30, "the S3 front did not stop on SIGTERM"
+            time.sleep(0.05)
+        dead_in = round(time.monotonic() - stopped_at, 2)
+        failed: list[dict[str, Any]] = []
+        while not failed:
+            assert time.monotonic() - stopped_at < 90, "no ingest try failed within 90 s of the S3 server going away"
+            time.sleep(0.5)
+            failed = [t for t in self.api._request("GET", listed)["task_instances"]
+                      if t["state"] == "up_for_retry" and (_utc(t.get("end_date")) or stopped_wall) >= stopped_wall]
+        down_for = round(time.monotonic() - stopped_at, 1)
+        restarted = _production(self.env, "restart", "s3", timeout=120)
+        assert restarted.returncode == 0, restarted.stderr[-3000:]
+        seen_running = {(t["dag_run_id"], t["map_index"], t["try_number"]) for t in running}
+        # The interrupted try: one seen running at the stop if it failed, else the first that failed.
+        failed.sort(key=lambda t: ((t["dag_run_id"], t["map_index"], t["try_number"]) not in seen_running, t["end_date"]))
+        first = failed[0]
+        self.s3 = {"stopped_at": stopped_wall, "back_at": datetime.now(UTC), "dead_in": dead_in, "down_for": down_for,
+                   "back_in": round(time.monotonic() - stopped_at, 1),
+                   "running": sorted(seen_running), "failed": [(t["dag_run_id"], t["try_number"]) for t in failed],
+                   "run": first["dag_run_id"], "task_id": first["task_id"], "map_index": first["map_index"],
+                   "try_number": first["try_number"], "logical_date": first.get("logical_date"),
+                   "endpoint": json.loads((run_dir / "production.json").read_text())["s3_endpoint_url"]}
 
     def _broker_messages(self) -> dict[str, int]:
         """Task messages in Redis: waiting in the queues, and taken by a worker but not yet acknowledged
@@ -549,6 +594,59 @@ def test_a_redis_restart_with_ingest_tasks_in_flight_loses_no_task(celery_loop: 
     case.figures.update(figures)
 
 
+def test_an_s3_outage_during_ingest_fails_the_try_naming_the_endpoint_and_the_retry_commits_whole(
+    celery_loop: dict[str, Any], reliability: Any
+) -> None:
+    from mlops_pipeline.config import get_settings
+    from mlops_pipeline.storage import open_lake
+
+    fault, observer, description = celery_loop["faults"].s3, celery_loop["observer"], celery_loop["description"]
+    case = reliability.record(
+        "faults", "S3 server (the lake, task logs, MLflow's artifacts) stopped while an ingest task runs, started "
+        "again once the try has failed (production shape, on the scheduler; same module)",
+        "the try fails naming the S3 endpoint; the retry, with the server back, commits the partition whole "
+        "(as its manifest says, one version); no run lost or failed; the loop finishes",
+    )
+    assert fault, "the S3 server was not stopped during the ingest backfill"
+    endpoint = fault["endpoint"].removeprefix("http://")
+    suffix = f"/{fault['map_index']}" if fault["map_index"] >= 0 else ""
+    tries = observer.get(f"/api/v2/dags/mlops_ingest/dagRuns/{_quote(fault['run'])}/taskInstances/{fault['task_id']}{suffix}"
+                         "/tries")["task_instances"]
+    by_try = {t["try_number"]: t for t in tries}
+    failed, retry = by_try[fault["try_number"]], by_try.get(fault["try_number"] + 1)
+    assert failed["state"] == "failed", failed
+    log = observer.api.task_log("mlops_ingest", fault["run"], fault["task_id"], fault["try_number"])
+    assert endpoint in log, log[-3000:]
+    assert retry is not None and retry["state"] == "success", tries
+    retry_start, retry_end = _utc(retry["start_date"]), _utc(retry["end_date"])
+    assert retry_start is not None and retry_end is not None and retry_start >= fault["back_at"], (retry, fault)
+    # The day's partition on S3: whole, byte for byte as its manifest says, committed once.
+    ds = (failed.get("logical_date") or observer.api.dag_run("mlops_ingest", fault["run"])["logical_date"])[:10]
+    s3, bucket, prefix = _s3(description), description["bucket"], f"lake/validated/ds={ds}"
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"{prefix}/_manifest.json")["Body"].read())
+    assert manifest["files"] and manifest["row_count"] > 0, manifest
+    for entry in manifest["files"]:
+        body = s3.get_object(Bucket=bucket, Key=f"{prefix}/{entry['path']}")["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == entry["sha256"], f"ds={ds}: {entry['path']}"
+    lake = open_lake(get_settings())
+    assert lake.verify_partition("validated", ds)
+    versions = lake.list_versions("validated", ds)
+    assert len(versions) == 1, versions
+    lost, failed_runs = _loop_runs(celery_loop)
+    assert not lost and not failed_runs, (lost, failed_runs)
+    duplicated = _duplicated_versions(celery_loop)
+    assert duplicated == 0
+    figures = {"s3_down_s": fault["down_for"], "s3_back_after_s": fault["back_in"],
+               "tries_failed_in_outage": len(fault["failed"]),
+               "retry_started_after_s": round((retry_start - fault["stopped_at"]).total_seconds(), 1),
+               "retry_succeeded_after_s": round((retry_end - fault["stopped_at"]).total_seconds(), 1),
+               "failed_try_log_read_from": "s3" if f"s3://{bucket}/airflow-logs/" in log else "the worker's local file",
+               "partition_versions": len(versions), "runs_lost": len(lost), "runs_failed": len(failed_runs),
+               "duplicated_versions": duplicated}
+    print(json.dumps(figures))
+    case.figures.update(figures)
+
+
 def test_a_postgres_restart_mid_run_is_recovered_with_no_manual_step(celery_loop: dict[str, Any], reliability: Any) -> None:
     fault, result = celery_loop["faults"].database, celery_loop["result"]
     case = reliability.record(
@@ -607,9 +705,25 @@ def _s3(description: dict[str, Any]) -> Any:
 
 
 def test_each_workers_task_logs_are_read_back_from_s3(celery_loop: dict[str, Any]) -> None:
-    """Remote logging: the api-server reads a task's log from S3, whichever worker ran it."""
-    observer, description = celery_loop["observer"], celery_loop["description"]
-    tries = [t for t in _all_task_tries(observer) if t.get("hostname") and t["state"] == "success"]
+    """Remote logging: the api-server reads a task's log from S3, whichever worker ran it.
+
+    A try that ended while the S3 server was down (the ingest outage, a margin of 30 s either side for
+    the upload after the task's end) could not upload its log: Airflow logs the failed write and keeps
+    the worker's local copy, which the api-server reads instead (here on the same disk). Those tries'
+    logs are still readable; the S3 check is on the others."""
+    from datetime import timedelta
+
+    observer, description, outage = celery_loop["observer"], celery_loop["description"], celery_loop["faults"].s3
+    margin = timedelta(seconds=30)
+
+    def during_outage(t: dict[str, Any]) -> bool:
+        end = _utc(t.get("end_date"))
+        return bool(outage) and end is not None and outage["stopped_at"] - margin <= end <= outage["back_at"] + margin
+
+    tries = [t for t in _all_task_tries(observer) if t.get("hostname") and t["state"] in ("success", "failed")]
+    for ti in filter(during_outage, tries):
+        assert observer.api.task_log(ti["dag_id"], ti["dag_run_id"], ti["task_id"], ti["try_number"]).strip(), ti
+    tries = [t for t in tries if t["state"] == "success" and not during_outage(t)]
     for hostname in celery_loop["hostnames"].values():
         ti = next(t for t in tries if t["hostname"] == hostname)
         log = observer.api.task_log(ti["dag_id"], ti["dag_run_id"], ti["task_id"], ti["try_number"])
