@@ -375,6 +375,9 @@ def test_the_offline_override_renders_the_stack_without_what_cannot_be_had_offli
     services = yaml.safe_load(done.stdout)["services"]
     assert not {"grafana", "statsd-exporter"} & set(services)
     assert AIRFLOW_SERVICES | {"postgres", "redis", "minio", "minio-buckets", "mlflow", "prometheus", "alertmanager"} <= set(services)
+    # The override's own Redis command keeps what docker-compose.yaml's asks for: the append-only file.
+    command = services["redis"]["command"]
+    assert command[command.index("--appendonly") + 1] == "yes" and command[command.index("--dir") + 1] == "/data", command
     for name, service in services.items():
         assert service["image"].startswith("mlops-offline/"), f"{name} runs {service['image']}"
         assert not {"grafana", "statsd-exporter"} & set(service.get("depends_on") or {}), name
