@@ -37,6 +37,8 @@ from typing import Any
 
 import yaml
 
+from mlops_pipeline.registry.auth_setup import IDENTITIES as MLFLOW_IDENTITIES  # a password each in .env
+
 REPO = Path(__file__).resolve().parents[2]
 OFFLINE = REPO / "include" / "compose" / "offline"
 RUN = Path(os.environ.get("MLOPS_RUN_DIR") or REPO / ".run") / "compose"
@@ -217,6 +219,9 @@ def write_env(path: Path, data_dir: Path) -> None:
         "AIRFLOW_JWT_SECRET": secrets.token_urlsafe(48),
         "AIRFLOW_ADMIN_PASSWORD": secrets.token_urlsafe(18),
         "GRAFANA_ADMIN_PASSWORD": secrets.token_urlsafe(18),
+        "MLFLOW_ADMIN_PASSWORD": secrets.token_urlsafe(18),
+        "MLFLOW_SECRET_KEY": secrets.token_urlsafe(32),
+        **{f"MLOPS_MLFLOW_{identity.upper()}_PASSWORD": secrets.token_urlsafe(18) for identity in MLFLOW_IDENTITIES},
         "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
         "MLOPS_DATA_DIR": str(data_dir),
     }

@@ -72,6 +72,7 @@ from typing import Any
 from mlops_dev import services
 
 from mlops_pipeline.config import get_settings, project_home
+from mlops_pipeline.registry import auth_setup
 
 WORKERS = ("worker1", "worker2")
 SERVING_WORKER = "worker2"  # the one on the serving host: it also takes the serving queue
@@ -87,8 +88,8 @@ DESCRIPTION_FILE = "production.json"
 DEFAULT_BUCKET = "mlops"
 # MLflow's users: one per DAG that talks to it and one for the Model ops view (airflow_settings.yaml
 # builds their Airflow connections, mlflow_<name>, from MLOPS_MLFLOW_<NAME>_USER/_PASSWORD).
-MLFLOW_IDENTITIES = ("train", "deploy", "monitor", "score", "reader")
-MLFLOW_ADMIN = "admin"
+MLFLOW_IDENTITIES = auth_setup.IDENTITIES
+MLFLOW_ADMIN = auth_setup.DEFAULT_ADMIN
 
 
 def worker_hostname() -> str:
@@ -244,12 +245,7 @@ def with_database(database_url: str, database: str, scheme: str | None = None) -
 
 
 def ensure_database(database_url: str, database: str) -> None:
-    from psycopg2 import sql
-
-    with _server_admin(database_url) as cursor:
-        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
-        if cursor.fetchone() is None:
-            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    auth_setup.ensure_database(with_database(database_url, database))
 
 
 def drop_database(database_url: str, database: str) -> None:
@@ -314,34 +310,19 @@ def _refuse_if_running() -> None:
 
 def mlflow_auth_config(description: dict[str, Any]) -> Path:
     """``basic-auth``'s config for the stack's MLflow (mode 0600, beside the description): users and
-    grants in a database of their own on the metadata PostgreSQL; every authenticated user may READ
-    what no grant names. A model's creator (the training identity) has MANAGE on it, and mlops_train
-    grants the deploy identity MANAGE on it; only the deploy identity may move ``@champion``
-    (``mlops-auth``, :mod:`mlops_pipeline.registry.auth_app`)."""
+    grants in a database of their own on the metadata PostgreSQL (:func:`auth_setup.auth_config_text`)."""
     auth = description["mlflow_auth"]
     path = services.run_dir() / "mlflow-auth.ini"
-    _write_private(path, (
-        "[mlflow]\n"
-        "default_permission = READ\n"
-        f"database_uri = {with_database(description['airflow_database_url'], auth['database'])}\n"
-        f"admin_username = {auth['admin_user']}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-    ))
+    database_uri = with_database(description["airflow_database_url"], auth["database"])
+    _write_private(path, auth_setup.auth_config_text(database_uri, auth["admin_user"]))
     return path
 
 
 def create_mlflow_users(description: dict[str, Any], timeout: float = 60.0) -> None:
-    """The stack's MLflow users, as its administrator; one that exists already keeps its password."""
-    import httpx
-
+    """The stack's MLflow users, as its administrator (one that exists gets this stack's password)."""
     auth = description["mlflow_auth"]
-    with httpx.Client(base_url=description["mlflow_tracking_uri"], auth=(auth["admin_user"], auth["admin_password"]),
-                      timeout=timeout) as admin:
-        for name, password in auth["passwords"].items():
-            answer = admin.post("/api/2.0/mlflow/users/create", json={"username": name, "password": password})
-            if answer.status_code != 200 and "RESOURCE_ALREADY_EXISTS" not in answer.text:
-                raise RuntimeError(f"MLflow at {description['mlflow_tracking_uri']} refused creating user {name!r}: "
-                                   f"HTTP {answer.status_code} {answer.text[:300]}")
+    auth_setup.create_users(description["mlflow_tracking_uri"], auth["admin_user"], auth["admin_password"],
+                            auth["passwords"], timeout=timeout)
 
 
 def up(mlflow_database: str = "mlflow", wait: float = 300.0) -> dict[str, Any]:

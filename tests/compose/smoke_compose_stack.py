@@ -8,7 +8,7 @@ else on the host; torn down with its volumes at the end. Then:
 - every service of the stack is healthy (the one-shot jobs exited 0);
 - one ``mlops_ingest`` run, triggered through Airflow's REST API, succeeds, and its task instances
   ran on the Celery worker container (their hostname is that container's);
-- MLflow answers /health;
+- MLflow answers /health, refuses an API call without credentials and lets the reader identity in;
 - Prometheus scrapes a model server: a model image built by the deploy code's image builder,
   started with the labels mlops_deploy gives a stable server on the "mlops" network, is an ``up == 1``
   target of the ``serving`` job.
@@ -19,10 +19,12 @@ not collect it: its file name is not ``test_*.py``, and ``make compose-smoke`` n
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -89,6 +91,15 @@ def test_mlflow_answers(stack: dict[str, str]) -> None:
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200
         assert response.read().strip() == b"OK"
+    # With authentication: no credentials are refused, and the reader identity airflow-init created
+    # (with the password of its Airflow connection, from .env) is let in.
+    search = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(urllib.request.Request(search, headers={"Host": "localhost:5000"}), timeout=10)
+    assert refused.value.code == 401
+    reader = base64.b64encode(f"reader:{compose.read_env(ENV_FILE)['MLOPS_MLFLOW_READER_PASSWORD']}".encode()).decode()
+    answer = get_json(search, headers={"Host": "localhost:5000", "Authorization": f"Basic {reader}"})
+    assert "experiments" in answer, answer
 
 
 def test_one_ingest_run_succeeds_on_the_celery_worker(stack: dict[str, str]) -> None:

@@ -14,8 +14,8 @@ these files, not brought up:
   model server's registry (serving/mlops_serving/metrics.py), a live HAProxy started with the
   router config the deploy DAG renders, the drift exporter, or a recording rule.
 
-What is not built here: the Airflow image extends ``apache/airflow`` and the MLflow image starts
-from ``python:3.11-slim-bookworm``, and neither can be pulled without a registry. The offline
+What is not built here: the Airflow image (which the MLflow server runs too) extends
+``apache/airflow``, which cannot be pulled without a registry. The offline
 equivalents (include/compose/offline/) are built and the stack brought up by the smoke test
 tests/compose/smoke_compose_stack.py (``make compose-smoke``, not part of ``make test``); here only
 their override is rendered and checked.
@@ -52,6 +52,10 @@ SECRETS = {
     "AIRFLOW_JWT_SECRET": "jwt-test-secret",
     "AIRFLOW_ADMIN_PASSWORD": "admin-test-secret",
     "GRAFANA_ADMIN_PASSWORD": "grafana-test-secret",
+    "MLFLOW_ADMIN_PASSWORD": "mlflow-admin-test-secret",
+    "MLFLOW_SECRET_KEY": "mlflow-key-test-secret",
+    **{f"MLOPS_MLFLOW_{identity}_PASSWORD": f"mlflow-{identity.lower()}-test-secret"
+       for identity in ("TRAIN", "DEPLOY", "MONITOR", "SCORE", "READER")},
 }
 AIRFLOW_SERVICES = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker"}
 
@@ -99,6 +103,17 @@ def test_compose_renders_the_whole_stack(rendered):
         assert environment["MLOPS_LAKE_URI"].startswith("s3://") and environment["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     mlflow_command = " ".join(services["mlflow"]["command"])
     assert "--backend-store-uri=postgresql+psycopg2://" in mlflow_command and "--artifacts-destination=s3://" in mlflow_command
+    # MLflow with authentication (mlops-auth), its users' database beside its store; airflow-init
+    # creates each DAG's user once MLflow is healthy, with the passwords of their Airflow connections.
+    assert services["mlflow"]["entrypoint"] == ["python", "-m", "mlops_pipeline.registry.auth_setup", "serve"]
+    mlflow_env = services["mlflow"]["environment"]
+    assert mlflow_env["MLOPS_MLFLOW_AUTH_DATABASE_URI"].endswith("@postgres/mlflow_auth")
+    assert mlflow_env["MLFLOW_AUTH_ADMIN_PASSWORD"] == "mlflow-admin-test-secret"
+    init = services["airflow-init"]
+    assert init["command"][-1].count("mlops_pipeline.registry.auth_setup users") == 1
+    assert init["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    for identity in ("TRAIN", "DEPLOY", "MONITOR", "SCORE", "READER"):
+        assert init["environment"][f"MLOPS_MLFLOW_{identity}_PASSWORD"] == SECRETS[f"MLOPS_MLFLOW_{identity}_PASSWORD"]
     assert services["airflow-init"]["command"][-1].count("mlops_pipeline.orchestration.airflow_settings apply") == 1
     # The deployer drives the host's engine; Prometheus finds the serving containers through it.
     for name in ("airflow-worker", "prometheus"):

@@ -308,3 +308,67 @@ def test_the_training_identity_gives_the_deploy_identity_its_own_model(
         assert grant_model_permission("deploy", model) is None  # no identity in use: MLflow without authentication
     finally:
         get_settings.cache_clear()
+
+
+def test_the_compose_setup_serves_mlops_auth_and_keeps_the_dags_users_in_step_with_their_secrets(
+    tmp_path: Path,
+) -> None:
+    """What docker-compose.yaml runs: ``auth_setup serve`` writes basic-auth's config (mode 0600) and
+    becomes ``mlflow server --app-name mlops-auth``; ``auth_setup users`` creates each DAG's user with
+    the password of its Airflow connection, and sets it again when the secret is rotated, after
+    which only the new password is let in. A missing password is an error naming its variable."""
+    from mlops_pipeline.registry import auth_setup
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    passwords = {identity: secrets.token_urlsafe(12) for identity in auth_setup.IDENTITIES}
+    env = {
+        **os.environ,
+        **quiet_mlflow_environment(),
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLOPS_MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{tmp_path / 'auth.db'}",
+        "MLFLOW_AUTH_ADMIN_PASSWORD": secrets.token_urlsafe(16),
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+        "MLFLOW_TRACKING_URI": url,
+        "TMPDIR": str(tmp_path),
+        **{f"MLOPS_MLFLOW_{identity.upper()}_PASSWORD": password for identity, password in passwords.items()},
+    }
+    for identity in auth_setup.IDENTITIES:
+        env.pop(f"MLOPS_MLFLOW_{identity.upper()}_USER", None)
+    missing = {key: value for key, value in env.items() if key != "MLOPS_MLFLOW_SCORE_PASSWORD"}
+    with pytest.raises(auth_setup.AuthSetupError, match="MLOPS_MLFLOW_SCORE_PASSWORD"):
+        auth_setup.users(missing, wait=1)
+
+    log = (tmp_path / "server.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlops_pipeline.registry.auth_setup", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--serve-artifacts"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        assert auth_setup.users(env, wait=180) == list(auth_setup.IDENTITIES), (tmp_path / "server.log").read_text()[-3000:]
+        configs = list(tmp_path.glob("mlflow-auth-*/basic_auth.ini"))
+        assert len(configs) == 1 and configs[0].stat().st_mode & 0o777 == 0o600
+        assert httpx.get(f"{url}{API}/experiments/search", params={"max_results": 1}, timeout=30).status_code == 401
+        with httpx.Client(base_url=url, auth=("reader", passwords["reader"]), timeout=30) as reader:
+            assert reader.get(f"{API}/experiments/search", params={"max_results": 1}).status_code == 200
+            with httpx.Client(base_url=url, auth=("train", passwords["train"]), timeout=30) as train:
+                assert train.post(f"{API}/registered-models/create", json={"name": "auth-setup-test"}).status_code == 200
+            # default_permission READ: what another user created, the reader may read, not change
+            assert reader.get(f"{API}/registered-models/get", params={"name": "auth-setup-test"}).status_code == 200
+            assert reader.patch(f"{API}/registered-models/update",
+                                json={"name": "auth-setup-test", "description": "x"}).status_code == 403
+
+        rotated = {**env, "MLOPS_MLFLOW_DEPLOY_PASSWORD": secrets.token_urlsafe(12)}
+        assert auth_setup.users(rotated, wait=30) == []  # every user exists: none created, passwords set
+        old = httpx.get(f"{url}{API}/experiments/search", params={"max_results": 1}, auth=("deploy", passwords["deploy"]), timeout=30)
+        new = httpx.get(f"{url}{API}/experiments/search", params={"max_results": 1},
+                        auth=("deploy", rotated["MLOPS_MLFLOW_DEPLOY_PASSWORD"]), timeout=30)
+        assert (old.status_code, new.status_code) == (401, 200)
+    finally:
+        os.killpg(process.pid, 15)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)

@@ -1,8 +1,8 @@
 # The Python environment of the offline compose stack: every runtime dependency of uv.lock (the
 # versions `make test` runs) plus moto's S3 server, installed from a wheelhouse downloaded on the
 # host (mlops_dev.compose, with serving/docker/wheelhouse.sh), with no index: the way the serving
-# base image is built. The Airflow image builds on it; the MLflow server and the S3 stand-in run it
-# as it is, so its large layer is on disk once.
+# base image is built. The Airflow image (which the MLflow server runs too) builds on it; the S3
+# stand-in runs it as it is, so its large layer is on disk once.
 #
 # Build context: .run/compose/context (assembled by `python -m mlops_dev.compose build`):
 # requirements.txt, wheelhouse/.
