@@ -65,7 +65,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,15 +109,6 @@ def _free_port() -> int:
 
 def _description_path() -> Path:
     return services.run_dir() / DESCRIPTION_FILE
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    staging.replace(path)
 
 
 def _launch(name: str, argv: list[str], env: dict[str, str]) -> None:
@@ -167,7 +158,7 @@ def start_redis(port: int, password: str) -> None:
     # worker are gone, and the scheduler re-sends them only after task_queued_timeout (600 s by
     # default). `everysec`: a crash of the machine may lose the last second of sends, a restart none
     # (Redis writes the file out on SIGTERM). No RDB snapshots: the AOF is the one copy.
-    _write_private(config, "\n".join([
+    auth_setup.write_private(config, "\n".join([
         "bind 127.0.0.1", f"port {port}", "protected-mode yes", f"requirepass {password}",
         f"dir {folder}", 'save ""', "appendonly yes", "appendfsync everysec", "daemonize no", "",
     ]))
@@ -220,25 +211,6 @@ def create_buckets(endpoint: str, credentials: dict[str, str], buckets: list[str
 # --- PostgreSQL: the metadata DB, the Celery result backend, MLflow's database --------------------
 
 
-@contextlib.contextmanager
-def _server_admin(database_url: str) -> Iterator[Any]:
-    """A cursor on the maintenance database of the server ``database_url`` points at, as its user."""
-    import psycopg2
-
-    parts = urllib.parse.urlsplit(database_url)
-    connection = psycopg2.connect(
-        host=parts.hostname, port=parts.port, dbname="postgres",
-        user=urllib.parse.unquote(parts.username or ""), password=urllib.parse.unquote(parts.password or ""),
-        connect_timeout=10,
-    )
-    connection.autocommit = True
-    try:
-        with connection.cursor() as cursor:
-            yield cursor
-    finally:
-        connection.close()
-
-
 def with_database(database_url: str, database: str, scheme: str | None = None) -> str:
     parts = urllib.parse.urlsplit(database_url)
     return urllib.parse.urlunsplit((scheme or parts.scheme, parts.netloc, f"/{database}", "", ""))
@@ -251,7 +223,7 @@ def ensure_database(database_url: str, database: str) -> None:
 def drop_database(database_url: str, database: str) -> None:
     from psycopg2 import sql
 
-    with _server_admin(database_url) as cursor:
+    with auth_setup.maintenance_cursor(database_url) as cursor:
         cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
 
 
@@ -314,7 +286,7 @@ def mlflow_auth_config(description: dict[str, Any]) -> Path:
     auth = description["mlflow_auth"]
     path = services.run_dir() / "mlflow-auth.ini"
     database_uri = with_database(description["airflow_database_url"], auth["database"])
-    _write_private(path, auth_setup.auth_config_text(database_uri, auth["admin_user"]))
+    auth_setup.write_private(path, auth_setup.auth_config_text(database_uri, auth["admin_user"]))
     return path
 
 
@@ -370,7 +342,7 @@ def up(mlflow_database: str = "mlflow", wait: float = 300.0) -> dict[str, Any]:
         name: [default_queue, description["serving_queue"]] if name == SERVING_WORKER else [default_queue]
         for name in WORKERS
     }
-    _write_private(_description_path(), json.dumps(description, indent=2))
+    auth_setup.write_private(_description_path(), json.dumps(description, indent=2))
     deadline = time.monotonic() + wait
 
     start_redis(redis_port, redis_password)

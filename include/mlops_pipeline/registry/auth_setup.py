@@ -24,13 +24,15 @@ stays the one source of truth when a password is rotated there.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 IDENTITIES = ("train", "deploy", "monitor", "score", "reader")
 DEFAULT_ADMIN = "admin"
@@ -95,16 +97,13 @@ def create_users(tracking_uri: str, admin: str, admin_password: str, passwords: 
     return created
 
 
-def ensure_database(database_uri: str) -> None:
-    """Create the PostgreSQL database ``database_uri`` names when it does not exist (as its user, on the
-    server's maintenance database). Other backends create their own store."""
-    parts = urllib.parse.urlsplit(database_uri)
-    if not parts.scheme.startswith("postgresql"):
-        return
+@contextlib.contextmanager
+def maintenance_cursor(database_uri: str) -> Iterator[Any]:
+    """An autocommit cursor on the maintenance database (``postgres``) of the PostgreSQL server
+    ``database_uri`` points at, as its user."""
     import psycopg2
-    from psycopg2 import sql
 
-    database = parts.path.lstrip("/")
+    parts = urllib.parse.urlsplit(database_uri)
     connection = psycopg2.connect(
         host=parts.hostname, port=parts.port, dbname="postgres",
         user=urllib.parse.unquote(parts.username or ""), password=urllib.parse.unquote(parts.password or ""),
@@ -113,11 +112,23 @@ def ensure_database(database_uri: str) -> None:
     connection.autocommit = True
     try:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
-            if cursor.fetchone() is None:
-                cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+            yield cursor
     finally:
         connection.close()
+
+
+def ensure_database(database_uri: str) -> None:
+    """Create the PostgreSQL database ``database_uri`` names when it does not exist. Other backends
+    create their own store."""
+    if not urllib.parse.urlsplit(database_uri).scheme.startswith("postgresql"):
+        return
+    from psycopg2 import sql
+
+    database = urllib.parse.urlsplit(database_uri).path.lstrip("/")
+    with maintenance_cursor(database_uri) as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+        if cursor.fetchone() is None:
+            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
 
 
 def write_private(path: Path, text: str) -> None:
