@@ -56,7 +56,9 @@ class SteadyClient:
                     ok = response.status_code == 200
                     version = response.json().get("model_version") if ok else None
                     error = None if ok else f"HTTP {response.status_code}: {response.text[:200]}"
-                except httpx.HTTPError as exc:
+                except Exception as exc:  # noqa: BLE001 - any error is a failed request, never a dead client
+                    # (an answer that is not the JSON object expected, too: a thread that died of it would
+                    # leave the windows after it without a sample, and the cause unsaid)
                     ok, version, error = False, None, f"{type(exc).__name__}: {exc}"
                 self.samples.append(Sample(started, time.monotonic() - started, ok, version, error))
                 time.sleep(self.interval)
@@ -69,6 +71,16 @@ class SteadyClient:
 
     def between(self, start: float, end: float) -> list[Sample]:
         return [s for s in self.samples if start <= s.at < end]
+
+    def describe(self, start: float, end: float) -> str:
+        """Where the window lies among the samples: for a window that has none."""
+        if not self.samples:
+            return f"the client sent no request at all (its thread alive: {self.thread is not None and self.thread.is_alive()})"
+        first, last = self.samples[0].at, self.samples[-1].at
+        gaps = sorted(((b.at - a.at, a.at) for a, b in zip(self.samples, self.samples[1:], strict=False)), reverse=True)[:3]
+        return (f"window [{start - first:.1f}s, {end - first:.1f}s] of the client's {len(self.samples)} requests sent "
+                f"from 0s to {last - first:.1f}s; longest gaps between requests: "
+                + ", ".join(f"{gap:.1f}s at {at - first:.1f}s" for gap, at in gaps))
 
     def failures(self, start: float = 0.0, end: float = float("inf")) -> list[str]:
         return [s.error or "failed" for s in self.between(start, end) if not s.ok]

@@ -23,12 +23,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 STEADY_SECONDS = 15.0
 MAX_P99_RATIO = 2.0
-_CLOCKS = time.time() - time.monotonic()  # wall clock (audit events) minus the clients' monotonic clock
-
-
 def monotonic(iso: str) -> float:
-    """An audit event's time on the monotonic clock the client's samples use."""
-    return datetime.fromisoformat(iso).timestamp() - _CLOCKS
+    """An audit event's time on the monotonic clock the client's samples use. The two clocks' offset is
+    read now, not once at import: the wall clock may be stepped in between (a VM's clock being synced),
+    which would move every window off the samples it holds."""
+    return datetime.fromisoformat(iso).timestamp() - (time.time() - time.monotonic())
 
 
 def test_promotion_and_rollback_under_steady_traffic(airflow_stack, mlflow_server, model_dirs, tmp_path, reliability) -> None:  # noqa: F811
@@ -84,8 +83,11 @@ def test_promotion_and_rollback_under_steady_traffic(airflow_stack, mlflow_serve
     assert promoted.returncode == 0 and promoted.outcome == "promoted", promoted.describe()
     assert rolled_back.returncode != 0 and rolled_back.outcome == "rolled_back", rolled_back.describe()
     figures: dict[str, dict[str, Any]] = {}
+    failures = steady.failures()
+    assert failures == [], f"{len(failures)} of {len(steady.samples)} requests failed: {failures[:5]}"
     for label, (start, end) in windows.items():
         samples = steady.between(start, end)
+        assert samples, f"no request in the {label} window: {steady.describe(start, end)}"
         if label == "steady_after":
             continue
         figures[label] = {
@@ -111,8 +113,6 @@ def test_promotion_and_rollback_under_steady_traffic(airflow_stack, mlflow_serve
         )
     reliability.record("load", "steady state (15 s before, 7.5 s after the rollouts)", "baseline", **figures["steady"])
 
-    failures = steady.failures()
-    assert failures == [], f"{len(failures)} of {len(steady.samples)} requests failed: {failures[:5]}"
     assert steady.versions(*windows["promotion"])[canary] > 0
     assert steady.versions(*windows["rollback"])[bad] > 0  # the bad canary got its share, and was caught
     for label in ("promotion", "rollback"):
