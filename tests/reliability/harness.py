@@ -7,6 +7,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import httpx
@@ -77,7 +78,7 @@ class SteadyClient:
         if not self.samples:
             return f"the client sent no request at all (its thread alive: {self.thread is not None and self.thread.is_alive()})"
         first, last = self.samples[0].at, self.samples[-1].at
-        gaps = sorted(((b.at - a.at, a.at) for a, b in zip(self.samples, self.samples[1:], strict=False)), reverse=True)[:3]
+        gaps = sorted(((b.at - a.at, a.at) for a, b in pairwise(self.samples)), reverse=True)[:3]
         return (f"window [{start - first:.1f}s, {end - first:.1f}s] of the client's {len(self.samples)} requests sent "
                 f"from 0s to {last - first:.1f}s; longest gaps between requests: "
                 + ", ".join(f"{gap:.1f}s at {at - first:.1f}s" for gap, at in gaps))

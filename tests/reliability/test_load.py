@@ -23,6 +23,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 STEADY_SECONDS = 15.0
 MAX_P99_RATIO = 2.0
+
+
 def monotonic(iso: str) -> float:
     """An audit event's time on the monotonic clock the client's samples use. The two clocks' offset is
     read now, not once at import: the wall clock may be stepped in between (a VM's clock being synced),
