@@ -200,3 +200,29 @@ def test_report_renders_results_written_by_the_current_scripts(tmp_path):
     rendered = report.render(report.README.read_text(), results)
     assert "at commit `abcdef0123` with uncommitted changes" in rendered
     assert "drift.json`, measured 2026-12-02T17:22:02Z," in rendered and "The file does not record its commit." in rendered
+
+
+def test_the_commit_is_dirty_for_changed_code_not_for_results_already_written(tmp_path: Path, monkeypatch) -> None:
+    """``make bench`` writes its results one benchmark after another: the files it has written do not
+    make the next benchmark's commit "+dirty", a changed tracked file anywhere else does."""
+    import subprocess
+
+    import provenance
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    results = tmp_path / "tests" / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    (results / "ingest.json").write_text("{}\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "base")
+    monkeypatch.setattr(provenance, "REPO", tmp_path)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
+    assert provenance.git_commit() == head
+    (results / "ingest.json").write_text('{"new": true}\n')
+    assert provenance.git_commit() == head
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert provenance.git_commit() == head + "+dirty"

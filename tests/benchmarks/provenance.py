@@ -16,10 +16,14 @@ from typing import Any
 from goals import evaluate, goal_line  # the same folder: every bench script puts it on sys.path
 
 REPO = Path(__file__).resolve().parents[2]
+RESULTS_FOLDER = "tests/benchmarks/results"
 
 
 def git_commit() -> str:
-    """HEAD, with ``+dirty`` when tracked files differ from it (the figures then measure no commit)."""
+    """HEAD, with ``+dirty`` when tracked files differ from it (the figures then measure no commit).
+
+    The results folder does not count: ``make bench`` writes its files one benchmark after another,
+    and the ones it has already written are not code that the next one measures."""
     def git(*args: str) -> str:
         try:
             done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=False)
@@ -28,7 +32,8 @@ def git_commit() -> str:
         return done.stdout.strip() if done.returncode == 0 else ""
 
     head = git("rev-parse", "HEAD")
-    return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){RESULTS_FOLDER}")
+    return head + ("+dirty" if changed else "")
 
 
 def _cpu_model() -> str:
