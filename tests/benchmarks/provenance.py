@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from goals import evaluate, goal_line  # the same folder: every bench script puts it on sys.path
+from goals import RESULTS_DIR, evaluate, goal_line  # the same folder: every bench script puts it on sys.path
 
 REPO = Path(__file__).resolve().parents[2]
-RESULTS_FOLDER = "tests/benchmarks/results"
+RESULTS_PATHSPEC = RESULTS_DIR.relative_to(REPO).as_posix()  # tests/benchmarks/results
 
 
 def git_commit() -> str:
@@ -32,7 +32,7 @@ def git_commit() -> str:
         return done.stdout.strip() if done.returncode == 0 else ""
 
     head = git("rev-parse", "HEAD")
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){RESULTS_FOLDER}")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){RESULTS_PATHSPEC}")
     return head + ("+dirty" if changed else "")
 
 

@@ -246,10 +246,10 @@ def test_render_config_rejects_bad_servers(servers: list[dict], message: str) ->
 def test_router_threads_default_to_one_and_are_bounded(haproxy_bin: str, tmp_path: Path) -> None:
     servers = [{"name": "stable", "address": "127.0.0.1", "port": 8080, "weight": 100}]
     assert "    nbthread 1\n" in render_config("127.0.0.1:8000", servers, None, "127.0.0.1:8404")
-    four = render_config("127.0.0.1:8000", servers, None, "127.0.0.1:8404", threads=4)
+    four = docker_shaped_config(threads=4)
     assert "    nbthread 4\n" in four
     config_path = tmp_path / "haproxy.cfg"
-    config_path.write_text(four + "\n")
+    config_path.write_text(four)
     check = subprocess.run([haproxy_bin, "-c", "-f", str(config_path)], capture_output=True, text=True, timeout=30)
     assert check.returncode == 0, check.stdout + check.stderr
     for bad in (0, 65, "two"):
