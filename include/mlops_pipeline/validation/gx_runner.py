@@ -290,7 +290,9 @@ def run_suites(
             suite_name=suite_dict["name"],
             failures=[_describe_failure(r) for r in failed],
             statistics=dict(validation.statistics),
-            result=validation.to_json_dict() if not findings else {},  # the watch's findings say enough
+            # GX's whole result, for the quarantine's validation_result.json: a failed gate's only (a
+            # passing batch keeps its statistics and Data Docs; the watch's findings say enough).
+            result=validation.to_json_dict() if not findings and not validation.success else {},
             docs_dir=docs_dir,
             docs_page=(pages[-1] if pages else "index.html") if docs_dir is not None else None,
             findings=[_finding(r) for r in failed] if findings else [],
