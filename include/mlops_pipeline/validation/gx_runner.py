@@ -15,8 +15,8 @@ backfill); together they halve a window's CPU:
   findings and the Data Docs pages show); what ``SUMMARY`` adds, value counts of that sample and the
   row indexes of a pandas frame, is not used here. About a quarter less CPU.
 * :func:`_memoised_configurations`: GX 1.x rebuilds an expectation's configuration from the
-  pydantic model every time it reads one kwarg of it, about 80 times per expectation and run; during
-  one run each expectation object keeps the first one it built. About a quarter less CPU again, with
+  pydantic model every time it reads one kwarg of it, about a hundred times per expectation and run;
+  during one run each expectation object keeps the first one it built. About a quarter less CPU again, with
   results equal to GX's own.
 * No ``Checkpoint``: each suite is validated by GX's validator, its result stored in the context and
   the Data Docs built for both results, as a checkpoint with an ``UpdateDataDocsAction`` does. What
