@@ -27,10 +27,15 @@ SCENARIOS = pytest.mark.parametrize(
 )
 
 
+def _frame(scenarios: set[Scenario]) -> Any:
+    spec = load_dataset_spec("churn")
+    return normalise_for_validation(generate_day(DAY, seed=11, rows=2000, scenarios=scenarios), spec.time_column)
+
+
 def _batch(scenarios: set[Scenario]) -> tuple[Any, list[Any]]:
     spec = load_dataset_spec("churn")
     suites = load_dataset_suites(spec)
-    frame = normalise_for_validation(generate_day(DAY, seed=11, rows=2000, scenarios=scenarios), spec.time_column)
+    frame = _frame(scenarios)
     start = datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC)
     window = gx_runner.window_expectation(spec.time_column, start, start + timedelta(days=1))
     assert suites.watch is not None
@@ -118,10 +123,8 @@ def test_memoised_configurations_give_gx_own_results(scenarios: set[Scenario], t
 
 
 def test_basic_results_still_name_counts_and_samples() -> None:
-    spec = load_dataset_spec("churn")
-    suites = load_dataset_suites(spec)
-    frame = normalise_for_validation(generate_day(DAY, seed=11, rows=2000, scenarios={Scenario.BAD_BATCH}), spec.time_column)
-    run = gx_runner.run_suites(frame, suites.gate, suites.watch, run_name=f"ds={DAY}")
+    suites = load_dataset_suites(load_dataset_spec("churn"))
+    run = gx_runner.run_suites(_frame({Scenario.BAD_BATCH}), suites.gate, suites.watch, run_name=f"ds={DAY}")
     unexpected = [m for m in run.gate.failures if "values unexpected" in m]
     assert unexpected, run.gate.failures
     # "<n> of <total> values unexpected ..., e.g. [samples]": the count and a non-empty sample.
