@@ -1,7 +1,8 @@
-"""A window's validation is cheap without changing what a reader sees: without a GX checkpoint and
-with memoised expectation configurations, the results and the Data Docs pages equal those of GX's
-own checkpoint run (with an UpdateDataDocsAction), and the BASIC result format still carries what
-the failure messages and watch findings are built from."""
+"""A window's validation is cheap without changing what a reader sees: without a GX checkpoint, with
+memoised expectation configurations, plain-JSON metric ids and result objects kept as they are, the
+results and the Data Docs pages equal those of GX's own checkpoint run (with an UpdateDataDocsAction
+and GX's JSON results store), and the BASIC result format still carries what the failure messages
+and watch findings are built from."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import re
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -49,7 +51,8 @@ def _checkpoint_run(frame: Any, suites: list[Any], docs_dir: Path) -> dict[str, 
     import pandas as pd
     from great_expectations.core.run_identifier import RunIdentifier
 
-    context, batch_definition, site_names = gx_runner.new_context(docs_dir)
+    with mock.patch.object(gx_runner, "_keep_results_as_dicts", lambda store: None):  # GX's own store
+        context, batch_definition, site_names = gx_runner.new_context(docs_dir)
     definitions = [
         context.validation_definitions.add(gx.ValidationDefinition(name=s.name, data=batch_definition, suite=context.suites.add(s)))
         for s in suites
@@ -143,3 +146,48 @@ def test_the_memo_lives_only_inside_its_block() -> None:
     expectation.column = "plan"
     with gx_runner._memoised_configurations():
         assert expectation.configuration.kwargs["column"] == "plan"
+
+
+PLAIN_KWARGS = [
+    {"column": "tenure", "batch_id": "lake-batch"},
+    {"column": "plan", "value_set": ["basic", "pro", 3], "mostly": 0.95, "parse_strings_as_datetimes": None, "strict": True},
+    {"column_list": ("a", "b"), "row_condition": {"column": "x", "values": [1.5, -2, "z"]}, "ignore_row_if": "never"},
+    {"min_value": float("inf"), "max_value": -0.0},
+]
+OTHER_KWARGS = [
+    {"column": "tenure"},  # one key: GX's own short form
+    {"a": float("nan"), "b": 1},  # GX writes NaN as null
+    {"a": "x", "b": {2, 1}},
+    {"a": "x", "b": {1: "one"}},
+    {"a": datetime(2026, 1, 1, tzinfo=UTC), "b": 1},
+]
+
+
+def test_plain_metric_ids_equal_gx_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+    from great_expectations.core import id_dict
+    from great_expectations.core.id_dict import IDDict
+
+    others = [*OTHER_KWARGS, {"a": np.int64(3), "b": np.float64(0.5)}, {"a": [np.nan], "b": "x"}]
+    gx_ids = [IDDict(kwargs).to_id() for kwargs in PLAIN_KWARGS + others]
+    with gx_runner._memoised_configurations():
+        # Plain kwargs never reach GX's generic conversion; the others still do.
+        with monkeypatch.context() as patched:
+            patched.setattr(id_dict, "convert_to_json_serializable", mock.Mock(side_effect=AssertionError("GX's conversion")))
+            assert [IDDict(kwargs).to_id() for kwargs in PLAIN_KWARGS] == gx_ids[: len(PLAIN_KWARGS)]
+        assert [IDDict(kwargs).to_id() for kwargs in others] == gx_ids[len(PLAIN_KWARGS) :]
+    converted = mock.Mock(wraps=id_dict.convert_to_json_serializable)
+    monkeypatch.setattr(id_dict, "convert_to_json_serializable", converted)
+    assert IDDict(PLAIN_KWARGS[0]).to_id() == gx_ids[0] and converted.called  # outside a run: GX's own
+
+
+def test_results_store_keeps_dicts_only_in_our_contexts(tmp_path: Path) -> None:
+    import great_expectations as gx
+    from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResult
+
+    result = ExpectationSuiteValidationResult(success=False, results=[], suite_name="gate", statistics={"evaluated_expectations": 0})
+    store = gx_runner.new_context(tmp_path)[0].validation_results_store
+    kept = store.serialize(result)
+    assert kept == result.to_json_dict()
+    assert store.deserialize(kept).to_json_dict() == result.to_json_dict()
+    assert isinstance(gx.get_context(mode="ephemeral").validation_results_store.serialize(result), str)  # GX's own
