@@ -61,6 +61,7 @@ class FakeModelServer:
     name: str
     status: int = 200
     hits: int = 0
+    body_sizes: set[int] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
 
@@ -90,9 +91,10 @@ class FakeModelServer:
                 self._reply(200, {"ready": True, "server": owner.name})
 
             def do_POST(self) -> None:  # noqa: N802
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                size = len(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 with owner.lock:
                     owner.hits += 1
+                    owner.body_sizes.add(size)
                 self._reply(owner.status, {"server": owner.name, "predictions": [0.5]})
 
         self.server = QuietHTTPServer(("127.0.0.1", 0), Handler)
@@ -114,11 +116,11 @@ class Router:
     socket_path: Path
     backends: dict[str, FakeModelServer]
 
-    def predict(self, entity: str | None = None) -> tuple[int, str]:
+    def predict(self, entity: str | None = None, body: bytes = b'{"records": [{"x": 1}]}') -> tuple[int, str]:
         conn = http.client.HTTPConnection("127.0.0.1", self.frontend_port, timeout=10)
         headers = {"Content-Type": "application/json", **({ENTITY_HEADER: entity} if entity else {})}
         try:
-            conn.request("POST", "/predict", body=b'{"records": [{"x": 1}]}', headers=headers)
+            conn.request("POST", "/predict", body=body, headers=headers)
             response = conn.getresponse()
             return response.status, json.loads(response.read())["server"]
         finally:
@@ -388,6 +390,20 @@ def test_a_dead_server_fails_no_client_request(router: Router) -> None:
     wait_marked_down(router, "canary")
     assert router.runtime.stats(BACKEND)["canary"]["status"] == "DOWN"
     assert router.split(10) == {"stable": 10}
+
+
+def test_a_large_request_answered_503_is_retried_whole_on_another_server(router: Router) -> None:
+    """A 100-row request is about 30 KB. An L7 retry (here of a 503) resends the buffered request,
+    so the whole body must fit in HAProxy's buffer (``tune.bufsize``); with HAProxy's default of
+    16 KB such a request would reach the client as the 503."""
+    router.runtime.set_weights(BACKEND, {"stable": 50, "canary": 50})
+    router.backends["canary"].status = 503
+    body = json.dumps({"records": [{"x": i, "plan": "premium" * 4} for i in range(1200)]}).encode()
+    assert 40_000 < len(body) < 64_000
+    answers = [router.predict(body=body) for _ in range(12)]
+    assert answers == [(200, "stable")] * 12
+    assert router.backends["canary"].hits > 0  # it was tried, and its 503 retried
+    assert router.backends["stable"].body_sizes == {len(body)}
 
 
 def test_after_blue_green_s_switch_a_dead_green_fails_no_client_request(router: Router) -> None:
