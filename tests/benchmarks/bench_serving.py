@@ -19,9 +19,12 @@ directory whose signature declares the categorical columns as doubles, and
 requests carry the category index instead of the string: same booster file,
 same predictions (checked before measuring).
 
-Cells: rows in {1, 100} x concurrency in {1, 8, 32}; each variant runs back to
-back within a cell so all see the same background load, and a ratio between two
-variants is the median of the per-round ratios. Writes
+Cells: rows in {1, 100} x concurrency in {1, 8, 32}. Within a cell and round the
+variants take turns in ``--slices`` short slices (A B C, C B A, A B C), so that a
+burst of other work on this shared machine falls on all of them alike; a round's
+throughput and latencies are over all its slices (percentiles from wrk's latency
+histograms, merged), and a ratio between two variants is the median of the
+per-round ratios. Writes
 tests/benchmarks/results/serving.json: the date, git commit, machine and its load
 average during the run; ``results`` (per variant and cell: medians of rps,
 rows_per_s, p50_ms, p99_ms, cpu_us_per_request, the error count, and every round);
@@ -40,6 +43,7 @@ Run: ``.venv/bin/python tests/benchmarks/bench_serving.py`` (needs ``wrk`` and
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import shutil
@@ -88,6 +92,12 @@ done = function(summary, latency, requests)
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
     summary.errors.status, summary.errors.connect, summary.errors.read, summary.errors.write,
     summary.errors.timeout))
+  local buckets = {}
+  for i = 1, #latency do
+    local value, count = latency(i)
+    buckets[#buckets + 1] = string.format("%d:%d", value, count)
+  end
+  io.write("BENCH_HIST " .. table.concat(buckets, ",") .. "\\n")
 end
 """
 HAPROXY_CFG = """
@@ -262,10 +272,32 @@ def run_wrk(url: str, body: Path, concurrency: int, seconds: float, lua: Path) -
     ]
     env = {**os.environ, "BENCH_BODY": str(body)}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    result: dict[str, Any] | None = None
+    histogram: collections.Counter[int] = collections.Counter()
     for line in proc.stdout.splitlines():
         if line.startswith("BENCH_JSON "):
-            return json.loads(line[len("BENCH_JSON ") :])
-    raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stdout}\n{proc.stderr}")
+            result = json.loads(line[len("BENCH_JSON ") :])
+        elif line.startswith("BENCH_HIST "):
+            for bucket in filter(None, line[len("BENCH_HIST ") :].split(",")):
+                value, count = bucket.split(":")
+                histogram[int(value)] += int(count)
+    if result is None:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stdout}\n{proc.stderr}")
+    result["histogram"] = histogram  # latency in microseconds -> number of requests
+    return result
+
+
+def percentile(histogram: collections.Counter[int], q: float) -> float:
+    """The ``q``-th percentile of a latency histogram, as wrk computes it from its own."""
+    total = sum(histogram.values())
+    if not total:
+        return 0.0
+    wanted, seen = q / 100 * total, 0
+    for value in sorted(histogram):
+        seen += histogram[value]
+        if seen >= wanted:
+            return float(value)
+    return float(max(histogram))
 
 
 def start_all(
@@ -441,6 +473,9 @@ def main() -> int:
         help="seconds of warm-up per cell and variant, first round (0: none)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="repeat every cell; medians are reported")
+    parser.add_argument("--slices", type=int, default=3,
+                        help="within a round, the variants of a cell take turns in this many slices of duration/slices "
+                        "seconds each (at least 1 s); a round's figures are over all its slices")
     parser.add_argument("--haproxy-mode", choices=("router", "http", "tcp"), default="router",
                         help="router: the model router's own config (mlops_pipeline.deploy.haproxy.render_config); "
                         "http/tcp: a minimal config in that proxy mode")
@@ -465,6 +500,7 @@ def main() -> int:
             "duration_s": args.duration,
             "warmup_s": args.warmup,
             "rounds": args.rounds,
+            "slices": args.slices,
             "server_workers": WORKERS,
             "haproxy_mode": args.haproxy_mode,
             "variants": names,
@@ -473,8 +509,11 @@ def main() -> int:
         },
         "load_average_1m": {"start": load_average()},
         "method": (
-            "req/s, p50, p99 and cpu: medians over rounds; ratios: median over rounds of the ratio of two "
-            "variants measured back to back in the same round; cpu: the server processes' CPU time per request"
+            "req/s, p50, p99 and cpu: medians over rounds; in a round, the variants of a cell take turns in "
+            "slices of duration/slices seconds (order reversed every slice and every round), and a round's "
+            "req/s, p50 and p99 are over all its slices (latencies from wrk's merged histograms); ratios: "
+            "median over rounds of the ratio of two variants in the same round; cpu: the server processes' "
+            "CPU time per request"
         ),
     }
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
@@ -504,41 +543,49 @@ def main() -> int:
 
         samples: Samples = {}
         loads: list[float] = []
+        slice_seconds = max(1, round(args.duration / args.slices))
         for rnd in range(args.rounds):
             for rows in row_set:
                 for conc in conc_set:
                     order = [n for n in names if n in variants]
                     if rnd % 2:
                         order.reverse()
+                    if args.warmup > 0 and rnd == 0:
+                        for name in order:
+                            run_wrk(variants[name].url, body[(variants[name].body_kind, rows)], conc, args.warmup, lua)
+                    # The variants take turns in short slices (A B C, C B A, A B C, ...), so that a
+                    # burst of other work on the machine falls on all of them alike rather than on
+                    # whichever held the cores at that moment.
+                    acc = {name: {"requests": 0, "duration_us": 0, "errors": 0, "cpu_s": 0.0,
+                                  "histogram": collections.Counter()} for name in order}  # fmt: skip
+                    for piece in range(args.slices):
+                        for name in order if piece % 2 == 0 else reversed(order):
+                            v = variants[name]
+                            roots = [p.pid for p in v.procs]
+                            if name == "ours_haproxy":
+                                roots += [p.pid for p in variants["ours"].procs]
+                            cpu0 = tree_cpu_seconds(roots)
+                            res = run_wrk(v.url, body[(v.body_kind, rows)], conc, slice_seconds, lua)
+                            a = acc[name]
+                            a["cpu_s"] += tree_cpu_seconds(roots) - cpu0
+                            a["requests"] += res["requests"]
+                            a["duration_us"] += res["duration_us"]
+                            a["errors"] += res["status_errors"] + res["connect"] + res["read"] + res["write"] + res["timeout"]
+                            a["histogram"].update(res["histogram"])
+                    loads.append(load_average())
                     for name in order:
-                        v = variants[name]
-                        b = body[(v.body_kind, rows)]
-                        if args.warmup > 0 and rnd == 0:
-                            run_wrk(v.url, b, conc, args.warmup, lua)
-                        roots = [p.pid for p in v.procs]
-                        if name == "ours_haproxy":
-                            roots += [p.pid for p in variants["ours"].procs]
-                        cpu0 = tree_cpu_seconds(roots)
-                        res = run_wrk(v.url, b, conc, args.duration, lua)
-                        cpu_us = (tree_cpu_seconds(roots) - cpu0) * 1e6 / max(res["requests"], 1)
-                        loads.append(load_average())
-                        secs = res["duration_us"] / 1e6
-                        errors = (
-                            res["status_errors"]
-                            + res["connect"]
-                            + res["read"]
-                            + res["write"]
-                            + res["timeout"]
-                        )
+                        a = acc[name]
+                        secs = a["duration_us"] / 1e6
+                        cpu_us = a["cpu_s"] * 1e6 / max(a["requests"], 1)
                         entry = {
                             "name": name,
                             "rows": rows,
                             "concurrency": conc,
-                            "rps": round(res["requests"] / secs, 1),
-                            "rows_per_s": round(res["requests"] * rows / secs, 1),
-                            "p50_ms": round(res["p50_us"] / 1000, 3),
-                            "p99_ms": round(res["p99_us"] / 1000, 3),
-                            "errors": int(errors),
+                            "rps": round(a["requests"] / secs, 1),
+                            "rows_per_s": round(a["requests"] * rows / secs, 1),
+                            "p50_ms": round(percentile(a["histogram"], 50) / 1000, 3),
+                            "p99_ms": round(percentile(a["histogram"], 99) / 1000, 3),
+                            "errors": int(a["errors"]),
                             "cpu_us_per_request": round(cpu_us, 1),
                         }
                         samples.setdefault((name, rows, conc), []).append(entry)
