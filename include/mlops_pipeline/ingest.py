@@ -140,11 +140,36 @@ def _publish_docs(lake: Lake, ds: str, docs_dir: Path | None, status: str, page:
     if lake.fs.exists(target):
         lake.fs.rm(target, recursive=True)
     lake.fs.makedirs(target, exist_ok=True)
-    lake.fs.put(f"{docs_dir}/", f"{target}/", recursive=True)
+    files = _docs_files(docs_dir)
+    names = [path.relative_to(docs_dir).as_posix() for path in files]
+    for folder in sorted({name.rpartition("/")[0] for name in names} - {""}):
+        lake.fs.makedirs(f"{target}/{folder}", exist_ok=True)
+    lake.fs.put([str(path) for path in files], [f"{target}/{name}" for name in names])
     lake.write_json_atomic(f"{target}/_status.json", {"ds": ds, "status": status, "page": page})
     _rebuild_docs_index(lake)
     shutil.rmtree(docs_dir, ignore_errors=True)
     return lake.uri_of(DATA_DOCS_ZONE, f"ds={ds}", page or "index.html")
+
+
+_LINKING_SUFFIXES = (".html", ".css", ".js")
+
+
+def _docs_files(docs_dir: Path) -> list[Path]:
+    """The files of a batch's Data Docs site worth publishing: every page, and of the static assets
+    GX copies into every site (4 MB of fonts, images and styles, written again for every window),
+    those a page, or a stylesheet or script a page uses, names (today: the favicon)."""
+    static = docs_dir / "static"
+    files = sorted(path for path in docs_dir.rglob("*") if path.is_file())
+    pages = [path for path in files if not path.is_relative_to(static)]
+    assets = [path for path in files if path.is_relative_to(static)]
+    chosen: list[Path] = []
+    texts = [path.read_text(errors="replace") for path in pages if path.suffix in _LINKING_SUFFIXES]
+    while texts:
+        text = "\n".join(texts)
+        found = [path for path in assets if path not in chosen and path.name in text]
+        chosen += found
+        texts = [path.read_text(errors="replace") for path in found if path.suffix in _LINKING_SUFFIXES]
+    return pages + sorted(chosen)
 
 
 def _rebuild_docs_index(lake: Lake) -> None:

@@ -88,6 +88,10 @@ def test_ingest_into_an_s3_lake_writes_manifests_that_match(s3_env):
         assert hashlib.sha256(body).hexdigest() == entry["sha256"]
     assert lake.list_partitions("validated") == ["2026-01-05"]
     assert s3_env.head_object(Bucket="lake-bucket", Key="churn/data_docs/index.html")["ContentLength"] > 0
+    day = "churn/data_docs/ds=2026-01-05/"
+    published = {o["Key"][len(day):] for o in s3_env.list_objects_v2(Bucket="lake-bucket", Prefix=day)["Contents"]}
+    assert {"index.html", "_status.json", "static/images/favicon.ico"} <= published, published
+    assert sum(key.startswith("validations/") for key in published) == 2 and len(published) < 12, published
 
     # a re-run gives the same validated bytes
     first = [e["sha256"] for e in manifest["files"]]
