@@ -10,7 +10,8 @@ Airflow's own floor on this machine.
    publish) on a real scheduler, DAG processor and api-server started for the run in temp folders,
    and, on the same stack in the same run, of a no-op DAG with the same timetable, the same number of
    tasks (one) and the same concurrency: Airflow's own floor here. --rounds rounds, the order of the
-   two alternating; ``ratio_to_floor`` = the median of ours / the median floor.
+   two alternating, after a short backfill of each that is not measured (a fresh stack's first
+   backfill pays one-time costs); ``ratio_to_floor`` = the median of ours / the median floor.
 
 Writes tests/benchmarks/results/ingest.json with the goals (goals.py) met or missed.
 """
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,6 +34,7 @@ from provenance import provenance, write_results  # noqa: E402
 
 RESULTS = REPO / "tests" / "benchmarks" / "results" / "ingest.json"
 FLOOR_DAG_ID = "bench_ingest_floor"
+WARMUP_DAYS = 8  # per DAG, before the measured rounds
 # The floor: what Airflow alone costs for a backfill of the ingest DAG's shape (its timetable, one
 # task, its concurrency), with a task that does nothing.
 FLOOR_DAG = f'''
@@ -93,6 +95,7 @@ def bench_parse(env: dict[str, str], repeats: int) -> dict:
 def _backfill(api, dag_id: str, first: date, last: date, days: int) -> dict:
     """One backfill of ``dag_id`` over [first, last], timed from its creation to its last run's end."""
     started = time.perf_counter()
+    created = datetime.now(UTC)
     api.backfill(dag_id, first.isoformat(), last.isoformat(), max_active_runs=8)
     runs = api.wait_for_runs(
         dag_id,
@@ -105,7 +108,9 @@ def _backfill(api, dag_id: str, first: date, last: date, days: int) -> dict:
         logical_date_gte=f"{first.isoformat()}T00:00:00Z",
         logical_date_lte=f"{last.isoformat()}T23:59:59Z",
     )
-    elapsed = time.perf_counter() - started
+    # From the runs' own end times (same clock, this machine), not from when the 3 s poll saw them.
+    elapsed = max(datetime.fromisoformat(r["end_date"].replace("Z", "+00:00")) for r in runs) - created
+    elapsed = elapsed.total_seconds()
     print()
     api.wait_for_backfills_completed(dag_id)  # the next round's backfill of this DAG needs it
     return {
@@ -132,12 +137,20 @@ def bench_backfill(days: int, rounds: int, dags_folder: Path) -> dict:
     get_settings.cache_clear()
     ours: list[dict] = []
     floor: list[dict] = []
+    warmup: list[dict] = []
     try:
         services.setup()
         services.start(["api-server", "scheduler", "dag-processor"], wait=240)
         api = AirflowAPI.local()
         for dag_id in ("mlops_ingest", FLOOR_DAG_ID):
             api.wait_for_dag(dag_id, timeout=300)
+        # A short backfill of each DAG first, not measured, on days after the measured ones: the
+        # first backfill of a fresh stack pays one-time costs (the new metadata DB's first inserts,
+        # the first runs' caches on disk) that would otherwise land on whichever DAG goes first.
+        warm_first = first + timedelta(days=rounds * days)
+        for dag_id, samples in (("mlops_ingest", warmup), (FLOOR_DAG_ID, warmup)):
+            warm_last = warm_first + timedelta(days=WARMUP_DAYS - 1)
+            samples.append({"dag_id": dag_id, **_backfill(api, dag_id, warm_first, warm_last, WARMUP_DAYS)})
         for number in range(rounds):
             start = first + timedelta(days=number * days)
             last = start + timedelta(days=days - 1)
@@ -160,6 +173,7 @@ def bench_backfill(days: int, rounds: int, dags_folder: Path) -> dict:
         "rounds": rounds,
         "ours": ours,
         "floor": floor,
+        "warmup_not_measured": warmup,
         "ours_median_s": round(ours_median, 1),
         "floor_median_s": round(floor_median, 1),
         "ratio_to_floor": ratio,
