@@ -150,7 +150,7 @@ def bench_backfill(days: int, rounds: int, dags_folder: Path) -> dict:
         warm_first = first + timedelta(days=rounds * days)
         for dag_id, samples in (("mlops_ingest", warmup), (FLOOR_DAG_ID, warmup)):
             warm_last = warm_first + timedelta(days=WARMUP_DAYS - 1)
-            samples.append({"dag_id": dag_id, **_backfill(api, dag_id, warm_first, warm_last, WARMUP_DAYS)})
+            samples.append({"dag_id": dag_id, "days": WARMUP_DAYS, **_backfill(api, dag_id, warm_first, warm_last, WARMUP_DAYS)})
         for number in range(rounds):
             start = first + timedelta(days=number * days)
             last = start + timedelta(days=days - 1)

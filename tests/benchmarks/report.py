@@ -127,7 +127,9 @@ def serving_block(result: Result) -> list[str]:
     conditions = []
     if settings:
         conditions.append(
-            f"{settings.get('rounds')} rounds of {settings.get('duration_s'):g} s a cell, medians; "
+            f"{settings.get('rounds')} rounds of {settings.get('duration_s'):g} s a cell"
+            + (f" (the variants taking turns in {settings['slices']} slices)" if settings.get("slices", 1) > 1 else "")
+            + ", medians; "
             f"{settings.get('server_workers')} server workers"
         )
         if "ours_haproxy" in (settings.get("variants") or []):
@@ -180,6 +182,9 @@ def ingest_block(result: Result) -> list[str]:
                 ["the no-op floor DAG, as many days, median", seconds(backfill.get("floor_median_s"))],
                 ["ratio to the floor", ratio(backfill.get("ratio_to_floor"))],
                 ["failed runs", str(backfill.get("failed_runs", sum(r.get("failed", 0) for r in backfill["ours"] + backfill["floor"])))],
+                *([[f"before the rounds, not measured: a {warmup[0]['days']}-day backfill of each DAG",
+                    " / ".join(seconds(w.get("backfill_s")) for w in warmup)]]
+                  if (warmup := backfill.get("warmup_not_measured")) and "days" in warmup[0] else []),
             ]  # fmt: skip
         else:
             done = f"{backfill.get('succeeded')}/{days} succeeded"
