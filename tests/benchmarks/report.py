@@ -182,7 +182,7 @@ def ingest_block(result: Result) -> list[str]:
                 ["the no-op floor DAG, as many days, median", seconds(backfill.get("floor_median_s"))],
                 ["ratio to the floor", ratio(backfill.get("ratio_to_floor"))],
                 ["failed runs", str(backfill.get("failed_runs", sum(r.get("failed", 0) for r in backfill["ours"] + backfill["floor"])))],
-                *([[f"before the rounds, not measured: a {warmup[0]['days']}-day backfill of each DAG",
+                *([[f"before the rounds, not measured: each DAG backfilled over {warmup[0]['days']} days",
                     " / ".join(seconds(w.get("backfill_s")) for w in warmup)]]
                   if (warmup := backfill.get("warmup_not_measured")) and "days" in warmup[0] else []),
             ]  # fmt: skip
