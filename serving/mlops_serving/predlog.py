@@ -199,6 +199,7 @@ class PredictionLogger:
         self.written_rows = 0
         self.dropped_rows = 0
         self._wake = threading.Event()
+        self._signalled = False  # set by the request thread when it wakes the writer, reset by the writer
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._files: dict[str, int] = {}  # day -> file descriptor
@@ -284,8 +285,12 @@ class PredictionLogger:
             )
         )
         self._enqueued += n
-        if self._enqueued - self._consumed >= self.flush_rows and not self._wake.is_set():
-            self._wake.set()  # a lock and a notify: once per flush, not once per request
+        if not self._signalled and self._enqueued - self._consumed >= self.flush_rows:
+            # A lock and a notify: once per drain, not once per request. Rows count as pending until
+            # the writer has written them, so without the flag every request queued during a drain
+            # would signal again.
+            self._signalled = True
+            self._wake.set()
 
     # ------------------------------------------------------------------ writer
     def _run(self) -> None:
@@ -296,6 +301,9 @@ class PredictionLogger:
                 self._drain()
             except Exception as exc:  # never let the writer die
                 self._warn(f"prediction log writer error: {exc!r}")
+            self._signalled = False  # after the drain: a request may signal the next one
+            if self._enqueued - self._consumed >= self.flush_rows:
+                self._wake.set()  # queued after the drain's last look, before the line above
             if self._stopping.is_set():
                 try:
                     self._drain()

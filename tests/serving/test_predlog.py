@@ -144,6 +144,36 @@ def test_flushes_in_background_and_partitions_by_day(tmp_path: Path) -> None:
     assert log.written_rows == 3 and log.pending_rows == 0
 
 
+def test_the_request_thread_wakes_the_writer_once_per_drain(tmp_path: Path) -> None:
+    """Rows stay pending until written, so every request queued while the writer drains is past the
+    flush size; each waking it again (a lock and a notify) cost the requests more CPU than the
+    writer's own work."""
+    log = _logger(tmp_path, flush_seconds=60, flush_rows=4)
+    wakes = []
+    log._wake.set = lambda: wakes.append(1)  # type: ignore[method-assign]  # no writer thread here
+    for i in range(30):
+        _log_predict(log, [{"a": i, "b": "x", "c": 2}] * 2, np.full(2, 0.5, np.float32), [1, 1])
+    assert len(wakes) == 1  # until the writer's drain is over
+    log._drain()
+    log._signalled = False  # as the writer does after a drain
+    for i in range(3):
+        _log_predict(log, [{"a": i, "b": "x", "c": 2}] * 2, np.full(2, 0.5, np.float32), [1, 1])
+    assert len(wakes) == 2 and len(_rows(tmp_path)) == 60
+
+
+def test_a_started_writer_writes_every_row_with_a_small_flush_size(tmp_path: Path) -> None:
+    log = _logger(tmp_path, flush_seconds=60, flush_rows=3)
+    log.start()
+    for i in range(500):  # each request past the flush size on its own
+        _log_predict(log, [{"a": i, "b": "x", "c": 2}] * 4, np.full(4, 0.5, np.float32), [1] * 4)
+    deadline = time.monotonic() + 10
+    while log.written_rows < 2000 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert log.written_rows == 2000  # woken by the requests alone (flush_seconds=60), nothing left behind
+    log.close()
+    assert len(_rows(tmp_path)) == 2000
+
+
 def test_close_writes_everything_queued_then_drops(tmp_path: Path) -> None:
     dropped: list[tuple[int, str]] = []
     log = _logger(tmp_path, flush_seconds=60, on_dropped=lambda n, reason: dropped.append((n, reason)))
