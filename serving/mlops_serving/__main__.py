@@ -1,4 +1,4 @@
-"""``python -m mlops_serving``: run the server with uvicorn (uvloop + httptools).
+"""``python -m mlops_serving``: run the server with uvicorn (uvloop + httptools, one write per response).
 
 Host/port/workers come from ``MLOPS_SERVING_HOST`` (0.0.0.0), ``MLOPS_SERVING_PORT``
 (8080) and ``MLOPS_SERVING_WORKERS`` (1). SIGTERM/SIGINT stop accepting
@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.dont_write_bytecode = True  # read-only root filesystem: never write __pycache__
 
@@ -69,11 +70,12 @@ def main() -> int:
         loop = "uvloop"
     except ImportError:  # pragma: no cover
         loop = "auto"
+    http: Any
     try:
-        import httptools  # noqa: F401
+        from .protocol import OneWriteHttpToolsProtocol
 
-        http = "httptools"
-    except ImportError:  # pragma: no cover
+        http = OneWriteHttpToolsProtocol  # a response's headers and body in one write: see there
+    except ImportError:  # pragma: no cover - without httptools
         http = "auto"
 
     uvicorn.run(
