@@ -172,17 +172,46 @@ def _docs_files(docs_dir: Path) -> list[Path]:
     return pages + sorted(chosen)
 
 
+# How many times a window writes the Data Docs index before it leaves the rest to later windows.
+_INDEX_WRITES = 20
+
+
 def _rebuild_docs_index(lake: Lake) -> None:
-    rows = []
-    base = lake.path(DATA_DOCS_ZONE)
-    for entry in sorted(lake.fs.ls(base, detail=False)):
+    """The lake's Data Docs index: a row per day, from each day's ``_status.json``.
+
+    The windows of a backfill publish at the same time, and one may read the days before another's
+    status lands and write its index after the other's, dropping that day. So a window reads the days
+    again after each write, and writes again until the index it wrote is current. The last write
+    then comes from a window whose read followed every status written before it.
+    """
+    target = lake.path(DATA_DOCS_ZONE, "index.html")
+    written: bytes | None = None
+    for _ in range(_INDEX_WRITES):
+        html = _docs_index_html(lake)
+        if html == written:
+            return
+        lake.write_bytes_atomic(target, html)
+        written = html
+    log.warning("Data Docs index %s: days kept landing while it was written %d times; later windows complete it",
+                target, _INDEX_WRITES)  # fmt: skip
+
+
+def _docs_index_html(lake: Lake) -> bytes:
+    days = {}
+    for entry in sorted(lake.fs.ls(lake.path(DATA_DOCS_ZONE), detail=False)):
         name = entry.rstrip("/").rsplit("/", 1)[-1]
-        if not name.startswith("ds="):
-            continue
-        try:
-            status = json.loads(lake.read_bytes(f"{entry}/_status.json"))
-        except FileNotFoundError:
-            continue
+        if name.startswith("ds="):
+            days[name] = lake.fs._strip_protocol(f"{entry.rstrip('/')}/_status.json")
+    # One call for all the days' statuses: on S3, concurrent GETs rather than one after another.
+    found = lake.fs.cat(list(days.values()), on_error="return") if days else {}
+    rows = []
+    for name, path in days.items():
+        data = found.get(path, FileNotFoundError(path))
+        if isinstance(data, FileNotFoundError):
+            continue  # a day being published: its status comes last
+        if isinstance(data, BaseException):
+            raise data
+        status = json.loads(data)
         page = status.get("page") or "index.html"
         rows.append(f'<tr><td><a href="{name}/{page}">{name[3:]}</a></td><td class="{status["status"]}">{status["status"]}</td></tr>')
     html = (
@@ -192,7 +221,7 @@ def _rebuild_docs_index(lake: Lake) -> None:
         + "".join(rows)
         + "</table></body></html>\n"
     )
-    lake.write_bytes_atomic(lake.path(DATA_DOCS_ZONE, "index.html"), html.encode())
+    return html.encode()
 
 
 def validate(

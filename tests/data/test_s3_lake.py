@@ -87,7 +87,8 @@ def test_ingest_into_an_s3_lake_writes_manifests_that_match(s3_env):
         body = s3_env.get_object(Bucket="lake-bucket", Key=f"churn/validated/ds=2026-01-05/{entry['path']}")["Body"].read()
         assert hashlib.sha256(body).hexdigest() == entry["sha256"]
     assert lake.list_partitions("validated") == ["2026-01-05"]
-    assert s3_env.head_object(Bucket="lake-bucket", Key="churn/data_docs/index.html")["ContentLength"] > 0
+    index = s3_env.get_object(Bucket="lake-bucket", Key="churn/data_docs/index.html")["Body"].read().decode()
+    assert '<a href="ds=2026-01-05/validations/' in index and '>2026-01-05</a></td><td class="validated">' in index, index
     day = "churn/data_docs/ds=2026-01-05/"
     published = {o["Key"][len(day):] for o in s3_env.list_objects_v2(Bucket="lake-bucket", Prefix=day)["Contents"]}
     assert {"index.html", "_status.json", "static/images/favicon.ico"} <= published, published

@@ -1,6 +1,6 @@
 """A batch's Data Docs in the lake: every page, and of GX's static assets only what a page uses, so
 that every local link of every published page resolves and a window no longer writes 4 MB of fonts
-and images it never shows."""
+and images it never shows; and the index of days, with every day when windows publish at once."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import re
 from datetime import date
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import pytest
 
 from mlops_pipeline.data.lake import Lake
 from mlops_pipeline.data.synthetic import Scenario, generate_day
@@ -71,3 +73,32 @@ def test_an_asset_named_only_by_a_stylesheet_a_page_uses_is_kept(tmp_path: Path)
         "static/fonts/used.woff2",
         "static/styles/site.css",
     ]
+
+
+def _tiny_site(root: Path) -> Path:
+    root.mkdir()
+    (root / "index.html").write_text("<p>a day</p>")
+    return root
+
+
+def test_a_day_published_between_another_windows_read_and_write_of_the_index_stays_in_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake = Lake(str(tmp_path / "lake"))
+    index = lake.path(DATA_DOCS_ZONE, "index.html")
+    real_write = Lake.write_bytes_atomic
+    interleaved: list[str] = []
+
+    def write(self: Lake, path: str, data: bytes) -> None:
+        if path == index and not interleaved:
+            # Window A has read the days and is about to write its index: window B publishes first.
+            interleaved.append("2026-03-03")
+            _publish_docs(lake, "2026-03-03", _tiny_site(tmp_path / "b"), "validated", None)
+        real_write(self, path, data)
+
+    monkeypatch.setattr(Lake, "write_bytes_atomic", write)
+    _publish_docs(lake, "2026-03-02", _tiny_site(tmp_path / "a"), "quarantined", None)
+    assert interleaved == ["2026-03-03"]
+    html = (tmp_path / "lake" / DATA_DOCS_ZONE / "index.html").read_text()
+    assert '<a href="ds=2026-03-02/index.html">2026-03-02</a></td><td class="quarantined">' in html
+    assert '<a href="ds=2026-03-03/index.html">2026-03-03</a></td><td class="validated">' in html
