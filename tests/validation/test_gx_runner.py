@@ -148,6 +148,28 @@ def test_the_memo_lives_only_inside_its_block() -> None:
         assert expectation.configuration.kwargs["column"] == "plan"
 
 
+def test_metric_kwargs_share_one_expectation_per_configuration_only_inside_the_block() -> None:
+    from great_expectations.expectations import expectation as expectation_module
+    from great_expectations.expectations.core import ExpectColumnValuesToBeBetween
+    from great_expectations.expectations.registry import get_metric_kwargs as gx_get_metric_kwargs
+
+    expectation = ExpectColumnValuesToBeBetween(column="tenure", min_value=0, max_value=120, mostly=0.9)
+    metric = "column_values.between.unexpected_count"
+    runtime = {"result_format": dict(gx_runner.RESULT_FORMAT)}
+    gx_own = gx_get_metric_kwargs(metric, expectation.configuration, runtime)
+    with gx_runner._memoised_configurations():
+        configuration = expectation.configuration
+        first = expectation_module.get_metric_kwargs(metric_name=metric, configuration=configuration, runtime_configuration=runtime)
+        second = expectation_module.get_metric_kwargs(metric_name=metric, configuration=configuration, runtime_configuration=runtime)
+        assert first == second == gx_own
+        # One expectation built from the configuration, kept for the block.
+        assert [entry[0] for entry in gx_runner._memo.domain_entries.values()] == [configuration]
+        # Elsewhere in the block, to_domain_obj is GX's own: a new object on every call.
+        assert configuration.to_domain_obj() is not configuration.to_domain_obj()
+    assert getattr(gx_runner._memo, "domain_entries", None) is None
+    assert expectation_module.get_metric_kwargs(metric_name=metric, configuration=expectation.configuration, runtime_configuration=runtime) == gx_own
+
+
 PLAIN_KWARGS = [
     {"column": "tenure", "batch_id": "lake-batch"},
     {"column": "plan", "value_set": ["basic", "pro", 3], "mostly": 0.95, "parse_strings_as_datetimes": None, "strict": True},
