@@ -151,25 +151,10 @@ def _publish_docs(lake: Lake, ds: str, docs_dir: Path | None, status: str, page:
     return lake.uri_of(DATA_DOCS_ZONE, f"ds={ds}", page or "index.html")
 
 
-_LINKING_SUFFIXES = (".html", ".css", ".js")
-
-
 def _docs_files(docs_dir: Path) -> list[Path]:
-    """The files of a batch's Data Docs site worth publishing: every page, and of the static assets
-    GX copies into every site (4 MB of fonts, images and styles, written again for every window),
-    those a page, or a stylesheet or script a page uses, names (today: the favicon)."""
-    static = docs_dir / "static"
-    files = sorted(path for path in docs_dir.rglob("*") if path.is_file())
-    pages = [path for path in files if not path.is_relative_to(static)]
-    assets = [path for path in files if path.is_relative_to(static)]
-    chosen: list[Path] = []
-    texts = [path.read_text(errors="replace") for path in pages if path.suffix in _LINKING_SUFFIXES]
-    while texts:
-        text = "\n".join(texts)
-        found = [path for path in assets if path not in chosen and path.name in text]
-        chosen += found
-        texts = [path.read_text(errors="replace") for path in found if path.suffix in _LINKING_SUFFIXES]
-    return pages + sorted(chosen)
+    """Every file of a batch's Data Docs site: its pages, and the few of GX's static assets they use
+    (the site builder copies only those: :class:`mlops_pipeline.validation.docs_view.LinkedAssetsSiteBuilder`)."""
+    return sorted(path for path in docs_dir.rglob("*") if path.is_file())
 
 
 # How many times a window writes the Data Docs index before it leaves the rest to later windows.
