@@ -10,9 +10,10 @@ task: Great Expectations alone costs a task seconds of CPU, once per window of a
 :class:`PreloadingLocalExecutor` imports :data:`PRELOAD_MODULES` in the scheduler, then starts the
 LocalExecutor as it is. Nothing else changes: the workers, the task processes, their logs and
 their isolation are Airflow's own; a task that imports a preloaded module gets the copy it inherited
-(its module state is that of a fresh import, as nothing runs at preload time but the imports). The
-cost moves to the scheduler's start and memory, where the forked workers and tasks share it page by
-page until they write to it.
+(its module state is that of a fresh import: nothing runs at preload time but the imports and the
+set-up of :data:`PREPARE_CALLS`, a GX context built ahead for the tasks to take). The cost moves
+to the scheduler's start and memory, where the forked workers and tasks share it page by page until
+they write to it.
 
 Use it with ``AIRFLOW__CORE__EXECUTOR=mlops_pipeline.orchestration.executor.PreloadingLocalExecutor``
 (opt-in: the embedded stack keeps Airflow's LocalExecutor, see ``mlops_dev.services``). ``MLOPS_EXECUTOR_PRELOAD`` replaces the
@@ -26,6 +27,7 @@ import importlib
 import logging
 import multiprocessing
 import os
+import sys
 import time
 
 from airflow.executors.local_executor import LocalExecutor
@@ -81,12 +83,35 @@ def preload(modules: tuple[str, ...]) -> list[str]:
     return failed
 
 
+# Set-up done once before the workers fork, as (module, function): each is called only if its module
+# was preloaded. Both processes and their state stay as fresh as an import leaves them; what a
+# function builds is there for the task processes to take (see each one's doc).
+PREPARE_CALLS: tuple[tuple[str, str], ...] = (("mlops_pipeline.validation.gx_runner", "prepare_context"),)
+
+
+def prepare(modules: tuple[str, ...]) -> list[str]:
+    """Call :data:`PREPARE_CALLS` whose module is among ``modules`` (and imported); return those that
+    failed (logged, never raised: a task then does the set-up itself)."""
+    failed = []
+    for module, function in PREPARE_CALLS:
+        if module not in modules or module not in sys.modules:
+            continue
+        try:
+            getattr(sys.modules[module], function)()
+        except Exception:
+            log.warning("preload: %s.%s failed; tasks do that set-up themselves", module, function, exc_info=True)
+            failed.append(f"{module}.{function}")
+    return failed
+
+
 class PreloadingLocalExecutor(LocalExecutor):
     """LocalExecutor that imports the tasks' libraries once, in the scheduler, before its workers fork."""
 
     def start(self) -> None:
         if self.is_mp_using_fork:
-            preload(preload_modules())
+            modules = preload_modules()
+            preload(modules)
+            prepare(modules)
         else:
             log.info("preload: skipped, workers are started with %r and would not inherit it", multiprocessing.get_start_method())
         super().start()
