@@ -10,8 +10,8 @@ version before use). The pages they render are GX's, byte for byte.
 
 The site itself is built by :class:`LinkedAssetsSiteBuilder`: GX's ``SiteBuilder``, except that of
 the 4 MB of fonts, images and styles GX copies into every site it copies only what a page (or a
-stylesheet or script a page uses) names: today the favicon. A window of a backfill no longer writes,
-and then deletes, 4 MB it never shows; about a twentieth of a window's CPU.
+stylesheet or script a page uses) names: today the favicon and GX's logo. A window of a backfill
+no longer writes, and then deletes, 4 MB it never shows; about a twentieth of a window's CPU.
 
 The site config names them (see :func:`site_config`); a GX that no longer has these classes fails
 there, loudly, when the suite runs.
