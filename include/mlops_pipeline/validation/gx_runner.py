@@ -46,7 +46,7 @@ import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -230,6 +230,25 @@ _memo = threading.local()
 _memo_lock = threading.Lock()
 
 
+def _memoised_per_object(memo_name: str, build: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``build(obj)``, kept per object in this thread's memo ``memo_name`` while the memo is set (a
+    dict, inside :func:`_memoised_configurations`); with no memo set, ``build`` as it is."""
+
+    def memoised(self: Any) -> Any:
+        memo: dict[int, tuple[Any, Any]] | None = getattr(_memo, memo_name, None)
+        if memo is None:
+            return build(self)
+        hit = memo.get(id(self))
+        if hit is not None and hit[0] is self:
+            return hit[1]
+        built = build(self)
+        # The entry holds the object itself, so its id cannot be reused while the memo lives.
+        memo[id(self)] = (self, built)
+        return built
+
+    return memoised
+
+
 def _install_memoised_configuration() -> None:
     """Give ``Expectation.configuration`` a memo that is consulted only while this thread is inside
     :func:`_memoised_configurations`; anywhere else it is GX's own property, unchanged."""
@@ -240,19 +259,7 @@ def _install_memoised_configuration() -> None:
         if getattr(own.fget, "_mlops_memo", False):
             return
         build = own.fget
-
-        def configuration(self: Any) -> Any:
-            memo: dict[int, tuple[Any, Any]] | None = getattr(_memo, "entries", None)
-            if memo is None:
-                return build(self)
-            hit = memo.get(id(self))
-            if hit is not None and hit[0] is self:
-                return hit[1]
-            built = build(self)
-            # The entry holds the expectation itself, so its id cannot be reused while the memo lives.
-            memo[id(self)] = (self, built)
-            return built
-
+        configuration = _memoised_per_object("entries", build)
         configuration._mlops_memo = True  # type: ignore[attr-defined]
         configuration.__doc__ = build.__doc__
         Expectation.configuration = property(configuration)  # type: ignore[method-assign,assignment]
@@ -316,17 +323,7 @@ def _install_shared_metric_kwargs_expectations() -> None:
         if getattr(own_kwargs, "_mlops_shared", False):
             return
         own_domain = ExpectationConfiguration.to_domain_obj
-
-        def to_domain_obj(self: Any) -> Any:
-            memo: dict[int, tuple[Any, Any]] | None = getattr(_memo, "domains", None)
-            if memo is None:
-                return own_domain(self)
-            hit = memo.get(id(self))
-            if hit is not None and hit[0] is self:
-                return hit[1]
-            built = own_domain(self)
-            memo[id(self)] = (self, built)  # holds the configuration: its id is not reused meanwhile
-            return built
+        to_domain_obj = _memoised_per_object("domains", own_domain)
 
         def get_metric_kwargs(metric_name: str, configuration: Any = None, runtime_configuration: Any = None) -> Any:
             entries = getattr(_memo, "entries", None)
@@ -342,7 +339,7 @@ def _install_shared_metric_kwargs_expectations() -> None:
         to_domain_obj.__doc__ = own_domain.__doc__
         get_metric_kwargs._mlops_shared = True  # type: ignore[attr-defined]
         get_metric_kwargs.__doc__ = own_kwargs.__doc__
-        ExpectationConfiguration.to_domain_obj = to_domain_obj  # type: ignore[method-assign]
+        ExpectationConfiguration.to_domain_obj = to_domain_obj  # type: ignore[method-assign,assignment]
         expectation_module.get_metric_kwargs = get_metric_kwargs
 
 
