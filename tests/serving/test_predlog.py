@@ -271,6 +271,38 @@ def test_large_batches_are_written_whole(tmp_path: Path, monkeypatch: pytest.Mon
     ]
 
 
+def test_written_pages_are_dropped_from_the_page_cache_step_by_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each time a file passes a step, the kernel is advised to drop its last steps (those it has
+    written back); the advice never covers bytes past the end, and a refusal loses no row."""
+    step = 4096
+    monkeypatch.setattr(predlog, "DROP_CACHE_BYTES", step)
+    advice: list[tuple[int, int, int, int]] = []  # (offset, length, advice, file size then)
+    real_fadvise = os.posix_fadvise
+
+    def recording_fadvise(fd: int, offset: int, length: int, how: int) -> None:
+        advice.append((offset, length, how, os.fstat(fd).st_size))
+        real_fadvise(fd, offset, length, how)
+        if len(advice) % 2:
+            raise OSError(errno.EINVAL, "refused")  # every other one: as a filesystem may
+
+    monkeypatch.setattr(predlog.os, "posix_fadvise", recording_fadvise)
+    log = _logger(tmp_path, flush_seconds=60, flush_rows=1)
+    records = [{"a": i, "b": "x" * 50, "c": i} for i in range(20)]  # a line of about 2.5 KB
+    for i in range(40):
+        _log_predict(log, records, np.full(20, 0.5, np.float32), [1] * 20, request_id=f"r{i}")
+        log._drain()  # noqa: SLF001 - one write per request, no writer thread
+    log.close()
+    size = sum(f.stat().st_size for f in log_files(tmp_path))
+    assert len(_rows(tmp_path)) == 40 * 20 and log.dropped_rows == 0
+    assert size // step - 1 <= len(advice) <= size // step  # once per step passed
+    for offset, length, how, file_size in advice:
+        assert how == os.POSIX_FADV_DONTNEED
+        assert offset + length == file_size  # up to what was written
+        assert offset % step == 0 and 0 < length <= (predlog.DROP_CACHE_SPAN + 1) * step
+
+
 @pytest.mark.parametrize("rows", [1, 2, 100])
 def test_outputs_built_by_the_writer_read_like_a_response(rows: int) -> None:
     """Without a response to copy, the writer serialises the outputs itself: the same JSON as the
