@@ -24,7 +24,9 @@ variants take turns in ``--slices`` short slices (A B C, C B A, A B C), so that 
 burst of other work on this shared machine falls on all of them alike; a round's
 throughput and latencies are over all its slices (percentiles from wrk's latency
 histograms, merged), and a ratio between two variants is the median of the
-per-round ratios. Writes
+per-round ratios. The default order puts ``ours`` between the two variants the goals
+compare it with, ``ours_nolog`` and ``ours_haproxy``: in every pass its slice sits between
+theirs, so a goal's two sides see the machine at nearly the same moment. Writes
 tests/benchmarks/results/serving.json: the date, git commit, machine and its load
 average during the run; ``results`` (per variant and cell: medians of rps,
 rows_per_s, p50_ms, p99_ms, cpu_us_per_request, the error count, and every round);
@@ -479,7 +481,7 @@ def main() -> int:
     parser.add_argument("--haproxy-mode", choices=("router", "http", "tcp"), default="router",
                         help="router: the model router's own config (mlops_pipeline.deploy.haproxy.render_config); "
                         "http/tcp: a minimal config in that proxy mode")
-    parser.add_argument("--variants", default="mlflow,bare,bare_1t,ours,ours_batched,ours_nolog,ours_haproxy")
+    parser.add_argument("--variants", default="mlflow,bare,bare_1t,ours_batched,ours_nolog,ours,ours_haproxy")
     parser.add_argument("--rows", default="1,100")
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "serving.json")
